@@ -1,0 +1,1 @@
+"""The console tool (the article's ConsCtl): ``procobsrv watch|demo|driver``."""

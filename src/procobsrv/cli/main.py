@@ -1,0 +1,42 @@
+"""Entry point of the console tool: ``procobsrv`` and ``python -m procobsrv``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .. import __version__
+from ..errors import MonitorError
+from . import demo, driver, watch
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="procobsrv", description="Tell, the moment it happens, that a process started or ended."
+    )
+    parser.add_argument("--version", action="version", version=f"procobsrv {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors in the log output")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    watch.add_parser(sub)
+    demo.add_parser(sub)
+    driver.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        return int(args.run(args))
+    except MonitorError as exc:
+        print(f"procobsrv: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

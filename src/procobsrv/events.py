@@ -1,0 +1,81 @@
+"""What the kernel tells us: one immutable record per process start, exec or exit."""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+
+
+class EventKind(enum.Enum):
+    """The three things that happen to a process."""
+
+    CREATED = "created"  # a new process exists (fork on Linux, process creation on Windows)
+    EXEC = "exec"  # the process now runs another program (Linux only)
+    EXITED = "exited"  # the process ended
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedItem:
+    """One process event, as queued between the monitor and the handler.
+
+    The article's ``QUEUED_ITEM`` held ``hParentId``, ``hProcessId`` and ``bCreate``;
+    this one also carries what a user needs to act on the event.
+    """
+
+    kind: EventKind
+    process_id: int
+    parent_id: int
+    #: Seconds since the epoch, from the kernel's own timestamp of the event.
+    timestamp: float
+    #: The kernel's timestamp on CLOCK_MONOTONIC (Linux) / interrupt time (Windows), in ns.
+    monotonic_ns: int = 0
+    #: Absolute path of the program, or None when it could not be learned in time.
+    image: str | None = None
+    #: argv, or None when it could not be learned in time. A list, as the API promises; it is
+    #: left out of the hash so that items stay usable as set members and dict keys.
+    command_line: list[str] | None = field(default=None, hash=False)
+    #: 0-255 when the process exited normally (EXITED only), else None.
+    exit_code: int | None = None
+    #: The signal that killed the process (EXITED only), else None.
+    signal: int | None = None
+    #: True when the killing signal also dumped core.
+    core_dumped: bool = False
+    #: Effective user id of the process when known.
+    uid: int | None = None
+    #: Kernel timestamp (monotonic ns) of the process's creation, or 0 when it started before
+    #: monitoring began. Together with the pid it names one process even when pids are reused.
+    start_ns: int = 0
+
+    @property
+    def create(self) -> bool:
+        """The article's ``bCreate``: True for a started process."""
+        return self.kind is EventKind.CREATED
+
+    @property
+    def key(self) -> tuple[int, int]:
+        """A key that stays unique when the kernel reuses a pid."""
+        return (self.process_id, self.start_ns)
+
+    @property
+    def name(self) -> str | None:
+        """The program's file name, e.g. ``sleep``."""
+        if self.image is None:
+            return None
+        return os.path.basename(self.image.replace("\\", "/"))
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready dict (the format of ``procobsrv watch --json``)."""
+        return {
+            "kind": self.kind.value,
+            "pid": self.process_id,
+            "ppid": self.parent_id,
+            "timestamp": self.timestamp,
+            "image": self.image,
+            "command_line": self.command_line,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "core_dumped": self.core_dumped,
+            "uid": self.uid,
+            "start_ns": self.start_ns,
+        }

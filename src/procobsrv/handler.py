@@ -1,0 +1,28 @@
+"""The user's side of the contract: subclass CallbackHandler."""
+
+from __future__ import annotations
+
+import abc
+import logging
+from typing import Any
+
+from .events import QueuedItem
+
+log = logging.getLogger(__name__)
+
+
+class CallbackHandler(abc.ABC):
+    """Receives process events, one at a time, on the retrieval thread.
+
+    Calls never overlap, and they come in the order the kernel reported the events
+    (Linux: per CPU; events from different CPUs are not ordered with each other).
+    """
+
+    @abc.abstractmethod
+    def on_process_event(self, item: QueuedItem, param: Any) -> None:
+        """A process was created, exec'd or exited. ``param`` is start_monitoring's argument."""
+
+    def on_events_lost(self, count: int, param: Any) -> None:
+        """``count`` events were lost (kernel overflow or a full queue); called before the
+        events that were drained together with the news of the loss."""
+        log.warning("%d process events were lost", count)

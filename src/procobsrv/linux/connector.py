@@ -1,0 +1,217 @@
+"""The kernel's process-events connector: a netlink socket subscribed to ``cn_proc``.
+
+Layout and behaviour are those of ``include/uapi/linux/connector.h`` and ``cn_proc.h``
+(see docs/linux.md). This module owns the socket: open, subscribe, receive many
+datagrams per system call, unsubscribe, close. Decoding lives in ``parser``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import random
+import select
+import socket
+import struct
+import time
+
+from ..errors import MonitorError
+
+log = logging.getLogger(__name__)
+
+NETLINK_CONNECTOR = 11
+CN_IDX_PROC = 1
+CN_VAL_PROC = 1
+NLMSG_NOOP = 1
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLMSG_OVERRUN = 4
+PROC_CN_MCAST_LISTEN = 1
+PROC_CN_MCAST_IGNORE = 2
+SOL_SOCKET = socket.SOL_SOCKET
+SO_RCVBUFFORCE = 33
+MSG_DONTWAIT = socket.MSG_DONTWAIT
+MSG_TRUNC = socket.MSG_TRUNC
+
+#: nlmsghdr (len, type, flags, seq, pid) + cn_msg (idx, val, seq, ack, len, flags) + u32 op
+_SUBSCRIBE = struct.Struct("=IHHII IIIIHH I")
+
+#: Default receive buffer: about 50,000 events of 76 bytes at kernel skb overhead.
+DEFAULT_RCVBUF = 16 * 1024 * 1024
+#: Bytes reserved for one datagram: a proc event is 76 bytes; leave room for growth.
+SLOT_SIZE = 256
+#: Datagrams fetched per recvmmsg call.
+SLOTS = 256
+
+# struct iovec / msghdr / mmsghdr for recvmmsg(2), sized for this machine's C ABI.
+class _IoVec(ctypes.Structure):
+    _fields_ = (("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t))
+
+
+class _MsgHdr(ctypes.Structure):
+    _fields_ = (
+        ("msg_name", ctypes.c_void_p),
+        ("msg_namelen", ctypes.c_uint32),
+        ("msg_iov", ctypes.POINTER(_IoVec)),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
+        ("msg_flags", ctypes.c_int),
+    )
+
+
+class _MMsgHdr(ctypes.Structure):
+    _fields_ = (("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint32))
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_recvmmsg = _libc.recvmmsg
+_recvmmsg.argtypes = (ctypes.c_int, ctypes.POINTER(_MMsgHdr), ctypes.c_uint, ctypes.c_int, ctypes.c_void_p)
+_recvmmsg.restype = ctypes.c_int
+
+
+class ReceiveRing:
+    """Preallocated buffers so that one ``recvmmsg`` call fetches up to SLOTS datagrams."""
+
+    def __init__(self, slots: int = SLOTS, slot_size: int = SLOT_SIZE) -> None:
+        self.slot_size = slot_size
+        self.buffer = ctypes.create_string_buffer(slots * slot_size)
+        self._iov = (_IoVec * slots)()
+        self._msgs = (_MMsgHdr * slots)()
+        base = ctypes.addressof(self.buffer)
+        for i in range(slots):
+            self._iov[i].iov_base = base + i * slot_size
+            self._iov[i].iov_len = slot_size
+            self._msgs[i].msg_hdr.msg_iov = ctypes.pointer(self._iov[i])
+            self._msgs[i].msg_hdr.msg_iovlen = 1
+        self._slots = slots
+
+    def receive(self, fd: int) -> list[tuple[int, int]]:
+        """(offset, length) of each datagram ready now; [] when none. Raises OSError (ENOBUFS...)."""
+        n = _recvmmsg(fd, self._msgs, self._slots, MSG_DONTWAIT, None)
+        if n < 0:
+            err = ctypes.get_errno()
+            if err in (errno.EAGAIN, errno.EWOULDBLOCK):
+                return []
+            raise OSError(err, os.strerror(err))
+        msgs = self._msgs
+        size = self.slot_size
+        out = []
+        for i in range(n):
+            length = msgs[i].msg_len
+            if msgs[i].msg_hdr.msg_flags & MSG_TRUNC:
+                length = -1  # larger than a slot: the parser counts it as malformed
+            out.append((i * size, length))
+        return out
+
+
+class ConnectorSocket:
+    """A netlink socket bound to the proc connector's multicast group."""
+
+    def __init__(self, rcvbuf: int = DEFAULT_RCVBUF, ack_timeout: float = 2.0) -> None:
+        self._rcvbuf = rcvbuf
+        self._ack_timeout = ack_timeout
+        self._sock: socket.socket | None = None
+        self._ack = random.randrange(1, 2**31)
+
+    @property
+    def fd(self) -> int:
+        if self._sock is None:
+            raise MonitorError("the connector socket is not open")
+        return self._sock.fileno()
+
+    def open(self) -> None:
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
+        except OSError as exc:
+            if exc.errno in (errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT):
+                raise MonitorError(
+                    "this kernel has no netlink connector: rebuild it with CONFIG_CONNECTOR=y "
+                    "and CONFIG_PROC_EVENTS=y"
+                ) from exc
+            raise MonitorError(f"cannot create the netlink connector socket: {exc}") from exc
+        try:
+            self._grow_receive_buffer(sock)
+            try:
+                sock.bind((0, CN_IDX_PROC))
+            except PermissionError as exc:
+                raise MonitorError(_NOT_PERMITTED) from exc
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+
+    def _grow_receive_buffer(self, sock: socket.socket) -> None:
+        # Bursts are absorbed here; root may exceed net.core.rmem_max with SO_RCVBUFFORCE.
+        try:
+            sock.setsockopt(SOL_SOCKET, SO_RCVBUFFORCE, self._rcvbuf)
+        except PermissionError:
+            sock.setsockopt(SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf)
+        got = sock.getsockopt(SOL_SOCKET, socket.SO_RCVBUF)
+        log.debug("netlink receive buffer: asked %d, got %d bytes", self._rcvbuf, got)
+
+    def subscribe_message(self, op: int) -> bytes:
+        payload = 4
+        cn_len = 20 + payload
+        return _SUBSCRIBE.pack(
+            16 + cn_len, NLMSG_DONE, 0, 0, os.getpid(),
+            CN_IDX_PROC, CN_VAL_PROC, 0, self._ack, payload, 0,
+            op,
+        )  # fmt: skip
+
+    def is_own_ack(self, cn_ack: int) -> bool:
+        """The kernel answers a subscription with ``ack + 1``; other listeners' acks differ."""
+        return cn_ack == (self._ack + 1) & 0xFFFFFFFF
+
+    def send(self, op: int) -> None:
+        assert self._sock is not None
+        try:
+            self._sock.send(self.subscribe_message(op))
+        except ConnectionRefusedError as exc:
+            raise MonitorError(_WRONG_NETNS) from exc
+        except PermissionError as exc:
+            raise MonitorError(_NOT_PERMITTED) from exc
+
+    def wait_readable(self, deadline: float) -> bool:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        ready, _, _ = select.select([self.fd], [], [], remaining)
+        return bool(ready)
+
+    @property
+    def ack_timeout(self) -> float:
+        return self._ack_timeout
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        try:
+            sock.send(self.subscribe_message(PROC_CN_MCAST_IGNORE))
+        except OSError as exc:  # the socket still closes; the kernel drops our membership
+            log.debug("unsubscribe failed: %s", exc)
+        sock.close()
+
+
+_NOT_PERMITTED = (
+    "not permitted to listen to process events: on Linux before 6.6 this needs root or "
+    "CAP_NET_ADMIN (e.g. `sudo setcap cap_net_admin+ep $(readlink -f $(which python3))`, "
+    "or run as root)"
+)
+_WRONG_NETNS = (
+    "the process-events connector refused the subscription: it only exists in the initial "
+    "network namespace, and this process runs in another one (a container?). Run procobsrv "
+    "on the host, or in a container sharing the host network namespace (--network host)"
+)
+NO_ACK = (
+    "the kernel did not acknowledge the process-events subscription within {timeout:.1f} s: "
+    "either this process runs in a non-initial user or PID namespace (a container: run "
+    "procobsrv on the host, or with the host's PID and user namespaces), or the kernel lacks "
+    "CONFIG_PROC_EVENTS"
+)
+ACK_ERROR = "the kernel refused the process-events subscription: {error}"

@@ -1,0 +1,153 @@
+"""Decoding connector datagrams into raw proc events, with exact loss accounting.
+
+A datagram holds one or more netlink messages; each carries a ``cn_msg`` and a
+``proc_event``. Nothing here raises on bad input: every defect is counted and skipped.
+
+Loss: the kernel numbers messages per CPU (``cn_msg.seq``) and names the CPU in
+``proc_event.cpu``; a jump in one CPU's sequence is exactly the number of messages we
+never received (the socket buffer overflowed). Acks (``what == NONE``) take sequence
+numbers too, which is why they pass through here like any event.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from typing import Final
+
+log = logging.getLogger(__name__)
+
+NLMSG_HDRLEN: Final = 16
+CN_MSG_LEN: Final = 20
+EVENT_HEADER_LEN: Final = 16  # what, cpu, timestamp_ns
+#: nlmsghdr + cn_msg + proc_event header + the six u32 of the largest union member used here.
+RECORD_LEN: Final = NLMSG_HDRLEN + CN_MSG_LEN + EVENT_HEADER_LEN + 24
+
+_NLHDR = struct.Struct("=IH")
+_RECORD = struct.Struct("=IHHII IIIIHH IIQ IIIIII")
+
+# Positions in a decoded record (the tuple _RECORD yields).
+CN_IDX, CN_VAL, CN_SEQ, CN_ACK, CN_LEN = 5, 6, 7, 8, 9
+WHAT, CPU, TIMESTAMP = 11, 12, 13
+U0, U1, U2, U3, U4, U5 = 14, 15, 16, 17, 18, 19
+
+NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 1, 2, 3, 4
+CN_IDX_PROC = CN_VAL_PROC = 1
+
+PROC_EVENT_NONE: Final = 0x00000000
+PROC_EVENT_FORK: Final = 0x00000001
+PROC_EVENT_EXEC: Final = 0x00000002
+PROC_EVENT_UID: Final = 0x00000004
+PROC_EVENT_GID: Final = 0x00000040
+PROC_EVENT_SID: Final = 0x00000080
+PROC_EVENT_PTRACE: Final = 0x00000100
+PROC_EVENT_COMM: Final = 0x00000200
+PROC_EVENT_COREDUMP: Final = 0x40000000
+PROC_EVENT_EXIT: Final = 0x80000000
+
+#: Bytes of the union each event kind needs (cn_proc.h).
+UNION_LEN: Final = {
+    PROC_EVENT_NONE: 4,
+    PROC_EVENT_FORK: 16,
+    PROC_EVENT_EXEC: 8,
+    PROC_EVENT_UID: 16,
+    PROC_EVENT_GID: 16,
+    PROC_EVENT_SID: 8,
+    PROC_EVENT_PTRACE: 16,
+    PROC_EVENT_COMM: 24,
+    PROC_EVENT_COREDUMP: 16,
+    PROC_EVENT_EXIT: 24,
+}
+
+_NO_CPU: Final = 0xFFFFFFFF  # acks of kernels before 4.x carry cpu = -1 and no per-CPU seq
+_ZEROS: Final = bytes(RECORD_LEN)
+
+Record = tuple[int, ...]
+
+
+class Decoder:
+    """Turns datagrams into records; keeps per-CPU sequence state and defect counters."""
+
+    def __init__(self) -> None:
+        self._last_seq: dict[int, int] = {}
+        self.lost = 0  # messages the kernel sent that never reached us (sequence gaps)
+        self.malformed = 0  # truncated or inconsistent messages
+        self.unknown = 0  # well-formed messages of a kind we do not know
+        self.netlink_errors = 0  # NLMSG_ERROR / NLMSG_OVERRUN from the kernel
+
+    def take_lost(self) -> int:
+        lost, self.lost = self.lost, 0
+        return lost
+
+    def decode(self, buf: bytes | bytearray | memoryview, offset: int, length: int, out: list[Record]) -> None:
+        """Append the records of the datagram at ``buf[offset:offset+length]`` to ``out``."""
+        if length < 0 or offset < 0 or offset + length > len(buf):
+            self._defect("malformed", "datagram larger than its buffer (truncated)")
+            return
+        end = offset + length
+        pos = offset
+        while end - pos >= NLMSG_HDRLEN:
+            nl_len, nl_type = _NLHDR.unpack_from(buf, pos)
+            if nl_len < NLMSG_HDRLEN or nl_len > end - pos:
+                self._defect("malformed", f"netlink length {nl_len} outside 16..{end - pos}")
+                return
+            if nl_type == NLMSG_DONE:
+                self._decode_message(buf, pos, nl_len, out)
+            elif nl_type in (NLMSG_ERROR, NLMSG_OVERRUN):
+                self._defect("netlink_errors", f"netlink message type {nl_type} from the kernel")
+            elif nl_type != NLMSG_NOOP:
+                self._defect("unknown", f"netlink message type {nl_type}")
+            pos += (nl_len + 3) & ~3  # NLMSG_ALIGN
+        if pos < end and end - pos >= 4:
+            self._defect("malformed", f"{end - pos} trailing bytes")
+
+    def _decode_message(self, buf: bytes | bytearray | memoryview, pos: int, nl_len: int, out: list[Record]) -> None:
+        if nl_len >= RECORD_LEN:
+            rec = _RECORD.unpack_from(buf, pos)
+        elif nl_len >= NLMSG_HDRLEN + CN_MSG_LEN + EVENT_HEADER_LEN:
+            # Shorter than the largest event: pad so one layout serves; checked below.
+            rec = _RECORD.unpack_from(bytes(buf[pos : pos + nl_len]) + _ZEROS[nl_len:], 0)
+        else:
+            self._defect("malformed", f"message of {nl_len} bytes cannot hold a proc event")
+            return
+        if rec[CN_IDX] != CN_IDX_PROC or rec[CN_VAL] != CN_VAL_PROC:
+            self._defect("malformed", f"connector id {rec[CN_IDX]}.{rec[CN_VAL]} is not cn_proc")
+            return
+        cn_len = rec[CN_LEN]
+        if NLMSG_HDRLEN + CN_MSG_LEN + cn_len > nl_len:
+            self._defect("malformed", f"cn_msg length {cn_len} points past the message")
+            return
+        if cn_len < EVENT_HEADER_LEN:
+            self._defect("malformed", f"cn_msg length {cn_len} too short for a proc event")
+            return
+        self._account(rec[CPU], rec[CN_SEQ])
+        what = rec[WHAT]
+        need = UNION_LEN.get(what)
+        if need is None:
+            self._defect("unknown", f"proc event what=0x{what:x}")
+            return
+        if cn_len < EVENT_HEADER_LEN + need:
+            self._defect("malformed", f"proc event 0x{what:x} of {cn_len} bytes, needs {16 + need}")
+            return
+        out.append(rec)
+
+    def _account(self, cpu: int, seq: int) -> None:
+        if cpu == _NO_CPU:
+            return
+        last = self._last_seq.get(cpu)
+        self._last_seq[cpu] = seq
+        if last is None:
+            return
+        gap = (seq - last - 1) & 0xFFFFFFFF
+        if gap == 0:
+            return
+        if gap < 0x80000000:
+            self.lost += gap
+        else:  # went backwards: not a loss; restart this CPU's count from here
+            log.debug("cpu %d sequence went back from %d to %d", cpu, last, seq)
+
+    def _defect(self, counter: str, what: str) -> None:
+        count = getattr(self, counter) + 1
+        setattr(self, counter, count)
+        level = logging.WARNING if count == 1 else logging.DEBUG
+        log.log(level, "skipped a connector message (%s): %s", counter.replace("_", " "), what)

@@ -1,0 +1,172 @@
+"""The Linux publisher: process events from the kernel's connector, as QueuedItems."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+
+from ..errors import MonitorError
+from ..events import EventKind, QueuedItem
+from ..platform import Batch, KernelSource
+from . import connector
+from .connector import ConnectorSocket, ReceiveRing
+from .parser import (
+    CN_ACK,
+    PROC_EVENT_EXEC,
+    PROC_EVENT_EXIT,
+    PROC_EVENT_FORK,
+    PROC_EVENT_NONE,
+    TIMESTAMP,
+    U0,
+    U1,
+    U2,
+    U3,
+    U5,
+    WHAT,
+    Decoder,
+    Record,
+)
+from .procfs import ProcessTable
+
+log = logging.getLogger(__name__)
+
+#: recvmmsg rounds per fetch: bounds the time before a batch is handed on during a storm.
+MAX_ROUNDS = 16
+
+CREATED, EXEC, EXITED = EventKind.CREATED, EventKind.EXEC, EventKind.EXITED
+
+
+def decode_wait_status(status: int) -> tuple[int | None, int | None, bool]:
+    """(exit_code, signal, core_dumped) from the raw wait status the kernel reports."""
+    if status & 0x7F == 0:
+        return (status >> 8) & 0xFF, None, False
+    return None, status & 0x7F, bool(status & 0x80)
+
+
+class ConnectorSource(KernelSource):
+    """Subscribes to ``cn_proc`` and turns its records into process-level QueuedItems.
+
+    Thread events are dropped: a fork whose child is not a thread-group leader is a new
+    thread, and so is an exit of a task that is not its group's leader.
+    """
+
+    def __init__(
+        self,
+        *,
+        rcvbuf: int = connector.DEFAULT_RCVBUF,
+        read_proc: bool = True,
+        ack_timeout: float = 2.0,
+    ) -> None:
+        self._socket = ConnectorSocket(rcvbuf, ack_timeout)
+        self._ring = ReceiveRing()
+        self.decoder = Decoder()
+        self.processes = ProcessTable(read_proc)
+        self.overruns = 0  # ENOBUFS seen: the kernel dropped messages (counted by sequence gaps)
+        self._pending: list[Record] = []
+        self._acked = False
+        self._is_open = False
+
+    # -- KernelSource -----------------------------------------------------------------
+    def open(self) -> None:
+        self._socket.open()
+        self._is_open = True
+        try:
+            self._subscribe()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def wait_handle(self) -> int:
+        return self._socket.fd
+
+    def fetch_batch(self) -> Batch:
+        records, self._pending = self._pending, []
+        self._receive(records)
+        return Batch(self._to_items(records), self.decoder.take_lost())
+
+    def close(self) -> None:
+        if self._is_open:
+            self._is_open = False
+            self._socket.close()
+
+    # -- internals ----------------------------------------------------------------------
+    def _subscribe(self) -> None:
+        """Send LISTEN and wait for our own ack; keep whatever events arrive meanwhile."""
+        self._socket.send(connector.PROC_CN_MCAST_LISTEN)
+        deadline = time.monotonic() + self._socket.ack_timeout
+        while not self._acked:
+            if not self._socket.wait_readable(deadline):
+                raise MonitorError(connector.NO_ACK.format(timeout=self._socket.ack_timeout))
+            first_new = len(self._pending)
+            self._receive(self._pending)
+            for rec in self._pending[first_new:]:
+                if rec[WHAT] == PROC_EVENT_NONE:
+                    self._check_ack(rec)
+
+    def _check_ack(self, rec: Record) -> None:
+        """Raise if this is our subscription's ack and it carries an error."""
+        if not self._socket.is_own_ack(rec[CN_ACK]):
+            return  # another listener's ack, delivered to everyone
+        err = rec[U0]
+        if err == errno.EPERM:
+            raise MonitorError(connector._NOT_PERMITTED)
+        if err:
+            raise MonitorError(connector.ACK_ERROR.format(error=os.strerror(err)))
+        self._acked = True
+
+    def _receive(self, out: list[Record]) -> None:
+        ring, decoder, fd = self._ring, self.decoder, self._socket.fd
+        for _ in range(MAX_ROUNDS):
+            try:
+                datagrams = ring.receive(fd)
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise MonitorError(f"reading the connector socket failed: {exc}") from exc
+                self.overruns += 1
+                log.warning("the kernel dropped process events (socket buffer full); counting them")
+                continue
+            for offset, length in datagrams:
+                decoder.decode(ring.buffer, offset, length, out)
+            if len(datagrams) < connector.SLOTS:
+                break
+
+    def _to_items(self, records: list[Record]) -> list[QueuedItem]:
+        items: list[QueuedItem] = []
+        append = items.append
+        processes = self.processes
+        # The kernel stamps events on CLOCK_MONOTONIC; convert once per batch.
+        epoch_offset = time.time_ns() - time.monotonic_ns()
+        for rec in records:
+            what = rec[WHAT]
+            ts = rec[TIMESTAMP]
+            if what == PROC_EVENT_FORK:
+                pid = rec[U3]  # child tgid
+                if rec[U2] != pid:
+                    continue  # a new thread, not a new process
+                parent = rec[U1]
+                info = processes.forked(pid, parent, ts)
+                append(QueuedItem(CREATED, pid, parent, (ts + epoch_offset) / 1e9, ts,
+                                  info.image, info.command_line, uid=info.uid, start_ns=ts))  # fmt: skip
+            elif what == PROC_EVENT_EXEC:
+                pid = rec[U1]
+                info = processes.executed(pid)
+                append(QueuedItem(EXEC, pid, info.parent_id, (ts + epoch_offset) / 1e9, ts,
+                                  info.image, info.command_line, uid=info.uid,
+                                  start_ns=info.start_ns))  # fmt: skip
+            elif what == PROC_EVENT_EXIT:
+                pid = rec[U1]
+                if rec[U0] != pid:
+                    continue  # a thread ended, not the process
+                code, sig, core = decode_wait_status(rec[U2])
+                gone = processes.exited(pid)
+                if gone is None:
+                    append(QueuedItem(EXITED, pid, rec[U5], (ts + epoch_offset) / 1e9, ts,
+                                      exit_code=code, signal=sig, core_dumped=core))  # fmt: skip
+                else:
+                    append(QueuedItem(EXITED, pid, rec[U5], (ts + epoch_offset) / 1e9, ts,
+                                      gone.image, gone.command_line, code, sig, core,
+                                      gone.uid, gone.start_ns))  # fmt: skip
+        return items

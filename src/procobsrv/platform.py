@@ -1,0 +1,124 @@
+"""The small interface between the article's framework and the kernel that feeds it.
+
+The framework (``monitor``, ``container``, ``retrieval``, ``scope``) only ever talks to a
+:class:`Platform`: kernel objects to wait on (events, a mutex, a way to wait for any of
+several at once) and a :class:`KernelSource` that publishes process events. Each kernel
+provides one: ``procobsrv.linux`` (the process-events connector, fds and ``poll``) and
+``procobsrv.windows`` (ProcObsrv.sys, HANDLEs and ``WaitForMultipleObjects``).
+"""
+
+from __future__ import annotations
+
+import abc
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .errors import MonitorError
+from .events import QueuedItem
+
+
+class SyncEvent(Protocol):
+    """A manual-reset event that can be waited on together with other handles."""
+
+    @property
+    def wait_handle(self) -> int:
+        """What :meth:`Waiter.wait` waits on: an fd on Linux, a HANDLE on Windows."""
+        ...
+
+    def set(self) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class Mutex(Protocol):
+    """A mutual-exclusion lock used as a context manager."""
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Waiter(Protocol):
+    """Waits for the first of a fixed set of handles to be signalled."""
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Index of a signalled handle (the lowest one), or None on timeout."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Batch:
+    """What one :meth:`KernelSource.fetch_batch` call returns."""
+
+    items: list[QueuedItem] = field(default_factory=list)
+    #: Events the kernel dropped before we could read them (exact where the kernel lets us count).
+    lost: int = 0
+
+
+class KernelSource(abc.ABC):
+    """The publisher: the kernel side that announces process events.
+
+    Lifecycle: :meth:`open`, then repeatedly wait on :attr:`wait_handle` and call
+    :meth:`fetch_batch`, then :meth:`close`. Only the monitor thread calls these.
+    """
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Subscribe to the kernel; raises MonitorError with what to do when it cannot."""
+
+    @property
+    @abc.abstractmethod
+    def wait_handle(self) -> int:
+        """Signalled while events are ready to fetch."""
+
+    @abc.abstractmethod
+    def fetch_batch(self) -> Batch:
+        """Everything ready now, without blocking (an empty batch when nothing is)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Unsubscribe and release every kernel resource; safe to call twice."""
+
+    def __enter__(self) -> KernelSource:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class Platform:
+    """Kernel objects and the event source of one operating system."""
+
+    name: str
+    new_event: Callable[[], SyncEvent]
+    new_mutex: Callable[[], Mutex]
+    new_waiter: Callable[[Sequence[int]], Waiter]
+    new_source: Callable[[], KernelSource]
+
+
+def current_platform() -> Platform:
+    """The platform this interpreter runs on; imports only that platform's modules."""
+    if sys.platform.startswith("linux"):
+        from .linux import PLATFORM as linux_platform
+
+        return linux_platform
+    if sys.platform == "win32":
+        from .windows import PLATFORM as windows_platform
+
+        return windows_platform
+    raise MonitorError(
+        f"procobsrv supports Linux (process-events connector) and Windows (ProcObsrv.sys); "
+        f"this system is {sys.platform!r}"
+    )

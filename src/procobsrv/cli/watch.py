@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     scope = ApplicationScope.get_instance(handler)
     try:
         scope.start_monitoring()
+        print("procobsrv: watching; Ctrl+C to stop", file=sys.stderr, flush=True)
         if not args.json:
             print(HEADER, flush=True)
         done.wait(args.duration)
@@ -98,5 +99,6 @@ def run(args: argparse.Namespace) -> int:
         for s, h in previous.items():
             signal.signal(s, h)
     seen = ", ".join(f"{handler.seen[k]} {k.value}" for k in EventKind)
-    print(f"procobsrv: {sum(handler.seen.values())} events ({seen}), {handler.lost} lost", file=sys.stderr)
+    total = sum(handler.seen.values())
+    print(f"procobsrv: {total} events ({seen}), {handler.lost} lost", file=sys.stderr)
     return 0

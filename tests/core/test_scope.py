@@ -1,0 +1,228 @@
+"""ApplicationScope's contract: singleton, start/stop/start, stop from anywhere, nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import pytest
+
+from procobsrv import ApplicationScope, CallbackHandler, EventKind, MonitorError, QueuedItem
+from procobsrv.platform import Batch, KernelSource, current_platform
+from tests.conftest import Collector
+
+
+class ScriptedSource(KernelSource):
+    """A publisher the test drives by hand: ``publish`` plays the kernel's part."""
+
+    def __init__(self) -> None:
+        self.platform = current_platform()
+        self.ready = self.platform.new_event()
+        self._lock = threading.Lock()
+        self._pending: list[QueuedItem] = []
+        self._lost = 0
+        self.opened = self.closed = 0
+
+    def open(self) -> None:
+        self.opened += 1
+
+    @property
+    def wait_handle(self) -> int:
+        return self.ready.wait_handle
+
+    def publish(self, items: list[QueuedItem], lost: int = 0) -> None:
+        with self._lock:
+            self._pending.extend(items)
+            self._lost += lost
+            self.ready.set()
+
+    def fetch_batch(self) -> Batch:
+        with self._lock:
+            batch = Batch(self._pending, self._lost)
+            self._pending, self._lost = [], 0
+            self.ready.clear()
+        return batch
+
+    def close(self) -> None:
+        self.closed += 1
+        self.ready.close()
+
+
+def items(n: int, start: int = 1) -> list[QueuedItem]:
+    return [QueuedItem(EventKind.CREATED, pid, 1, 0.0) for pid in range(start, start + n)]
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def scope() -> ApplicationScope:
+    s = ApplicationScope.get_instance(Collector())
+    s.stop_monitoring()
+    return s
+
+
+def test_singleton_and_handler_binding(scope: ApplicationScope) -> None:
+    assert ApplicationScope.get_instance() is scope
+    other = Collector()
+    assert ApplicationScope.get_instance(other) is scope and scope.handler is other
+    scope.start_monitoring(source=ScriptedSource())
+    try:
+        with pytest.raises(MonitorError, match="stop_monitoring"):
+            ApplicationScope.get_instance(Collector())
+        assert ApplicationScope.get_instance(other) is scope  # the same handler is fine
+    finally:
+        scope.stop_monitoring()
+    with pytest.raises(TypeError):
+        ApplicationScope(other)
+
+
+def test_singleton_created_concurrently_is_one_object() -> None:
+    seen: list[ApplicationScope] = []
+    barrier = threading.Barrier(16)
+
+    def get() -> None:
+        barrier.wait()
+        seen.append(ApplicationScope.get_instance(Collector()))
+
+    threads = [threading.Thread(target=get) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(s) for s in seen}) == 1
+
+
+def test_start_stop_start_delivers_in_order_and_flushes_on_stop(scope: ApplicationScope) -> None:
+    handler = Collector()
+    ApplicationScope.get_instance(handler)
+    for round_ in range(3):
+        source = ScriptedSource()
+        assert scope.start_monitoring(round_, source=source) is True
+        assert scope.start_monitoring(source=ScriptedSource()) is False
+        source.publish(items(1000), lost=2)
+        scope.stop_monitoring()  # what was published is delivered before this returns
+        assert (source.opened, source.closed) == (1, 1)
+        mine = [i.process_id for i, p in zip(handler.items, handler.params) if p == round_]
+        assert mine == list(range(1, 1001))
+    assert handler.lost == 6
+    scope.stop_monitoring()  # idempotent
+
+
+def test_stop_leaves_no_thread_and_no_fd(scope: ApplicationScope) -> None:
+    threads, fds = set(threading.enumerate()), open_fds()
+    scope.start_monitoring(source=ScriptedSource())
+    assert len(threading.enumerate()) == len(threads) + 2
+    scope.stop_monitoring()
+    assert set(threading.enumerate()) == threads
+    assert open_fds() == fds
+
+
+@pytest.mark.kernel
+def test_stop_on_the_real_kernel_leaves_nothing_behind(scope: ApplicationScope) -> None:
+    from tests.conftest import require_connector
+
+    require_connector()
+    threads, fds = set(threading.enumerate()), open_fds()
+    for _ in range(20):
+        scope.start_monitoring()
+        scope.stop_monitoring()
+    assert set(threading.enumerate()) == threads
+    assert open_fds() == fds
+
+
+class Raising(Collector):
+    def on_process_event(self, item: QueuedItem, param: Any) -> None:
+        super().on_process_event(item, param)
+        if item.process_id % 2:
+            raise ValueError("odd pid")
+
+
+def test_handler_exceptions_do_not_stop_delivery(scope: ApplicationScope, caplog) -> None:  # type: ignore[no-untyped-def]
+    handler = Raising()
+    ApplicationScope.get_instance(handler)
+    source = ScriptedSource()
+    scope.start_monitoring(source=source)
+    source.publish(items(10))
+    scope.stop_monitoring()
+    assert [i.process_id for i in handler.items] == list(range(1, 11))
+    assert scope.stats().handler_errors == 5
+    assert "odd pid" in caplog.text and "process_id=3" in caplog.text
+
+
+class StopsItself(CallbackHandler):
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+        self.returned = threading.Event()
+
+    def on_process_event(self, item: QueuedItem, param: Any) -> None:
+        self.seen.append(item.process_id)
+        if item.process_id == 3:
+            ApplicationScope.get_instance().stop_monitoring()  # must not deadlock
+            self.returned.set()
+
+
+def test_stop_from_inside_the_handler(scope: ApplicationScope) -> None:
+    threads, fds = set(threading.enumerate()), open_fds()
+    handler = StopsItself()
+    ApplicationScope.get_instance(handler)
+    source = ScriptedSource()
+    scope.start_monitoring(source=source)
+    source.publish(items(10))
+    assert handler.returned.wait(5)
+    assert not scope.is_monitoring
+    for t in set(threading.enumerate()) - threads:
+        t.join(5)
+    assert handler.seen == [1, 2, 3]  # nothing after the stop
+    assert set(threading.enumerate()) == threads
+    assert open_fds() == fds
+
+
+class Slow(Collector):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = threading.Event()
+        self.release = threading.Event()
+
+    def on_process_event(self, item: QueuedItem, param: Any) -> None:
+        self.inside.set()
+        self.release.wait(5)
+        super().on_process_event(item, param)
+
+
+def test_stop_from_another_thread_while_handler_runs(scope: ApplicationScope) -> None:
+    handler = Slow()
+    ApplicationScope.get_instance(handler)
+    source = ScriptedSource()
+    scope.start_monitoring(source=source)
+    source.publish(items(5))
+    assert handler.inside.wait(5)
+    stopper = threading.Thread(target=scope.stop_monitoring)
+    stopper.start()
+    second = threading.Thread(target=scope.stop_monitoring)  # a concurrent stop waits too
+    second.start()
+    stopper.join(0.2)
+    assert stopper.is_alive()  # it waits for the handler...
+    handler.release.set()
+    stopper.join(5)
+    second.join(5)
+    assert not stopper.is_alive() and not second.is_alive()
+    assert [i.process_id for i in handler.items] == [1, 2, 3, 4, 5]  # ...and delivers the rest
+
+
+def test_bounded_queue_reports_overflow(scope: ApplicationScope) -> None:
+    handler = Slow()
+    ApplicationScope.get_instance(handler)
+    source = ScriptedSource()
+    scope.start_monitoring(source=source, queue_limit=100)
+    source.publish(items(1))
+    assert handler.inside.wait(5)  # the handler is now stuck on pid 1
+    source.publish(items(1000, start=2))
+    handler.wait_for(lambda: False, 0.3)  # let the monitor queue them
+    handler.release.set()
+    scope.stop_monitoring()
+    stats = scope.stats()
+    assert stats.queue_overflow == 900 and handler.lost == 900
+    assert [i.process_id for i in handler.items] == [1, *range(902, 1002)]  # oldest dropped

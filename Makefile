@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test venv system lint typecheck bench bench-quick driver docs clean
+.PHONY: demo test venv system lint typecheck bench fuzz driver docs diagrams clean
 
 $(PY): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: run 'sudo apt-get install python3-venv'"; exit 1; }
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,dev]'
+	$(PY) -m pip install -q -e '.[test,dev,docs]'
 	touch $(PY)
 
 venv: $(PY)
@@ -25,6 +25,7 @@ test: system $(PY)
 	$(PY) -m ruff format --check src tests
 	$(PY) -m mypy
 	$(PY) -m pytest
+	$(MAKE) docs
 
 lint: $(PY)
 	$(PY) -m ruff check src tests
@@ -35,6 +36,22 @@ typecheck: $(PY)
 
 driver:
 	$(MAKE) -C driver
+
+# Full benchmark: every contender, medians of 3 runs, JSON + chart (docs/performance.md).
+bench: system $(PY)
+	$(PY) -m benchmarks.run
+
+# The dedicated fuzz run (CI runs a smaller budget inside `make test`).
+fuzz: $(PY)
+	PROCOBSRV_FUZZ_EXAMPLES=100000 $(PY) -m pytest tests/reliability -k fuzz -p no:cacheprovider
+
+# Diagrams in docs/ are rendered from their text sources.
+diagrams: $(PY)
+	$(PY) scripts/render-diagrams
+
+# API reference from docstrings; warnings are errors.
+docs: $(PY)
+	$(PY) -m mkdocs build --strict --site-dir build/site
 
 clean:
 	$(MAKE) -C driver clean

@@ -6,7 +6,6 @@ import atexit
 import logging
 import os
 import threading
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -55,7 +55,7 @@ def test_watch_json_then_sigterm_prints_summary() -> None:
 
 def test_watch_match_filters_by_command_line() -> None:
     watch = start_watch("--match", "procobsrv-needle")
-    subprocess.run(["sh", "-c", "true procobsrv-needle"], check=True)
+    subprocess.run(["sh", "-c", "sleep 0.2; : procobsrv-needle"], check=True)
     subprocess.run(["sh", "-c", "true haystack"], check=True)
     time.sleep(0.3)
     watch.send_signal(signal.SIGINT)

@@ -1,4 +1,4 @@
-"""ApplicationScope's contract: singleton, start/stop/start, stop from anywhere, nothing left behind."""
+"""ApplicationScope's contract: singleton, start/stop/start, stop from anywhere, no leftovers."""
 
 from __future__ import annotations
 
@@ -105,7 +105,8 @@ def test_start_stop_start_delivers_in_order_and_flushes_on_stop(scope: Applicati
         source.publish(items(1000), lost=2)
         scope.stop_monitoring()  # what was published is delivered before this returns
         assert (source.opened, source.closed) == (1, 1)
-        mine = [i.process_id for i, p in zip(handler.items, handler.params) if p == round_]
+        pairs = zip(handler.items, handler.params, strict=True)
+        mine = [i.process_id for i, p in pairs if p == round_]
         assert mine == list(range(1, 1001))
     assert handler.lost == 6
     scope.stop_monitoring()  # idempotent

@@ -13,10 +13,13 @@ from . import demo, driver, watch
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="procobsrv", description="Tell, the moment it happens, that a process started or ended."
+        prog="procobsrv",
+        description="Tell, the moment it happens, that a process started or ended.",
     )
     parser.add_argument("--version", action="version", version=f"procobsrv {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)"
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors in the log output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     watch.add_parser(sub)
@@ -27,7 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    level = (
+        logging.ERROR
+        if args.quiet
+        else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    )
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
         return int(args.run(args))

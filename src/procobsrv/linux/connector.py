@@ -46,6 +46,7 @@ SLOT_SIZE = 256
 #: Datagrams fetched per recvmmsg call.
 SLOTS = 256
 
+
 # struct iovec / msghdr / mmsghdr for recvmmsg(2), sized for this machine's C ABI.
 class _IoVec(ctypes.Structure):
     _fields_ = (("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t))
@@ -69,7 +70,13 @@ class _MMsgHdr(ctypes.Structure):
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _recvmmsg = _libc.recvmmsg
-_recvmmsg.argtypes = (ctypes.c_int, ctypes.POINTER(_MMsgHdr), ctypes.c_uint, ctypes.c_int, ctypes.c_void_p)
+_recvmmsg.argtypes = (
+    ctypes.c_int,
+    ctypes.POINTER(_MMsgHdr),
+    ctypes.c_uint,
+    ctypes.c_int,
+    ctypes.c_void_p,
+)
 _recvmmsg.restype = ctypes.c_int
 
 
@@ -90,7 +97,7 @@ class ReceiveRing:
         self._slots = slots
 
     def receive(self, fd: int) -> list[tuple[int, int]]:
-        """(offset, length) of each datagram ready now; [] when none. Raises OSError (ENOBUFS...)."""
+        """(offset, length) of each datagram ready now; [] when none. Raises OSError (ENOBUFS)."""
         n = _recvmmsg(fd, self._msgs, self._slots, MSG_DONTWAIT, None)
         if n < 0:
             err = ctypes.get_errno()

@@ -11,9 +11,10 @@ numbers too, which is why they pass through here like any event.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import struct
-from typing import Final
+from typing import Final, TypeAlias
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ _NO_CPU: Final = 0xFFFFFFFF  # acks of kernels before 4.x carry cpu = -1 and no 
 _ZEROS: Final = bytes(RECORD_LEN)
 
 Record = tuple[int, ...]
+#: What datagrams arrive in: bytes in tests and replays, the receive ring's ctypes buffer live.
+Buffer: TypeAlias = "bytes | bytearray | memoryview | ctypes.Array[ctypes.c_char]"
 
 
 class Decoder:
@@ -79,7 +82,7 @@ class Decoder:
         lost, self.lost = self.lost, 0
         return lost
 
-    def decode(self, buf: bytes | bytearray | memoryview, offset: int, length: int, out: list[Record]) -> None:
+    def decode(self, buf: Buffer, offset: int, length: int, out: list[Record]) -> None:
         """Append the records of the datagram at ``buf[offset:offset+length]`` to ``out``."""
         if length < 0 or offset < 0 or offset + length > len(buf):
             self._defect("malformed", "datagram larger than its buffer (truncated)")
@@ -101,12 +104,14 @@ class Decoder:
         if pos < end and end - pos >= 4:
             self._defect("malformed", f"{end - pos} trailing bytes")
 
-    def _decode_message(self, buf: bytes | bytearray | memoryview, pos: int, nl_len: int, out: list[Record]) -> None:
+    def _decode_message(self, buf: Buffer, pos: int, nl_len: int, out: list[Record]) -> None:
         if nl_len >= RECORD_LEN:
             rec = _RECORD.unpack_from(buf, pos)
         elif nl_len >= NLMSG_HDRLEN + CN_MSG_LEN + EVENT_HEADER_LEN:
             # Shorter than the largest event: pad so one layout serves; checked below.
-            rec = _RECORD.unpack_from(bytes(buf[pos : pos + nl_len]) + _ZEROS[nl_len:], 0)
+            rec = _RECORD.unpack_from(
+                memoryview(buf)[pos : pos + nl_len].tobytes() + _ZEROS[nl_len:], 0
+            )
         else:
             self._defect("malformed", f"message of {nl_len} bytes cannot hold a proc event")
             return

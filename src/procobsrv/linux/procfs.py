@@ -81,7 +81,9 @@ def read_parent_and_start(pid: int) -> tuple[int, int] | None:
         return None
 
 
-def read_process(pid: int, parent_id: int | None = None, start_ns: int | None = None) -> ProcessInfo:
+def read_process(
+    pid: int, parent_id: int | None = None, start_ns: int | None = None
+) -> ProcessInfo:
     """Everything /proc tells about a process now (fields None where it is gone)."""
     if parent_id is None or start_ns is None:
         stat = read_parent_and_start(pid)
@@ -93,7 +95,7 @@ def read_process(pid: int, parent_id: int | None = None, start_ns: int | None = 
 
 
 class ProcessTable:
-    """Live processes we have heard of, keyed by pid; bounded so lost exits cannot grow it forever."""
+    """Live processes we have heard of, by pid; bounded so that lost exits cannot grow it."""
 
     def __init__(self, read_proc: bool = True, capacity: int = 65536) -> None:
         self._known: dict[int, ProcessInfo] = {}

@@ -148,14 +148,35 @@ class ConnectorSource(KernelSource):
                     continue  # a new thread, not a new process
                 parent = rec[U1]
                 info = processes.forked(pid, parent, ts)
-                append(QueuedItem(CREATED, pid, parent, (ts + epoch_offset) / 1e9, ts,
-                                  info.image, info.command_line, uid=info.uid, start_ns=ts))  # fmt: skip
+                append(
+                    QueuedItem(
+                        CREATED,
+                        pid,
+                        parent,
+                        (ts + epoch_offset) / 1e9,
+                        ts,
+                        info.image,
+                        info.command_line,
+                        uid=info.uid,
+                        start_ns=ts,
+                    )
+                )
             elif what == PROC_EVENT_EXEC:
                 pid = rec[U1]
                 info = processes.executed(pid)
-                append(QueuedItem(EXEC, pid, info.parent_id, (ts + epoch_offset) / 1e9, ts,
-                                  info.image, info.command_line, uid=info.uid,
-                                  start_ns=info.start_ns))  # fmt: skip
+                append(
+                    QueuedItem(
+                        EXEC,
+                        pid,
+                        info.parent_id,
+                        (ts + epoch_offset) / 1e9,
+                        ts,
+                        info.image,
+                        info.command_line,
+                        uid=info.uid,
+                        start_ns=info.start_ns,
+                    )
+                )
             elif what == PROC_EVENT_EXIT:
                 pid = rec[U1]
                 if rec[U0] != pid:
@@ -163,10 +184,33 @@ class ConnectorSource(KernelSource):
                 code, sig, core = decode_wait_status(rec[U2])
                 gone = processes.exited(pid)
                 if gone is None:
-                    append(QueuedItem(EXITED, pid, rec[U5], (ts + epoch_offset) / 1e9, ts,
-                                      exit_code=code, signal=sig, core_dumped=core))  # fmt: skip
+                    append(
+                        QueuedItem(
+                            EXITED,
+                            pid,
+                            rec[U5],
+                            (ts + epoch_offset) / 1e9,
+                            ts,
+                            exit_code=code,
+                            signal=sig,
+                            core_dumped=core,
+                        )
+                    )
                 else:
-                    append(QueuedItem(EXITED, pid, rec[U5], (ts + epoch_offset) / 1e9, ts,
-                                      gone.image, gone.command_line, code, sig, core,
-                                      gone.uid, gone.start_ns))  # fmt: skip
+                    append(
+                        QueuedItem(
+                            EXITED,
+                            pid,
+                            rec[U5],
+                            (ts + epoch_offset) / 1e9,
+                            ts,
+                            gone.image,
+                            gone.command_line,
+                            code,
+                            sig,
+                            core,
+                            gone.uid,
+                            gone.start_ns,
+                        )
+                    )
         return items

@@ -1,4 +1,4 @@
-"""Linux kernel objects for the framework: the counterparts of Win32 events and WaitForMultipleObjects.
+"""Linux kernel objects for the framework: counterparts of Win32 events and WaitForMultipleObjects.
 
 An event is an eventfd, so a thread can wait on it together with the netlink socket in one
 ``poll``: the monitor thread sleeps until either the kernel has news or it is told to stop.
@@ -59,7 +59,7 @@ class Lock:
 
 
 class PollWaiter:
-    """Waits for the first readable fd of a fixed set, like WaitForMultipleObjects(bWaitAll=FALSE)."""
+    """Waits for the first readable fd of a set, like WaitForMultipleObjects(bWaitAll=FALSE)."""
 
     def __init__(self, fds: Sequence[int]) -> None:
         self._index = {fd: i for i, fd in enumerate(fds)}

@@ -35,7 +35,8 @@ class QueuedItem:
     #: argv, or None when it could not be learned in time. A list, as the API promises; it is
     #: left out of the hash so that items stay usable as set members and dict keys.
     command_line: list[str] | None = field(default=None, hash=False)
-    #: 0-255 when the process exited normally (EXITED only), else None.
+    #: EXITED only: 0-255 when the process exited normally on Linux (None when a signal killed
+    #: it); on Windows the full 32-bit exit status (e.g. 0xC000013A for Ctrl+C).
     exit_code: int | None = None
     #: The signal that killed the process (EXITED only), else None.
     signal: int | None = None

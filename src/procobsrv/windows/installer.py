@@ -1,0 +1,410 @@
+"""Register, load, unload and unregister ProcObsrv.sys through the Service Control Manager.
+
+The article's fourth goal: the driver is installed dynamically as a demand-start kernel-driver
+service, started (``DriverEntry`` runs), stopped (``DriverUnload`` runs) and deleted again.
+:class:`LoadedDriver` does it around a block of code and leaves the system as it found it,
+also when a step fails half-way.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import logging
+import ntpath
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from ..errors import MonitorError
+from . import winapi
+from .winapi import WinApi, WinApiError
+
+log = logging.getLogger(__name__)
+
+#: Service name, display name and device/driver object name of the driver.
+SERVICE_NAME = "ProcObsrv"
+
+
+def bundled_driver() -> Path:
+    """The ProcObsrv.sys shipped inside the package (``make -C driver`` builds it)."""
+    return Path(__file__).resolve().parent / "bin" / "ProcObsrv.sys"
+
+
+class ServiceState(enum.IntEnum):
+    """``SERVICE_STATUS.dwCurrentState``."""
+
+    STOPPED = 1
+    START_PENDING = 2
+    STOP_PENDING = 3
+    RUNNING = 4
+    CONTINUE_PENDING = 5
+    PAUSE_PENDING = 6
+    PAUSED = 7
+
+
+@dataclass(frozen=True)
+class DriverStatus:
+    """What ``procobsrv driver status`` shows."""
+
+    name: str
+    installed: bool
+    state: ServiceState | None = None
+    binary_path: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state is ServiceState.RUNNING
+
+    def describe(self) -> str:
+        if not self.installed:
+            return f"{self.name}: not installed"
+        state = self.state.name.lower().replace("_", " ") if self.state else "unknown"
+        return f"{self.name}: {state} ({self.binary_path or 'no binary path'})"
+
+
+class DriverError(MonitorError):
+    """The driver could not be installed, started, stopped or removed; says what to do."""
+
+    def __init__(self, message: str, winerror: int | None = None) -> None:
+        super().__init__(message)
+        self.winerror = winerror
+
+
+def normalize_image_path(path: str) -> str:
+    """A comparable form of a service's ImagePath (NT prefixes off, case folded)."""
+    for prefix in ("\\??\\", "\\\\?\\"):
+        if path.startswith(prefix):
+            path = path[len(prefix) :]
+    lowered = path.lower()
+    if lowered.startswith("\\systemroot\\"):
+        path = "%SystemRoot%\\" + path[len("\\systemroot\\") :]
+    return ntpath.normcase(ntpath.normpath(path))
+
+
+def _explain(exc: WinApiError, action: str, name: str, path: str | None) -> DriverError:
+    """A :class:`DriverError` for the usual reasons ``action`` fails."""
+    code = exc.winerror
+    if code in (winapi.ERROR_ACCESS_DENIED, winapi.ERROR_PRIVILEGE_NOT_HELD):
+        text = (
+            f"cannot {action} the {name} driver: access denied. Loading a kernel driver needs "
+            f"an elevated prompt (Run as administrator)."
+        )
+    elif code == winapi.ERROR_INVALID_IMAGE_HASH:
+        text = (
+            f"Windows refused to load {path or name}: its signature is not accepted. Sign it "
+            f"with a test certificate and enable test signing ('bcdedit /set testsigning on', "
+            f"Secure Boot off, reboot), or use a production-signed build."
+        )
+    elif code == winapi.ERROR_DRIVER_BLOCKED:
+        text = (
+            f"Windows blocked {path or name} (driver blocklist or Memory integrity/HVCI); "
+            f"it cannot be loaded on this system as configured."
+        )
+    elif code in (winapi.ERROR_FILE_NOT_FOUND, winapi.ERROR_PATH_NOT_FOUND):
+        text = (
+            f"cannot {action} the {name} driver: its file {path or '(unknown)'} is missing. "
+            f"Build it with 'make -C driver' or pass the path of ProcObsrv.sys."
+        )
+    elif code == winapi.ERROR_BAD_EXE_FORMAT:
+        text = f"{path or name} is not a driver for this processor (an x64 build is needed)."
+    elif code == winapi.ERROR_SERVICE_DISABLED:
+        text = f"the {name} service is disabled; enable it with 'sc config {name} start= demand'."
+    elif code == winapi.ERROR_SERVICE_MARKED_FOR_DELETE:
+        text = (
+            f"the {name} service is marked for deletion but still open somewhere; close "
+            f"services.msc/sc.exe and programs using the driver, or reboot, then retry."
+        )
+    else:
+        text = f"cannot {action} the {name} driver: {exc}"
+    return DriverError(text, code)
+
+
+class DriverService:
+    """The ProcObsrv kernel-driver service: install, start, stop, remove, status.
+
+    Every method opens the Service Control Manager and the service, does its work and closes
+    both handles again, on success and on every failure path.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        name: str = SERVICE_NAME,
+        api: WinApi | None = None,
+        stop_timeout: float = 15.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = str(path) if path is not None else str(bundled_driver())
+        self.name = name
+        self._api = api if api is not None else winapi.api()
+        self._stop_timeout = stop_timeout
+        self._sleep = sleep
+        self._clock = clock
+
+    # --- handles -------------------------------------------------------------------------
+    @contextmanager
+    def _manager(self, access: int, action: str) -> Iterator[int]:
+        try:
+            scm = int(self._api.OpenSCManagerW(None, None, access))
+        except WinApiError as exc:
+            raise _explain(exc, action, self.name, self.path) from exc
+        try:
+            yield scm
+        finally:
+            self._close(scm)
+
+    @contextmanager
+    def _service(self, scm: int, access: int, action: str) -> Iterator[int]:
+        try:
+            service = int(self._api.OpenServiceW(scm, self.name, access))
+        except WinApiError as exc:
+            if exc.winerror == winapi.ERROR_SERVICE_DOES_NOT_EXIST:
+                raise DriverError(
+                    f"cannot {action} the {self.name} driver: it is not installed "
+                    f"(procobsrv driver install)",
+                    exc.winerror,
+                ) from exc
+            raise _explain(exc, action, self.name, self.path) from exc
+        try:
+            yield service
+        finally:
+            self._close(service)
+
+    def _close(self, handle: int) -> None:
+        try:
+            self._api.CloseServiceHandle(handle)
+        except WinApiError as exc:  # nothing sensible to do; never mask the real error
+            log.warning("CloseServiceHandle failed: %s", exc)
+
+    # --- operations ----------------------------------------------------------------------
+    def install(self) -> bool:
+        """Register the driver; True if created, False if an identical one was reused."""
+        if not os.path.isfile(self.path):
+            raise DriverError(
+                f"driver file {self.path} is missing: build it with 'make -C driver' or pass "
+                f"the path of ProcObsrv.sys",
+                winapi.ERROR_FILE_NOT_FOUND,
+            )
+        path = os.path.abspath(self.path)
+        access = winapi.SC_MANAGER_CONNECT | winapi.SC_MANAGER_CREATE_SERVICE
+        with self._manager(access, "install") as scm:
+            try:
+                service = int(
+                    self._api.CreateServiceW(
+                        scm,
+                        self.name,
+                        self.name,
+                        winapi.SERVICE_ALL_ACCESS,
+                        winapi.SERVICE_KERNEL_DRIVER,
+                        winapi.SERVICE_DEMAND_START,
+                        winapi.SERVICE_ERROR_NORMAL,
+                        path,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                    )
+                )
+            except WinApiError as exc:
+                if exc.winerror != winapi.ERROR_SERVICE_EXISTS:
+                    raise _explain(exc, "install", self.name, path) from exc
+                with self._service(scm, winapi.SERVICE_QUERY_CONFIG, "install") as existing:
+                    current = self._binary_path(existing)
+                if normalize_image_path(current) != normalize_image_path(path):
+                    raise DriverError(
+                        f"a service named {self.name} already exists and points to {current}, "
+                        f"not {path}; remove it first (procobsrv driver remove) or use that file",
+                        exc.winerror,
+                    ) from exc
+                log.info("reusing the existing %s service (%s)", self.name, current)
+                return False
+            self._close(service)
+        log.info("installed the %s service for %s", self.name, path)
+        return True
+
+    def start(self) -> bool:
+        """Load the driver; True if it was started now, False if it was already running."""
+        with (
+            self._manager(winapi.SC_MANAGER_CONNECT, "start") as scm,
+            self._service(scm, winapi.SERVICE_START, "start") as service,
+        ):
+            try:
+                self._api.StartServiceW(service, 0, None)
+            except WinApiError as exc:
+                if exc.winerror == winapi.ERROR_SERVICE_ALREADY_RUNNING:
+                    return False
+                raise _explain(exc, "start", self.name, self.path) from exc
+        log.info("started the %s driver", self.name)
+        return True
+
+    def stop(self) -> bool:
+        """Unload the driver; True if it was stopped now, False if it was not running."""
+        access = winapi.SERVICE_STOP | winapi.SERVICE_QUERY_STATUS
+        with (
+            self._manager(winapi.SC_MANAGER_CONNECT, "stop") as scm,
+            self._service(scm, access, "stop") as service,
+        ):
+            status = winapi.SERVICE_STATUS()
+            try:
+                self._api.ControlService(service, winapi.SERVICE_CONTROL_STOP, ctypes.byref(status))
+            except WinApiError as exc:
+                if exc.winerror == winapi.ERROR_SERVICE_NOT_ACTIVE:
+                    return False
+                if exc.winerror != winapi.ERROR_SERVICE_CANNOT_ACCEPT_CTRL:
+                    raise _explain(exc, "stop", self.name, self.path) from exc
+                status.dwCurrentState = ServiceState.STOP_PENDING
+            deadline = self._clock() + self._stop_timeout
+            while status.dwCurrentState != ServiceState.STOPPED:
+                if self._clock() >= deadline:
+                    raise DriverError(
+                        f"the {self.name} driver did not stop within {self._stop_timeout:g} s "
+                        f"(state {status.dwCurrentState}); something still holds its device open"
+                    )
+                self._sleep(0.05)
+                try:
+                    self._api.QueryServiceStatus(service, ctypes.byref(status))
+                except WinApiError as exc:
+                    raise _explain(exc, "stop", self.name, self.path) from exc
+        log.info("stopped the %s driver", self.name)
+        return True
+
+    def remove(self) -> bool:
+        """Unregister the driver; True if deleted now, False if it was not installed."""
+        with self._manager(winapi.SC_MANAGER_CONNECT, "remove") as scm:
+            try:
+                service = int(self._api.OpenServiceW(scm, self.name, winapi.DELETE))
+            except WinApiError as exc:
+                if exc.winerror == winapi.ERROR_SERVICE_DOES_NOT_EXIST:
+                    return False
+                raise _explain(exc, "remove", self.name, self.path) from exc
+            try:
+                self._api.DeleteService(service)
+            except WinApiError as exc:
+                if exc.winerror == winapi.ERROR_SERVICE_MARKED_FOR_DELETE:
+                    return False
+                raise _explain(exc, "remove", self.name, self.path) from exc
+            finally:
+                self._close(service)
+        log.info("removed the %s service", self.name)
+        return True
+
+    def status(self) -> DriverStatus:
+        """Whether the service exists, its state and the driver file it points to."""
+        with self._manager(winapi.SC_MANAGER_CONNECT, "query") as scm:
+            access = winapi.SERVICE_QUERY_STATUS | winapi.SERVICE_QUERY_CONFIG
+            try:
+                service = int(self._api.OpenServiceW(scm, self.name, access))
+            except WinApiError as exc:
+                if exc.winerror == winapi.ERROR_SERVICE_DOES_NOT_EXIST:
+                    return DriverStatus(self.name, installed=False)
+                raise _explain(exc, "query", self.name, self.path) from exc
+            try:
+                status = winapi.SERVICE_STATUS()
+                self._api.QueryServiceStatus(service, ctypes.byref(status))
+                binary = self._binary_path(service)
+            except WinApiError as exc:
+                raise _explain(exc, "query", self.name, self.path) from exc
+            finally:
+                self._close(service)
+        try:
+            state: ServiceState | None = ServiceState(status.dwCurrentState)
+        except ValueError:
+            state = None
+        return DriverStatus(self.name, True, state, binary)
+
+    def _binary_path(self, service: int) -> str:
+        """``QueryServiceConfigW``'s lpBinaryPathName (sized with a first, empty call)."""
+        needed = winapi.DWORD(0)
+        try:
+            self._api.QueryServiceConfigW(service, None, 0, ctypes.byref(needed))
+        except WinApiError as exc:
+            if exc.winerror != winapi.ERROR_INSUFFICIENT_BUFFER:
+                raise
+        size = max(needed.value, ctypes.sizeof(winapi.QUERY_SERVICE_CONFIGW))
+        buffer = ctypes.create_string_buffer(size)
+        self._api.QueryServiceConfigW(service, buffer, size, ctypes.byref(needed))
+        config = winapi.QUERY_SERVICE_CONFIGW.from_buffer(buffer)
+        return utf16z_in(buffer, config.lpBinaryPathName)
+
+
+def utf16z_in(buffer: ctypes.Array[ctypes.c_char], address: int | None) -> str:
+    """The NUL-terminated UTF-16 string at ``address`` inside ``buffer`` (WCHAR is 2 bytes).
+
+    ``ctypes.wstring_at`` would read 4-byte wchar_t off Windows; this works on both.
+    """
+    if not address:
+        return ""
+    offset = address - ctypes.addressof(buffer)
+    raw = buffer.raw
+    if not 0 <= offset < len(raw):
+        raise ValueError("string pointer outside the returned buffer")
+    end = offset
+    while end + 1 < len(raw) and raw[end : end + 2] != b"\0\0":
+        end += 2
+    return raw[offset:end].decode("utf-16-le", errors="replace")
+
+
+class LoadedDriver:
+    """``with LoadedDriver():`` the driver is installed and running inside the block.
+
+    Only what this object did is undone on exit: a driver that was already running is used as
+    it is and stays running, a registration that already existed is started (whatever file it
+    names; the device's ABI check catches an incompatible one) and stays registered. A failure
+    half-way undoes the steps already taken before the error propagates.
+    """
+
+    def __init__(self, service: DriverService | None = None) -> None:
+        self.service = service if service is not None else DriverService()
+        self.installed = False
+        self.started = False
+
+    def __enter__(self) -> DriverService:
+        status = self.service.status()
+        if status.running:  # loaded by someone else: use it as it is, whatever file it came from
+            log.info("the %s driver is already running (%s)", status.name, status.binary_path)
+            return self.service
+        if not status.installed:
+            self.installed = self.service.install()
+        try:
+            self.started = self.service.start()
+        except BaseException:
+            self._undo()
+            raise
+        return self.service
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        error = self._undo()
+        if error is not None and exc is None:
+            raise error
+
+    def _undo(self) -> MonitorError | None:
+        """Stop what we started and remove what we installed; the first failure, if any."""
+        first: MonitorError | None = None
+        if self.started:
+            self.started = False
+            try:
+                self.service.stop()
+            except MonitorError as exc:
+                log.error("leaving the driver loaded: %s", exc)
+                first = exc
+        if self.installed:
+            self.installed = False
+            try:
+                self.service.remove()
+            except MonitorError as exc:
+                log.error("leaving the service registered: %s", exc)
+                first = first or exc
+        return first

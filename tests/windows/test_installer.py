@@ -1,0 +1,359 @@
+"""The SCM installer over the simulated advapi32: exact call sequences, cleanup, messages."""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import pytest
+
+from procobsrv.errors import MonitorError
+from procobsrv.windows import installer, winapi
+from procobsrv.windows.installer import (
+    DriverError,
+    DriverService,
+    LoadedDriver,
+    ServiceState,
+    normalize_image_path,
+    utf16z_in,
+)
+from tests.windows.win_fakes import FakeWindows, Service
+
+OPEN_SCM, CLOSE = "OpenSCManagerW", "CloseServiceHandle"
+
+
+@pytest.fixture
+def sys_file(tmp_path: Path, fake: FakeWindows) -> str:
+    path = tmp_path / "ProcObsrv.sys"
+    path.write_bytes(b"MZ")
+    fake.files.add(str(path))
+    return str(path)
+
+
+@pytest.fixture
+def service(fake: FakeWindows, sys_file: str) -> DriverService:
+    return DriverService(sys_file, api=fake.api(), sleep=lambda s: None)
+
+
+def closed_everything(fake: FakeWindows) -> bool:
+    return fake.open_handles() == []
+
+
+# --- install -----------------------------------------------------------------------------------
+def test_install_creates_a_demand_start_kernel_driver(
+    fake: FakeWindows, service: DriverService, sys_file: str
+) -> None:
+    assert service.install() is True
+    assert fake.names() == [OPEN_SCM, "CreateServiceW", CLOSE, CLOSE]
+    scm_access = fake.calls[0][1][2]
+    assert scm_access == winapi.SC_MANAGER_CONNECT | winapi.SC_MANAGER_CREATE_SERVICE
+    args = fake.calls[1][1]
+    assert args[1:8] == (
+        "ProcObsrv", "ProcObsrv", winapi.SERVICE_ALL_ACCESS, winapi.SERVICE_KERNEL_DRIVER,
+        winapi.SERVICE_DEMAND_START, winapi.SERVICE_ERROR_NORMAL, sys_file,
+    )  # fmt: skip
+    # The service handle is closed before the manager's.
+    assert [c[1][0] for c in fake.calls[2:]] == [fake.calls[1][1][0] + 4, fake.calls[1][1][0]]
+    assert fake.services["ProcObsrv"].path == sys_file
+    assert closed_everything(fake)
+
+
+def test_install_reuses_an_identical_registration(
+    fake: FakeWindows, service: DriverService
+) -> None:
+    service.install()
+    fake.calls.clear()
+    assert service.install() is False
+    assert fake.names() == [
+        OPEN_SCM, "CreateServiceW", "OpenServiceW", "QueryServiceConfigW",
+        "QueryServiceConfigW", CLOSE, CLOSE,
+    ]  # fmt: skip
+    assert fake.calls[2][1][2] == winapi.SERVICE_QUERY_CONFIG
+    assert closed_everything(fake)
+
+
+def test_install_refuses_a_service_pointing_elsewhere(
+    fake: FakeWindows, service: DriverService
+) -> None:
+    fake.services["ProcObsrv"] = Service("C:\\other\\x.sys")
+    with pytest.raises(DriverError, match=r"points to C:\\other\\x.sys") as info:
+        service.install()
+    assert info.value.winerror == winapi.ERROR_SERVICE_EXISTS
+    assert fake.services["ProcObsrv"].path == "C:\\other\\x.sys"
+    assert closed_everything(fake)
+
+
+def test_install_with_a_missing_file_makes_no_call(fake: FakeWindows, tmp_path: Path) -> None:
+    service = DriverService(tmp_path / "nope.sys", api=fake.api())
+    with pytest.raises(DriverError, match=r"nope.sys is missing: build it with 'make -C driver'"):
+        service.install()
+    assert fake.calls == []
+
+
+def test_install_as_non_administrator(fake: FakeWindows, service: DriverService) -> None:
+    fake.admin = False
+    with pytest.raises(DriverError, match=r"access denied.*Run as administrator") as info:
+        service.install()
+    assert info.value.winerror == winapi.ERROR_ACCESS_DENIED
+    assert isinstance(info.value.__cause__, winapi.WinApiError)
+    assert fake.names() == [OPEN_SCM]
+    assert closed_everything(fake)
+
+
+def test_install_failure_closes_the_manager(fake: FakeWindows, service: DriverService) -> None:
+    fake.fail("CreateServiceW", winapi.ERROR_SERVICE_MARKED_FOR_DELETE)
+    with pytest.raises(DriverError, match="marked for deletion"):
+        service.install()
+    assert fake.names() == [OPEN_SCM, "CreateServiceW", CLOSE]
+    assert closed_everything(fake)
+
+
+def test_default_path_is_the_bundled_driver(fake: FakeWindows) -> None:
+    expected = Path(installer.__file__).resolve().parent / "bin" / "ProcObsrv.sys"
+    assert installer.bundled_driver() == expected
+    assert DriverService(api=fake.api()).path == str(expected)
+
+
+# --- start / stop / remove -------------------------------------------------------------------
+def test_start_sequence(fake: FakeWindows, service: DriverService) -> None:
+    service.install()
+    fake.calls.clear()
+    assert service.start() is True
+    assert fake.names() == [OPEN_SCM, "OpenServiceW", "StartServiceW", CLOSE, CLOSE]
+    assert fake.calls[0][1][2] == winapi.SC_MANAGER_CONNECT
+    assert fake.calls[1][1][1:] == ("ProcObsrv", winapi.SERVICE_START)
+    assert fake.driver is not None
+    assert closed_everything(fake)
+
+
+def test_start_when_already_running_is_fine(fake: FakeWindows, service: DriverService) -> None:
+    service.install()
+    service.start()
+    fake.calls.clear()
+    assert service.start() is False
+    assert fake.names() == [OPEN_SCM, "OpenServiceW", "StartServiceW", CLOSE, CLOSE]
+    assert closed_everything(fake)
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        (winapi.ERROR_INVALID_IMAGE_HASH, r"not accepted.*bcdedit /set testsigning on"),
+        (winapi.ERROR_FILE_NOT_FOUND, r"is missing. Build it with 'make -C driver'"),
+        (winapi.ERROR_ACCESS_DENIED, r"elevated prompt"),
+        (winapi.ERROR_DRIVER_BLOCKED, r"blocked"),
+        (winapi.ERROR_BAD_EXE_FORMAT, r"x64 build"),
+        (winapi.ERROR_SERVICE_DISABLED, r"sc config ProcObsrv start= demand"),
+        (winapi.ERROR_GEN_FAILURE, r"cannot start the ProcObsrv driver: StartServiceW failed: "
+                                   r"\[WinError 31\]"),
+    ],
+)  # fmt: skip
+def test_start_failures_explain_themselves(
+    fake: FakeWindows, service: DriverService, code: int, message: str
+) -> None:
+    service.install()
+    fake.fail("StartServiceW", code)
+    with pytest.raises(DriverError, match=message) as info:
+        service.start()
+    assert info.value.winerror == code
+    assert closed_everything(fake)
+
+
+def test_test_signing_off_is_reported(fake: FakeWindows, service: DriverService) -> None:
+    fake.test_signing = False
+    service.install()
+    with pytest.raises(DriverError, match="testsigning"):
+        service.start()
+
+
+def test_start_when_not_installed(fake: FakeWindows, service: DriverService) -> None:
+    with pytest.raises(DriverError, match=r"not installed \(procobsrv driver install\)"):
+        service.start()
+    assert fake.names() == [OPEN_SCM, "OpenServiceW", CLOSE]
+    assert closed_everything(fake)
+
+
+def test_stop_sequence_waits_for_stopped(fake: FakeWindows, service: DriverService) -> None:
+    service.install()
+    service.start()
+    fake.stop_pending_polls = 2
+    fake.calls.clear()
+    assert service.stop() is True
+    assert fake.names() == [
+        OPEN_SCM, "OpenServiceW", "ControlService", "QueryServiceStatus", "QueryServiceStatus",
+        "QueryServiceStatus", CLOSE, CLOSE,
+    ]  # fmt: skip
+    assert fake.calls[1][1][2] == winapi.SERVICE_STOP | winapi.SERVICE_QUERY_STATUS
+    assert fake.calls[2][1][1] == winapi.SERVICE_CONTROL_STOP
+    assert fake.driver is None
+    assert closed_everything(fake)
+
+
+def test_stop_when_not_running(fake: FakeWindows, service: DriverService) -> None:
+    service.install()
+    fake.calls.clear()
+    assert service.stop() is False
+    assert fake.names() == [OPEN_SCM, "OpenServiceW", "ControlService", CLOSE, CLOSE]
+
+
+def test_stop_times_out_with_a_reason(fake: FakeWindows, sys_file: str) -> None:
+    clock = iter(range(100))
+    service = DriverService(
+        sys_file, api=fake.api(), stop_timeout=3, sleep=lambda s: None,
+        clock=lambda: float(next(clock)),
+    )  # fmt: skip
+    service.install()
+    service.start()
+    fake.stop_pending_polls = 50
+    with pytest.raises(DriverError, match=r"did not stop within 3 s"):
+        service.stop()
+    assert closed_everything(fake)
+
+
+def test_remove_sequence(fake: FakeWindows, service: DriverService) -> None:
+    service.install()
+    fake.calls.clear()
+    assert service.remove() is True
+    assert fake.names() == [OPEN_SCM, "OpenServiceW", "DeleteService", CLOSE, CLOSE]
+    assert fake.calls[1][1][2] == winapi.DELETE
+    assert "ProcObsrv" not in fake.services
+    assert service.remove() is False
+    assert closed_everything(fake)
+
+
+def test_remove_failure_still_closes(fake: FakeWindows, service: DriverService) -> None:
+    service.install()
+    fake.fail("DeleteService", winapi.ERROR_ACCESS_DENIED)
+    with pytest.raises(DriverError, match="access denied"):
+        service.remove()
+    assert closed_everything(fake)
+
+
+def test_status(fake: FakeWindows, service: DriverService, sys_file: str) -> None:
+    assert service.status() == installer.DriverStatus("ProcObsrv", installed=False)
+    service.install()
+    service.start()
+    status = service.status()
+    assert (status.installed, status.state, status.binary_path) == (
+        True, ServiceState.RUNNING, sys_file
+    )  # fmt: skip
+    assert status.running
+    assert status.describe() == f"ProcObsrv: running ({sys_file})"
+    assert closed_everything(fake)
+
+
+def test_status_needs_no_administrator(fake: FakeWindows, service: DriverService) -> None:
+    service.install()
+    fake.admin = False
+    assert service.status().state is ServiceState.STOPPED
+
+
+# --- the context manager ---------------------------------------------------------------------
+def test_loaded_driver_leaves_the_system_as_found(
+    fake: FakeWindows, service: DriverService
+) -> None:
+    with LoadedDriver(service) as loaded:
+        assert loaded is service
+        assert fake.services["ProcObsrv"].state == winapi.SERVICE_RUNNING
+    assert fake.services == {}
+    assert fake.driver is None
+    assert [n for n in fake.names() if n not in (OPEN_SCM, CLOSE, "OpenServiceW")] == [
+        "CreateServiceW", "StartServiceW", "ControlService", "DeleteService",
+    ]  # fmt: skip
+    assert closed_everything(fake)
+
+
+def test_loaded_driver_keeps_what_was_there(fake: FakeWindows, sys_file: str) -> None:
+    fake.services["ProcObsrv"] = Service(sys_file)
+    fake.services["ProcObsrv"].state = winapi.SERVICE_RUNNING
+    fake.driver = object()  # type: ignore[assignment]
+    with LoadedDriver(DriverService(sys_file, api=fake.api())):
+        pass
+    assert fake.services["ProcObsrv"].state == winapi.SERVICE_RUNNING
+    assert "ControlService" not in fake.names() and "DeleteService" not in fake.names()
+
+
+def test_loaded_driver_stops_but_keeps_a_stopped_registration(
+    fake: FakeWindows, service: DriverService
+) -> None:
+    service.install()
+    with LoadedDriver(service):
+        pass
+    assert fake.services["ProcObsrv"].state == winapi.SERVICE_STOPPED
+
+
+def test_loaded_driver_undoes_install_when_start_fails(
+    fake: FakeWindows, service: DriverService
+) -> None:
+    fake.test_signing = False
+    with pytest.raises(DriverError, match="testsigning"), LoadedDriver(service):
+        pytest.fail("body must not run")
+    assert fake.services == {}
+    assert closed_everything(fake)
+
+
+def test_loaded_driver_cleans_up_when_the_body_fails(
+    fake: FakeWindows, service: DriverService
+) -> None:
+    with pytest.raises(KeyError), LoadedDriver(service):
+        raise KeyError("boom")
+    assert fake.services == {} and fake.driver is None
+
+
+def test_loaded_driver_removes_even_when_stop_fails(
+    fake: FakeWindows, service: DriverService, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(DriverError, match="cannot stop"), LoadedDriver(service):
+        fake.fail("ControlService", winapi.ERROR_GEN_FAILURE)
+    assert "ProcObsrv" not in fake.services  # DeleteService was still attempted
+    assert "leaving the driver loaded" in caplog.text
+    assert closed_everything(fake)
+
+
+def test_loaded_driver_cleanup_error_does_not_mask_the_body_error(
+    fake: FakeWindows, service: DriverService
+) -> None:
+    with pytest.raises(KeyError), LoadedDriver(service):
+        fake.fail("ControlService", winapi.ERROR_GEN_FAILURE)
+        fake.fail("DeleteService", winapi.ERROR_ACCESS_DENIED)
+        raise KeyError("body")
+    assert closed_everything(fake)
+
+
+def test_driver_error_is_a_monitor_error() -> None:
+    assert issubclass(DriverError, MonitorError)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("\\??\\C:\\Drv\\ProcObsrv.sys", "c:\\drv\\procobsrv.SYS"),
+        ("C:/drv/x/../ProcObsrv.sys", "C:\\drv\\ProcObsrv.sys"),
+        ("\\SystemRoot\\System32\\drivers\\p.sys", "%SystemRoot%\\system32\\DRIVERS\\p.sys"),
+    ],
+)
+def test_image_paths_compare_as_windows_does(a: str, b: str) -> None:
+    assert normalize_image_path(a) == normalize_image_path(b)
+
+
+def test_utf16z_in_reads_inside_the_buffer_only() -> None:
+    buffer = ctypes.create_string_buffer(32)
+    text = "C:\\é.sys\0".encode("utf-16-le")
+    ctypes.memmove(ctypes.addressof(buffer) + 4, text, len(text))
+    assert utf16z_in(buffer, ctypes.addressof(buffer) + 4) == "C:\\é.sys"
+    assert utf16z_in(buffer, None) == ""
+    with pytest.raises(ValueError):
+        utf16z_in(buffer, ctypes.addressof(buffer) + 64)
+
+
+def test_loaded_driver_uses_a_running_driver_even_without_the_bundled_file(
+    fake: FakeWindows, tmp_path: Path
+) -> None:
+    fake.start_driver_directly()  # registered for C:\drv\ProcObsrv.sys and running
+    service = DriverService(tmp_path / "not-built.sys", api=fake.api())
+    with LoadedDriver(service):
+        pass
+    assert fake.services["ProcObsrv"].state == winapi.SERVICE_RUNNING
+    assert {"CreateServiceW", "StartServiceW", "ControlService"}.isdisjoint(fake.names())
+    assert closed_everything(fake)

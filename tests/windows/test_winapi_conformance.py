@@ -1,0 +1,287 @@
+"""The ctypes bindings against the real prototypes: mingw-w64's headers, parsed by libclang.
+
+For every declared binding: the function exists in the headers and in its DLL's import
+library, has as many arguments, and each argument and the result has the same size and kind
+(pointer / signed / unsigned integer) as the C prototype; string and struct pointers point to
+2-byte WCHARs and structs of the same size. The structures and constants winapi declares are
+checked too (libclang for layouts, ``_Static_assert``s compiled by mingw gcc for values). The
+last tests show that a corrupted declaration is caught.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import functools
+import gc
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from procobsrv.windows import winapi
+from procobsrv.windows.winapi import BINDINGS, Binding, Check
+from tests.conftest import require_tool, unavailable
+
+pytestmark = pytest.mark.winapi
+
+MINGW_INCLUDE = Path("/usr/x86_64-w64-mingw32/include")
+MINGW_LIB = Path("/usr/x86_64-w64-mingw32/lib")
+HEADERS = ("windows.h", "winsvc.h", "winioctl.h")
+
+
+@dataclass(frozen=True)
+class CType:
+    """What the ABI cares about in one C type (or ctypes type)."""
+
+    kind: str  # "ptr", "int" (signed), "uint", "void"
+    size: int
+    pointee: str | None = None  # for pointers: "wchar", "struct:<size>", "u32", "ptr", None
+
+
+def translation_unit(tmp: str) -> Any:
+    try:
+        import clang.cindex as ci
+    except ImportError:
+        unavailable("libclang is not installed (pip install libclang)")
+    if not MINGW_INCLUDE.is_dir():
+        unavailable("mingw-w64 headers are not installed (scripts/setup-system installs them)")
+    stubs = Path(tmp)
+    for name in ("x86intrin.h", "emmintrin.h", "mm_malloc.h"):
+        (stubs / name).write_text("")
+    source = "".join(f"#include <{h}>\n" for h in HEADERS)
+    tu = ci.Index.create().parse(
+        "bindings.c",
+        args=["-target", "x86_64-w64-mingw32", "-nostdinc", "-isystem", str(stubs),
+              "-isystem", str(MINGW_INCLUDE)],
+        unsaved_files=[("bindings.c", source)],
+    )  # fmt: skip
+    errors = [str(d) for d in tu.diagnostics if d.severity >= ci.Diagnostic.Error]
+    assert not errors, errors
+    return tu
+
+
+@pytest.fixture(scope="module")
+def headers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Function and struct declarations of the mingw-w64 headers, by name."""
+    tu = translation_unit(str(tmp_path_factory.mktemp("stubs")))
+    import clang.cindex as ci
+
+    decls: dict[str, Any] = {}
+    for cursor in tu.cursor.get_children():
+        if cursor.kind == ci.CursorKind.FUNCTION_DECL:
+            decls.setdefault(cursor.spelling, cursor)
+        elif cursor.kind == ci.CursorKind.TYPEDEF_DECL:
+            decls.setdefault("typedef " + cursor.spelling, cursor)
+    yield decls
+    decls.clear()  # free libclang's objects while the library is still loaded
+    del tu, cursor
+    gc.collect()
+
+
+def c_type(t: Any) -> CType:
+    import clang.cindex as ci
+
+    t = t.get_canonical()
+    k = ci.TypeKind
+    if t.kind == k.VOID:
+        return CType("void", 0)
+    if t.kind == k.POINTER:
+        p = t.get_pointee().get_canonical()
+        if p.kind in (k.USHORT, k.WCHAR) and p.get_size() == 2:
+            pointee: str | None = "wchar"
+        elif p.kind == k.RECORD:
+            pointee = f"struct:{p.get_size()}"
+        elif p.kind == k.POINTER:
+            pointee = "ptr"
+        elif p.kind in (k.ULONG, k.UINT) and p.get_size() == 4:
+            pointee = "u32"
+        else:
+            pointee = None
+        return CType("ptr", t.get_size(), pointee)
+    unsigned = {k.UCHAR, k.USHORT, k.UINT, k.ULONG, k.ULONGLONG, k.CHAR_U, k.BOOL}
+    signed = {k.SCHAR, k.SHORT, k.INT, k.LONG, k.LONGLONG, k.CHAR_S}
+    if t.kind in unsigned:
+        return CType("uint", t.get_size())
+    if t.kind in signed:
+        return CType("int", t.get_size())
+    raise AssertionError(f"unexpected C type {t.spelling} ({t.kind})")
+
+
+def py_type(t: Any) -> CType:
+    """The same description for a ctypes type."""
+    if t is None:
+        return CType("void", 0)
+    if t is ctypes.c_wchar_p:
+        return CType("ptr", ctypes.sizeof(t), "wchar")
+    if t is ctypes.c_char_p:
+        return CType("ptr", ctypes.sizeof(t), "char")
+    if t is ctypes.c_void_p:
+        return CType("ptr", ctypes.sizeof(t), None)
+    if isinstance(t, type(ctypes.POINTER(ctypes.c_int))):  # a POINTER(...) type
+        target = t._type_
+        if issubclass(target, ctypes.Structure):
+            pointee: str | None = f"struct:{ctypes.sizeof(target)}"
+        elif target is ctypes.c_void_p:
+            pointee = "ptr"
+        elif target is ctypes.c_uint32:
+            pointee = "u32"
+        else:
+            raise AssertionError(f"unexpected pointer target {target}")
+        return CType("ptr", ctypes.sizeof(t), pointee)
+    assert issubclass(t, ctypes._SimpleCData), t  # an integer type; never dereference t(-1)
+    assert t._type_ in "bBhHiIlLqQ", f"{t} is not an integer type"
+    signed = t._type_ in "bhilq"
+    return CType("int" if signed else "uint", ctypes.sizeof(t))
+
+
+def compatible(declared: CType, real: CType) -> bool:
+    if (declared.kind, declared.size) != (real.kind, real.size):
+        return False
+    # c_void_p stands for any pointer; typed pointers must match what they point to.
+    return declared.pointee is None or declared.pointee == real.pointee
+
+
+@functools.cache
+def dll_exports(dll: str) -> frozenset[str]:
+    nm = require_tool("x86_64-w64-mingw32-nm")
+    library = MINGW_LIB / f"lib{dll}.a"
+    if not library.is_file():
+        unavailable(f"{library} is missing (mingw-w64 is not installed)")
+    out = subprocess.run([nm, str(library)], capture_output=True, text=True, check=True).stdout
+    return frozenset(
+        line.rsplit(" ", 1)[-1][len("__imp_") :]
+        for line in out.splitlines()
+        if line.rsplit(" ", 1)[-1].startswith("__imp_")
+    )
+
+
+def mismatches(binding: Binding, headers: dict[str, Any]) -> list[str]:
+    """Everything in which ``binding`` disagrees with the C prototype (empty when it agrees)."""
+    decl = headers.get(binding.name)
+    if decl is None:
+        return [f"{binding.name}: not declared in {', '.join(HEADERS)}"]
+    problems = []
+    if binding.name not in dll_exports(binding.dll):
+        problems.append(f"{binding.name}: not exported by {binding.dll}.dll")
+    args = list(decl.get_arguments())
+    if len(args) != len(binding.argtypes):
+        problems.append(
+            f"{binding.name}: {len(binding.argtypes)} arguments declared, prototype has {len(args)}"
+        )
+    for i, (arg, declared) in enumerate(zip(args, binding.argtypes, strict=False)):
+        real, mine = c_type(arg.type), py_type(declared)
+        if not compatible(mine, real):
+            problems.append(
+                f"{binding.name}: argument {i} ({arg.spelling}: {arg.type.spelling}) is {real}, "
+                f"declared {mine}"
+            )
+    real, mine = c_type(decl.result_type), py_type(binding.restype)
+    if not compatible(mine, real):
+        problems.append(f"{binding.name}: result ({decl.result_type.spelling}) is {real}, {mine}")
+    expected_check = {
+        "ptr": {Check.ZERO, Check.INVALID_HANDLE},
+        "int": {Check.ZERO},
+        "uint": {Check.WAIT_FAILED, Check.ZERO},
+    }.get(real.kind, set())
+    if binding.check not in expected_check:
+        problems.append(f"{binding.name}: error rule {binding.check} for a {real.kind} result")
+    return problems
+
+
+@pytest.mark.parametrize("binding", BINDINGS, ids=[b.name for b in BINDINGS])
+def test_binding_matches_prototype(binding: Binding, headers: dict[str, Any]) -> None:
+    assert mismatches(binding, headers) == []
+
+
+def test_every_binding_is_checked() -> None:
+    names = [b.name for b in BINDINGS]
+    assert len(names) == len(set(names)), "a function is declared twice"
+    required = {
+        "CreateFileW", "DeviceIoControl", "CloseHandle", "CreateEventW", "OpenEventW",
+        "SetEvent", "ResetEvent", "CreateMutexW", "ReleaseMutex", "WaitForSingleObject",
+        "WaitForMultipleObjects", "OpenSCManagerW", "CreateServiceW", "OpenServiceW",
+        "StartServiceW", "ControlService", "QueryServiceStatus", "DeleteService",
+        "CloseServiceHandle",
+    }  # fmt: skip
+    assert required <= set(names)
+    # WinApi exposes exactly the table (its typed attributes are what the package calls).
+    assert set(winapi.WinApi.__annotations__) == set(names)
+
+
+@pytest.mark.parametrize("name", sorted(winapi.STRUCTURES))
+def test_structure_layout_matches_header(name: str, headers: dict[str, Any]) -> None:
+    structure = winapi.STRUCTURES[name]
+    record = headers["typedef " + name].underlying_typedef_type.get_canonical()
+    assert ctypes.sizeof(structure) == record.get_size()
+    assert ctypes.alignment(structure) == record.get_align()
+    c_fields = [(f.spelling, f.get_field_offsetof() // 8, f.type.get_size())
+                for f in record.get_fields()]  # fmt: skip
+    py_fields = [(n, getattr(structure, n).offset, getattr(structure, n).size)
+                 for n, _ in structure._fields_]  # fmt: skip
+    assert py_fields == c_fields
+
+
+def test_constants_match_headers(tmp_path: Path) -> None:
+    gcc = require_tool("x86_64-w64-mingw32-gcc")
+    consts = winapi.constants()
+    assert len(consts) > 40
+    lines = ["#include <windows.h>", "#include <winsvc.h>", "#include <winioctl.h>"]
+    for name, value in sorted(consts.items()):
+        if name not in winapi.NOT_IN_MINGW_HEADERS:
+            lines.append(f'_Static_assert(({name}) == {value:#x}ULL, "{name} == {value:#x}");')
+    source = tmp_path / "constants.c"
+    source.write_text("\n".join(lines) + "\n")
+    result = subprocess.run([gcc, "-fsyntax-only", str(source)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# --- The check can fail ------------------------------------------------------------------------
+def _by_name(name: str) -> Binding:
+    return next(b for b in BINDINGS if b.name == name)
+
+
+CORRUPTIONS = {
+    "argument too wide": lambda b: dataclasses.replace(
+        b, argtypes=(b.argtypes[0], ctypes.c_uint64)
+    ),  # WaitForSingleObject(HANDLE, DWORD) declared with a 64-bit timeout
+    "argument missing": lambda b: dataclasses.replace(b, argtypes=b.argtypes[:1]),
+    "result too narrow": lambda b: dataclasses.replace(b, restype=ctypes.c_uint16),
+    "signedness": lambda b: dataclasses.replace(b, restype=ctypes.c_int32),
+    "integer for pointer": lambda b: dataclasses.replace(
+        b, argtypes=(ctypes.c_uint64, b.argtypes[1])
+    ),
+    "wrong dll": lambda b: dataclasses.replace(b, dll="advapi32"),
+    "wrong error rule": lambda b: dataclasses.replace(b, check=Check.INVALID_HANDLE),
+    "unknown function": lambda b: dataclasses.replace(b, name="WaitForSingleObjectExW"),
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_corrupted_declaration_is_caught(corruption: str, headers: dict[str, Any]) -> None:
+    good = _by_name("WaitForSingleObject")
+    assert mismatches(good, headers) == []
+    bad = CORRUPTIONS[corruption](good)
+    assert mismatches(bad, headers), f"{corruption} went unnoticed"
+
+
+def test_corrupted_typed_pointer_is_caught(headers: dict[str, Any]) -> None:
+    good = _by_name("QueryServiceStatus")
+    wrong_struct = ctypes.POINTER(winapi.QUERY_SERVICE_CONFIGW)  # not SERVICE_STATUS
+    bad = dataclasses.replace(good, argtypes=(good.argtypes[0], wrong_struct))
+    assert mismatches(bad, headers)
+    bad_string = dataclasses.replace(_by_name("OpenEventW"))
+    assert mismatches(bad_string, headers) == []
+    narrow = dataclasses.replace(bad_string, argtypes=(*bad_string.argtypes[:2], ctypes.c_char_p))
+    assert mismatches(narrow, headers), "a char* for a WCHAR* went unnoticed"
+
+
+def test_corrupted_structure_is_caught(headers: dict[str, Any]) -> None:
+    class SERVICE_STATUS(ctypes.Structure):  # a field forgotten
+        _fields_ = winapi.SERVICE_STATUS._fields_[:-1]
+
+    record = headers["typedef SERVICE_STATUS"].underlying_typedef_type.get_canonical()
+    assert ctypes.sizeof(SERVICE_STATUS) != record.get_size()

@@ -8,23 +8,43 @@ from .container import OverflowPolicy, QueueContainer
 from .errors import MonitorError
 from .events import EventKind, QueuedItem
 from .handler import CallbackHandler
+from .handlers import (
+    EventFilter,
+    FilterHandler,
+    JsonLinesHandler,
+    LinesHandler,
+    ProcessNode,
+    ProcessTree,
+)
 from .monitor import ProcessThreadMonitor
 from .retrieval import RetrievalThread
 from .scope import ApplicationScope, MonitorStats
+from .streams import AsyncEventStream, EventStream, awatch, monitor, watch
 from .threads import CustomThread
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ApplicationScope",
+    "AsyncEventStream",
     "CallbackHandler",
     "CustomThread",
+    "EventFilter",
     "EventKind",
+    "EventStream",
+    "FilterHandler",
+    "JsonLinesHandler",
+    "LinesHandler",
     "MonitorError",
     "MonitorStats",
     "OverflowPolicy",
+    "ProcessNode",
     "ProcessThreadMonitor",
+    "ProcessTree",
     "QueueContainer",
     "QueuedItem",
     "RetrievalThread",
+    "awatch",
+    "monitor",
+    "watch",
 ]

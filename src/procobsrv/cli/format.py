@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shlex
 import signal
 import time
@@ -39,7 +38,3 @@ def as_line(item: QueuedItem) -> str:
         f"{clock}.{millis:03d} {LABELS[item.kind]:<5} {item.process_id:>7} {item.parent_id:>7} "
         f"{describe_exit(item):>8}  {describe_program(item)}"
     )
-
-
-def as_json(item: QueuedItem) -> str:
-    return json.dumps(item.as_dict(), separators=(",", ":"))

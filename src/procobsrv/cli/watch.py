@@ -7,55 +7,28 @@ import re
 import signal
 import sys
 import threading
-from collections import Counter
 from types import FrameType
 from typing import Any, TextIO
 
-from ..events import EventKind, QueuedItem
-from ..handler import CallbackHandler
+from ..events import EventKind
+from ..handlers import FilterHandler, JsonLinesHandler, LinesHandler
 from ..scope import ApplicationScope
-from .format import HEADER, as_json, as_line
+from .format import HEADER, as_line
 
 
-class ConsoleHandler(CallbackHandler):
-    """Prints matching events, one line each; counts what it saw and what was lost."""
-
-    def __init__(
-        self,
-        out: TextIO,
-        *,
-        json_lines: bool = False,
-        kinds: set[EventKind] | None = None,
-        pattern: re.Pattern[str] | None = None,
-    ) -> None:
-        self.out = out
-        self.render = as_json if json_lines else as_line
-        self.kinds = kinds
-        self.pattern = pattern
-        self.seen: Counter[EventKind] = Counter()
-        self.lost = 0
-
-    def matches(self, item: QueuedItem) -> bool:
-        if self.kinds is not None and item.kind not in self.kinds:
-            return False
-        if self.pattern is None:
-            return True
-        text = " ".join(filter(None, [item.image, *(item.command_line or ())]))
-        return self.pattern.search(text) is not None
-
-    def on_process_event(self, item: QueuedItem, param: Any) -> None:
-        self.seen[item.kind] += 1
-        if self.matches(item):
-            self.out.write(self.render(item) + "\n")
-            self.out.flush()  # one line at a time, for `| jq` and log shippers
-
-    def on_events_lost(self, count: int, param: Any) -> None:
-        self.lost += count
-        if self.render is as_line:
-            self.out.write(f"!! {count} events lost\n")
-        else:
-            self.out.write(f'{{"kind":"lost","count":{count}}}\n')
-        self.out.flush()
+def console_handler(
+    out: TextIO,
+    *,
+    json_lines: bool = False,
+    kinds: set[EventKind] | None = None,
+    pattern: re.Pattern[str] | None = None,
+) -> FilterHandler:
+    """Matching events, one line each (aligned text or JSON), and a line for each loss."""
+    if json_lines:
+        lines: LinesHandler = JsonLinesHandler(out)
+    else:
+        lines = LinesHandler(out, as_line, lambda count: f"!! {count} events lost")
+    return FilterHandler(lines, kinds=kinds, match=pattern)
 
 
 def add_parser(sub: Any) -> None:
@@ -75,7 +48,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    handler = ConsoleHandler(
+    handler = console_handler(
         sys.stdout,
         json_lines=args.json,
         kinds={EventKind(k) for k in args.kind} if args.kind else None,
@@ -98,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         scope.stop_monitoring()
         for s, h in previous.items():
             signal.signal(s, h)
-    seen = ", ".join(f"{handler.seen[k]} {k.value}" for k in EventKind)
-    total = sum(handler.seen.values())
-    print(f"procobsrv: {total} events ({seen}), {handler.lost} lost", file=sys.stderr)
+    stats = scope.stats()  # every event delivered, matching or not
+    seen = ", ".join(f"{stats.delivered.get(k, 0)} {k.value}" for k in EventKind)
+    print(f"procobsrv: {stats.total} events ({seen}), {stats.lost} lost", file=sys.stderr)
     return 0

@@ -116,3 +116,33 @@ def test_burst_of_500_true(collector: Collector) -> None:
     assert collector.lost == 0
     stats = ApplicationScope.get_instance().stats()
     assert stats.lost == 0 and stats.handler_errors == 0
+
+
+def test_process_started_before_monitoring_keeps_one_key() -> None:
+    """Its fork was never seen: start_ns is 0 on every event and the parent comes from /proc."""
+    from tests.conftest import require_connector
+
+    require_connector()
+    child = subprocess.Popen(
+        ["sh", "-c", "echo ready; read _; exec sleep 0.2"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == b"ready\n"  # the shell's own exec is long over
+    handler = Collector()
+    scope = ApplicationScope.get_instance(handler)
+    assert scope.start_monitoring()
+    try:
+        assert child.stdin is not None
+        child.stdin.write(b"go\n")
+        child.stdin.close()
+        assert child.wait() == 0
+        ended = handler.wait_exit(child.pid)
+        assert kinds(handler.of(child.pid)) == [EXEC, EXITED]
+        execd = handler.of(child.pid, EXEC)[0]
+        assert execd.key == ended.key == (child.pid, 0)
+        assert execd.parent_id == os.getpid()
+        assert execd.image == ended.image == os.path.realpath(shutil.which("sleep") or "")
+    finally:
+        scope.stop_monitoring()

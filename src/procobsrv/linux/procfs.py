@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 _O_RDONLY_CLOEXEC = os.O_RDONLY | os.O_CLOEXEC
 
 
@@ -68,29 +67,27 @@ def read_uid(pid: int) -> int | None:
         return None
 
 
-def read_parent_and_start(pid: int) -> tuple[int, int] | None:
-    """(ppid, start time in ns since boot) from /proc/<pid>/stat."""
+def read_parent(pid: int) -> int | None:
+    """The parent pid, from /proc/<pid>/stat."""
     data = _read(f"/proc/{pid}/stat", 4096)
     if not data:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     fields = data[data.rfind(b")") + 2 :].split()
     try:
-        return int(fields[1]), int(fields[19]) * 1_000_000_000 // _CLK_TCK
+        return int(fields[1])
     except (IndexError, ValueError):
         return None
 
 
-def read_process(
-    pid: int, parent_id: int | None = None, start_ns: int | None = None
-) -> ProcessInfo:
-    """Everything /proc tells about a process now (fields None where it is gone)."""
-    if parent_id is None or start_ns is None:
-        stat = read_parent_and_start(pid)
-        if parent_id is None:
-            parent_id = stat[0] if stat else 0
-        if start_ns is None:
-            start_ns = stat[1] if stat else 0
+def read_process(pid: int, parent_id: int | None = None, start_ns: int = 0) -> ProcessInfo:
+    """Everything /proc tells about a process now (fields None where it is gone).
+
+    ``start_ns`` is the kernel timestamp of the fork when we saw it, else 0: /proc's start
+    time is on another clock and in jiffies, and mixing the two would give one process two keys.
+    """
+    if parent_id is None:
+        parent_id = read_parent(pid) or 0
     return ProcessInfo(read_image(pid), read_command_line(pid), read_uid(pid), parent_id, start_ns)
 
 

@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+LINTED := src tests examples benchmarks scripts/render-diagrams scripts/mkdocs_hooks.py
 
 .PHONY: demo test venv system lint typecheck bench fuzz driver docs diagrams clean
 
@@ -21,15 +22,15 @@ demo: $(PY)
 
 test: system $(PY)
 	$(MAKE) -C driver
-	$(PY) -m ruff check src tests
-	$(PY) -m ruff format --check src tests
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
 	$(PY) -m mypy
 	$(PY) -m pytest
 	$(MAKE) docs
 
 lint: $(PY)
-	$(PY) -m ruff check src tests
-	$(PY) -m ruff format --check src tests
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
 
 typecheck: $(PY)
 	$(PY) -m mypy

@@ -1,0 +1,64 @@
+"""The README's handler is a working program, and the docs' index shows the same code."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_connector
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def python_blocks(page: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page.read_text(), re.DOTALL)
+
+
+def test_index_shows_the_readme_handler() -> None:
+    readme = python_blocks(ROOT / "README.md")
+    assert readme, "README has no python example"
+    assert readme[0] in python_blocks(ROOT / "docs" / "index.md")
+
+
+@pytest.mark.kernel
+def test_readme_handler_reports_a_child(tmp_path: Path) -> None:
+    require_connector()
+    script = tmp_path / "hello.py"
+    script.write_text(python_blocks(ROOT / "README.md")[0])
+    out = tmp_path / "out.txt"
+    with out.open("w") as sink:
+        hello = subprocess.Popen(
+            [sys.executable, str(script)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            # The snippet announces nothing: run children until one is reported (import and
+            # start take a moment), then stop it the way its user would, with Ctrl+C.
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                child = subprocess.Popen(["sh", "-c", "sleep 0.05; exit 4", "readme-marker"])
+                child.wait()
+                time.sleep(0.1)
+                if f"hello: pid {child.pid} runs" in out.read_text():
+                    break
+            hello.send_signal(signal.SIGINT)
+            assert hello.wait(timeout=10) == 0, out.read_text()
+        finally:
+            if hello.poll() is None:
+                hello.kill()
+                hello.wait()
+    text = out.read_text()
+    sh = os.path.basename(os.path.realpath(shutil.which("sh") or "sh"))  # dash on Debian
+    assert f"hello: pid {child.pid} ({sh}) ended, exit code 4" in text, text
+    argv = ["sh", "-c", "sleep 0.05; exit 4", "readme-marker"]
+    assert f"hello: pid {child.pid} runs {argv}" in text

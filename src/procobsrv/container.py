@@ -60,10 +60,13 @@ class QueueContainer:
                 queue.extend(items)
             elif self.policy is OverflowPolicy.DROP_NEWEST:
                 queue.extend(items[: len(items) - excess])
-            else:
-                queue.extend(items)
+            elif len(items) >= self.limit:
+                queue.clear()
+                queue.extend(items[len(items) - self.limit :])
+            else:  # make room first: the queue never holds more than the limit, not even briefly
                 for _ in range(excess):
                     queue.popleft()
+                queue.extend(items)
             if excess > 0:
                 self.overflowed += excess
                 lost += excess

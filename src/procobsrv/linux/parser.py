@@ -84,6 +84,32 @@ class Decoder:
 
     def decode(self, buf: Buffer, offset: int, length: int, out: list[Record]) -> None:
         """Append the records of the datagram at ``buf[offset:offset+length]`` to ``out``."""
+        if length >= RECORD_LEN and offset >= 0 and offset + length <= len(buf):
+            # Fast path for the kernel's usual shape: one whole, well-formed proc event filling
+            # the datagram. Same checks as below, without the per-message calls; anything
+            # else falls through to the general walk (nothing has been counted yet).
+            rec = _RECORD.unpack_from(buf, offset)
+            nl_len, cn_len = rec[0], rec[CN_LEN]
+            need = UNION_LEN.get(rec[WHAT])
+            if (
+                RECORD_LEN <= nl_len <= length < nl_len + 4
+                and rec[1] == NLMSG_DONE
+                and rec[CN_IDX] == CN_IDX_PROC
+                and rec[CN_VAL] == CN_VAL_PROC
+                and NLMSG_HDRLEN + CN_MSG_LEN + cn_len <= nl_len
+                and need is not None
+                and cn_len >= EVENT_HEADER_LEN + need
+            ):
+                cpu = rec[CPU]
+                if cpu != _NO_CPU:
+                    seq = rec[CN_SEQ]
+                    last = self._last_seq.get(cpu)
+                    if last is None or (seq - last - 1) & 0xFFFFFFFF:
+                        self._account(cpu, seq)
+                    else:
+                        self._last_seq[cpu] = seq
+                out.append(rec)
+                return
         if length < 0 or offset < 0 or offset + length > len(buf):
             self._defect("malformed", "datagram larger than its buffer (truncated)")
             return

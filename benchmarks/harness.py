@@ -217,6 +217,15 @@ class ApiListener(Contender):
         return obs
 
 
+class ApiListenerRealtime(ApiListener):
+    """The same listener with its monitoring threads SCHED_FIFO (latency runs only)."""
+
+    name = "procobsrv-api-rt"
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--realtime"]
+
+
 class Watch(Contender):
     """``procobsrv watch --json``. stdout goes to a tmpfs file, not /dev/null, so that its
     completeness can be checked too (the cost of the write is the same system call)."""
@@ -345,7 +354,7 @@ class Poller(Contender):
 
 
 CONTENDER_TYPES: dict[str, type[Contender]] = {
-    c.name: c for c in (Contender, ApiListener, Watch, Forkstat, Poller)
+    c.name: c for c in (Contender, ApiListener, ApiListenerRealtime, Watch, Forkstat, Poller)
 }
 
 

@@ -1,12 +1,14 @@
 """procobsrv through its public API, in a process of its own so that its cost can be measured.
 
-Run as ``python -m benchmarks.listener OUT [QUEUE_LIMIT]``. Prints ``ready`` once subscribed;
-on SIGTERM stops monitoring and writes JSON to OUT: ``{"events": [[kind, pid, exit_code,
-signal, kernel_ns, handler_ns], ...], "lost": N}``.
+Run as ``python -m benchmarks.listener OUT [QUEUE_LIMIT] [--realtime]`` (``--realtime``: the
+monitoring threads run SCHED_FIFO, as with ``procobsrv watch --realtime``). Prints ``ready``
+once subscribed; on SIGTERM stops monitoring and writes JSON to OUT:
+``{"events": [[kind, pid, exit_code, signal, kernel_ns, handler_ns], ...], "lost": N}``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -15,6 +17,7 @@ import time
 from typing import Any
 
 from procobsrv import ApplicationScope, CallbackHandler, QueuedItem
+from procobsrv.realtime import realtime_threads
 
 KIND_CODE = {"created": "fork", "exec": "exec", "exited": "exit"}
 
@@ -37,16 +40,20 @@ class RecordingHandler(CallbackHandler):
 
 
 def main() -> None:
-    out = sys.argv[1]
-    queue_limit = int(sys.argv[2]) if len(sys.argv) > 2 else None
+    args = sys.argv[1:]
+    realtime = "--realtime" in args
+    args = [a for a in args if a != "--realtime"]
+    out = args[0]
+    queue_limit = int(args[1]) if len(args) > 1 else None
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     handler = RecordingHandler()
     scope = ApplicationScope.get_instance(handler)
-    if queue_limit:
-        scope.start_monitoring(queue_limit=queue_limit)
-    else:
-        scope.start_monitoring()
+    with realtime_threads() if realtime else contextlib.nullcontext():
+        if queue_limit:
+            scope.start_monitoring(queue_limit=queue_limit)
+        else:
+            scope.start_monitoring()
     print("ready", flush=True)
     done.wait()
     scope.stop_monitoring()

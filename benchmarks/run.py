@@ -21,6 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from procobsrv.errors import MonitorError
+from procobsrv.realtime import realtime_threads
+
 from .harness import (
     CONTENDERS,
     KINDS,
@@ -307,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"machine: {info}")
     runs: dict[tuple[str, str], list[RunResult]] = {}
     idle: list[RunResult] = []
+    idle_rt: list[RunResult] = []
+    storm_rt: list[RunResult] = []
     for rep in range(args.reps):
         for label, k, total, mode in scenarios(args):
             for name in contenders:
@@ -317,9 +322,19 @@ def main(argv: list[str] | None = None) -> int:
                     f"{r.rate:6.0f} procs/s cpu {r.cpu_seconds or 0:5.2f}s missing {r.missing} "
                     f"lost {r.lost} silent {r.unaccounted}"
                 )
-        # Idle latency: one process every 20 ms, nothing else of ours running.
-        idle.append(run_one("procobsrv-api", 1, 100 if args.quick else 300, "spawn", 0.02))
+        # Idle latency: one process every 20 ms, nothing else of ours running. Then the same
+        # and the K=4 storm with the monitoring threads SCHED_FIFO (`watch --realtime`).
+        idle_n = 100 if args.quick else 300
+        idle.append(run_one("procobsrv-api", 1, idle_n, "spawn", 0.02))
         log(f"[{time.monotonic() - t0:5.0f}s] run {rep + 1} idle latency {idle[-1].latency_ms}")
+        if realtime_allowed():
+            idle_rt.append(run_one("procobsrv-api-rt", 1, idle_n, "spawn", 0.02))
+            storm_rt.append(run_one("procobsrv-api-rt", 4, args.total))
+            log(
+                f"[{time.monotonic() - t0:5.0f}s] run {rep + 1} realtime latency idle "
+                f"{idle_rt[-1].latency_ms} K=4 {storm_rt[-1].latency_ms} "
+                f"missing {storm_rt[-1].missing}"
+            )
     summary = []
     for (label, _name), rs in runs.items():
         none = runs.get((label, "none"))
@@ -339,10 +354,13 @@ def main(argv: list[str] | None = None) -> int:
         "latency": {
             "idle": {q: median([r.latency_ms[q] for r in idle]) for q in ("p50", "p99", "max")},
             "storm_k4": summary_lat(k4),
+            "idle_realtime": summary_lat(idle_rt),
+            "storm_k4_realtime": summary_lat(storm_rt),
         },
         "replay": replay,
         "runs": {f"{a} / {b}": [r.as_dict() for r in rs] for (a, b), rs in runs.items()},
         "idle_runs": [r.as_dict() for r in idle],
+        "realtime_runs": [r.as_dict() for r in idle_rt + storm_rt],
     }
     text = report(result)
     print()
@@ -356,6 +374,15 @@ def main(argv: list[str] | None = None) -> int:
         update_doc(text)
     print(f"\nwrote {RESULTS / (name + '.json')} in {time.monotonic() - t0:.0f} s")
     return 0
+
+
+def realtime_allowed() -> bool:
+    """Whether this user may use SCHED_FIFO (root, CAP_SYS_NICE or RLIMIT_RTPRIO)."""
+    try:
+        with realtime_threads():
+            return True
+    except MonitorError:
+        return False
 
 
 def summary_lat(runs: list[RunResult]) -> dict[str, float | None]:
@@ -391,7 +418,12 @@ def report(result: dict[str, Any]) -> str:
     lat = result["latency"]
     lines += ["", "procobsrv latency, kernel timestamp -> handler call (ms):", ""]
     lines += ["| when | p50 | p99 | max |", "|---|---|---|---|"]
-    for label, key in (("idle (1 process / 20 ms)", "idle"), ("K=4 storm", "storm_k4")):
+    for label, key in (
+        ("idle (1 process / 20 ms)", "idle"),
+        ("K=4 storm", "storm_k4"),
+        ("idle, `--realtime` (SCHED_FIFO)", "idle_realtime"),
+        ("K=4 storm, `--realtime`", "storm_k4_realtime"),
+    ):
         v = lat.get(key) or {}
         if v:
             lines.append(

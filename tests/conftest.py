@@ -61,6 +61,7 @@ class Collector(CallbackHandler):
         self.items: list[QueuedItem] = []
         self.lost = 0
         self.params: list[Any] = []
+        self.errors: list[BaseException] = []
         self._changed = threading.Condition()
 
     def on_process_event(self, item: QueuedItem, param: Any) -> None:
@@ -72,6 +73,11 @@ class Collector(CallbackHandler):
     def on_events_lost(self, count: int, param: Any) -> None:
         with self._changed:
             self.lost += count
+            self._changed.notify_all()
+
+    def on_error(self, error: BaseException, param: Any) -> None:
+        with self._changed:
+            self.errors.append(error)
             self._changed.notify_all()
 
     def of(self, pids: int | set[int], kind: EventKind | None = None) -> list[QueuedItem]:

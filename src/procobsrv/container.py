@@ -26,9 +26,9 @@ class OverflowPolicy(enum.Enum):
 class QueueContainer:
     """Producer/consumer hand-off between the monitor and retrieval threads.
 
-    Invariant: the element-available event is set exactly while the queue holds items or
-    unreported losses; both change only under the mutex, so it costs one system call per
-    empty-to-non-empty transition, not one per event.
+    Invariant: the element-available event is set exactly while the queue holds items,
+    unreported losses or news of the producer's failure; all change only under the mutex,
+    so it costs one system call per empty-to-non-empty transition, not one per event.
     """
 
     def __init__(
@@ -44,6 +44,8 @@ class QueueContainer:
         self._items: deque[QueuedItem] = deque()
         self._lost = 0  # losses not yet reported to the handler
         self.overflowed = 0  # events this queue dropped because it was full
+        #: Why the producer stopped for good (set once, after its last append).
+        self.failure: BaseException | None = None
         self._mutex = platform.new_mutex()
         self.element_available: SyncEvent = platform.new_event()
 
@@ -73,6 +75,12 @@ class QueueContainer:
             self._lost += lost
             if was_empty and (queue or self._lost):
                 self.element_available.set()
+
+    def fail(self, error: BaseException) -> None:
+        """The producer has failed and will append nothing more: wake the consumer to say so."""
+        with self._mutex:
+            self.failure = error
+            self.element_available.set()
 
     def drain(self) -> tuple[deque[QueuedItem], int]:
         """Take everything queued and the losses to report; resets the event."""

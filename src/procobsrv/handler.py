@@ -26,3 +26,10 @@ class CallbackHandler(abc.ABC):
         """``count`` events were lost (kernel overflow or a full queue); called before the
         events that were drained together with the news of the loss."""
         log.warning("%d process events were lost", count)
+
+    def on_error(self, error: BaseException, param: Any) -> None:
+        """Monitoring stopped on its own because the kernel side failed (e.g. the driver was
+        unloaded under it); ``error`` says why. Called after every event queued before the
+        failure, once monitoring is over: ``is_monitoring`` is False and the kernel side is
+        released, so ``start_monitoring`` may be called again, even from here."""
+        log.error("process monitoring stopped: %s", error)

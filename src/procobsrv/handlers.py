@@ -149,7 +149,7 @@ class EventFilter:
 
 
 class FilterHandler(CallbackHandler):
-    """Passes to ``inner`` only the events that pass the filter; losses always pass.
+    """Passes to ``inner`` only the events that pass the filter; losses and errors always pass.
 
     Keyword arguments are those of :class:`EventFilter`; ``predicate`` adds a test of your own.
     """
@@ -183,6 +183,9 @@ class FilterHandler(CallbackHandler):
     def on_events_lost(self, count: int, param: Any) -> None:
         # Unknown events may have matched: the inner handler must hear of the loss.
         self.inner.on_events_lost(count, param)
+
+    def on_error(self, error: BaseException, param: Any) -> None:
+        self.inner.on_error(error, param)
 
 
 # -- process tree -------------------------------------------------------------------------

@@ -21,7 +21,11 @@ SMALL_BATCH = 64
 
 
 class ProcessThreadMonitor(CustomThread):
-    """Sleeps on {shutdown, kernel source} at once; on news, fetches a batch and appends it."""
+    """Sleeps on {shutdown, kernel source} at once; on news, fetches a batch and appends it.
+
+    If the source fails (the kernel side went away, a broken driver), the failure is passed
+    down the queue, behind the events already in it, so that the handler hears of it.
+    """
 
     def __init__(self, platform: Platform, source: KernelSource, container: QueueContainer) -> None:
         super().__init__(platform, "procobsrv-monitor")
@@ -29,6 +33,13 @@ class ProcessThreadMonitor(CustomThread):
         self.container = container
 
     def run(self) -> None:
+        try:
+            self._pump()
+        except BaseException as exc:
+            self.container.fail(exc)
+            raise
+
+    def _pump(self) -> None:
         waiter = self.platform.new_waiter([self.shutdown.wait_handle, self.source.wait_handle])
         linger = self.platform.new_waiter([self.shutdown.wait_handle])
         monotonic_ns = time.monotonic_ns

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from .container import QueueContainer
@@ -20,7 +21,9 @@ class RetrievalThread(CustomThread):
 
     A handler that raises is logged with its event and counted; delivery goes on. On
     shutdown everything still queued is delivered first, unless the stop was asked from
-    inside the handler (``abandon``), where waiting for the rest would be surprising.
+    inside the handler (``abandon``), where waiting for the rest would be surprising. If
+    the monitor failed, the handler gets what was queued, the session ends, then the
+    handler gets ``on_error``.
     """
 
     def __init__(
@@ -34,6 +37,8 @@ class RetrievalThread(CustomThread):
         self.lost_reported = 0
         self.handler_errors = 0
         self._abandoned = False
+        #: Called on this thread when the monitor has failed, before the handler hears of it.
+        self.on_failure: Callable[[], None] | None = None
 
     def abandon(self) -> None:
         """Stop delivering at once (stop_monitoring() called from inside the handler)."""
@@ -48,10 +53,28 @@ class RetrievalThread(CustomThread):
         try:
             while waiter.wait() != 0 and not self._abandoned:
                 self._deliver(*container.drain())
+                if container.failure is not None:
+                    # The monitor failed after its last append: deliver that, then the news.
+                    self._deliver(*container.drain())
+                    self._report_failure(container.failure)
+                    return
             if not self._abandoned:
                 self._deliver(*container.drain())  # the monitor has stopped: this is the rest
         finally:
             waiter.close()
+
+    def _report_failure(self, error: BaseException) -> None:
+        # End the session first, so that the handler may start monitoring again from on_error.
+        stopped_by_handler = self._abandoned
+        if self.on_failure is not None:
+            self.on_failure()
+        if stopped_by_handler:
+            return
+        try:
+            self.handler.on_error(error, self.param)
+        except Exception:
+            self.handler_errors += 1
+            log.exception("on_error(%r) raised", error)
 
     def _deliver(self, items: Any, lost: int) -> None:
         handler, param = self.handler, self.param

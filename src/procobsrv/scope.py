@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import threading
@@ -31,6 +32,8 @@ class MonitorStats:
     queue_overflow: int = 0
     handler_errors: int = 0
     queued: int = 0
+    #: Why monitoring stopped on its own (the handler's ``on_error`` got it too), else None.
+    error: BaseException | None = None
 
     @property
     def total(self) -> int:
@@ -88,6 +91,7 @@ class _Session:
             queue_overflow=self.container.overflowed,
             handler_errors=r.handler_errors,
             queued=len(self.container),
+            error=self.container.failure,
         )
 
 
@@ -160,6 +164,7 @@ class ApplicationScope:
             source.open()  # raises MonitorError saying what to do
             try:
                 session = _Session(platform, source, self._handler, param, queue_limit, overflow)
+                session.retrieval.on_failure = functools.partial(self._end_failed, session)
                 session.start()
             except BaseException:
                 source.close()
@@ -183,6 +188,16 @@ class ApplicationScope:
             return
         session.stop()
         log.info("monitoring stopped")
+
+    def _end_failed(self, session: _Session) -> None:
+        """The session's monitor failed (on its retrieval thread): end it, unless someone
+        is already stopping it."""
+        with self._lock:
+            if self._session is not session:
+                return
+            self._session = None
+        session.stop()
+        log.info("monitoring stopped after a failure: %s", session.container.failure)
 
     def stats(self) -> MonitorStats:
         """Counts of the current session, or of the last one once it has stopped."""

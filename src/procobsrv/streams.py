@@ -74,6 +74,10 @@ def _start(
 #: not stopped behind the stream's back (``stop_monitoring()`` called elsewhere, or atexit).
 _POLL = 0.2
 
+#: An async consumer yields to the event loop after this many events that were ready at once:
+#: during a process storm events are always ready, and other tasks (and a cancel) must run.
+_YIELD_EVERY = 64
+
 
 class _Window(CallbackHandler):
     """The bounded hand-off from the retrieval thread to one consumer.
@@ -124,6 +128,13 @@ class _Window(CallbackHandler):
         with self._cond:
             self.lost += count
         log.warning("%d process events were lost before reaching the stream", count)
+
+    def on_error(self, error: BaseException, param: Any) -> None:
+        # Monitoring has ended (the stream raises the error to its consumer): wake the consumer.
+        with self._cond:
+            self._cond.notify_all()
+        if self.wake is not None:
+            self.wake()
 
     def pop(self) -> QueuedItem | None:
         """The next event, or None when there is none now."""
@@ -223,6 +234,15 @@ class _Stream:
             return self._deadline if idle is None else idle
         return min(idle, self._deadline)
 
+    def _end(self) -> None:
+        """The iteration is over: close, and raise MonitorError if it ended because the
+        kernel side failed (not because of a timeout, a close or a stop elsewhere)."""
+        ours = self._scope.handler is self._window
+        self.close()
+        error = self._scope.stats().error if ours else None
+        if error is not None:
+            raise MonitorError(f"process monitoring stopped: {error}") from error
+
     def close(self) -> None:
         """Stop monitoring and release everything; idempotent, callable from any thread."""
         if self._closed:
@@ -249,7 +269,7 @@ class EventStream(_Stream):
             raise StopIteration
         item = self._window.get(self._until())
         if item is None:
-            self.close()
+            self._end()
             raise StopIteration
         return item
 
@@ -285,8 +305,9 @@ def watch(
 
     When it ends, monitoring stops and every thread and handle is released. ``lost`` counts
     events that were lost. Raises MonitorError when the process-wide ApplicationScope is
-    already monitoring. ``start_options`` go to ``ApplicationScope.start_monitoring``
-    (``queue_limit``, ``overflow``, ``source``).
+    already monitoring, and from the iteration, after the events queued before it, when
+    monitoring stopped because the kernel side failed. ``start_options`` go to
+    ``ApplicationScope.start_monitoring`` (``queue_limit``, ``overflow``, ``source``).
     """
     window = _Window(kind_set(kinds), buffer)
     return EventStream(window, timeout, duration, start_options, "watch()")
@@ -304,6 +325,7 @@ class AsyncEventStream(_Stream):
         start_options: dict[str, Any],
     ) -> None:
         self._loop = loop
+        self._ready_in_a_row = 0
         self._waker = window.wake = _LoopWaker(loop)
         super().__init__(window, timeout, duration, start_options, "awatch()")
 
@@ -316,12 +338,17 @@ class AsyncEventStream(_Stream):
         while not self._closed:
             item = window.pop()
             if item is not None:
+                self._ready_in_a_row += 1
+                if self._ready_in_a_row >= _YIELD_EVERY:
+                    self._ready_in_a_row = 0
+                    await self._yield_to_loop()
                 return item
             if window.ended():
                 break
             left = None if until is None else until - time.monotonic()
             if left is not None and left <= 0:
                 break
+            self._ready_in_a_row = 0  # about to wait: the loop runs the other tasks
             waker.waiter = self._loop.create_future()
             try:
                 await asyncio.wait_for(waker.waiter, _POLL if left is None else min(left, _POLL))
@@ -333,8 +360,15 @@ class AsyncEventStream(_Stream):
                 raise
             finally:
                 waker.waiter = None
-        self.close()
+        self._end()
         raise StopAsyncIteration
+
+    async def _yield_to_loop(self) -> None:
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            self.close()
+            raise
 
     async def aclose(self) -> None:
         """Stop monitoring; takes milliseconds (the threads end at once), so it runs inline."""

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -73,3 +74,81 @@ def test_outside_the_initial_network_namespace_the_error_says_what_to_do() -> No
     assert run.returncode == 2
     assert "network namespace" in run.stderr and "host" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def thread_policies(pid: int) -> dict[int, int]:
+    """Scheduling policy (0 SCHED_OTHER, 1 SCHED_FIFO) of each thread, from /proc stat."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            stat = f.read()
+        out[int(tid)] = int(stat[stat.rfind(")") + 2 :].split()[38])  # field 41: policy
+    return out
+
+
+def test_watch_realtime_raises_only_the_monitoring_threads_and_still_reports() -> None:
+    if os.geteuid() != 0:
+        unavailable("SCHED_FIFO needs root (or CAP_SYS_NICE)")
+    watch = start_watch("--realtime", "--json", "--kind", "exited")
+    try:
+        policies = thread_policies(watch.pid)
+        assert policies.pop(watch.pid) == 0  # the main thread is back to normal
+        assert sorted(policies.values()) == [1, 1]  # monitor and retrieval: SCHED_FIFO
+        child = subprocess.Popen(["sh", "-c", "exit 4"])
+        child.wait()
+        time.sleep(0.3)
+    finally:
+        watch.send_signal(signal.SIGTERM)
+        out, err = watch.communicate(timeout=5)
+    assert watch.returncode == 0, err
+    exits = [json.loads(line) for line in out.splitlines()]
+    assert {"pid": child.pid, "exit_code": 4}.items() <= next(
+        e for e in exits if e["pid"] == child.pid
+    ).items()
+
+
+def test_watch_realtime_refused_says_what_to_do() -> None:
+    setpriv, prlimit = shutil.which("setpriv"), shutil.which("prlimit")
+    if setpriv is None or prlimit is None or os.geteuid() != 0:
+        unavailable("needs root, setpriv(1) and prlimit(1) to drop CAP_SYS_NICE")
+    require_connector()
+    no_nice = [prlimit, "--rtprio=0", setpriv, "--inh-caps=-sys_nice", "--bounding-set=-sys_nice"]
+    run = subprocess.run([*no_nice, *TOOL, "watch", "--realtime"], capture_output=True,
+                         text=True, timeout=20)  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert "real-time scheduling was refused" in run.stderr and "CAP_SYS_NICE" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_watch_ends_with_status_2_when_the_kernel_side_fails(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The connector socket breaks under a running watch: it ends by itself and says why."""
+    require_connector()
+    from procobsrv import ApplicationScope
+    from procobsrv.cli.main import main
+
+    def break_the_socket() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            session = ApplicationScope._instance and ApplicationScope._instance._session
+            if session is not None:
+                r, w = os.pipe()
+                os.dup2(r, session.source.wait_handle)  # the socket's fd is now a pipe
+                os.close(r)
+                os.close(w)
+                # The monitor's poll() sleeps on the old socket: a process event wakes it,
+                # and its receive finds the pipe.
+                subprocess.run(["/bin/true"], check=True)
+                return
+            time.sleep(0.01)
+
+    breaker = threading.Thread(target=break_the_socket)
+    breaker.start()
+    began = time.monotonic()
+    status = main(["watch", "--json", "--duration", "30"])
+    breaker.join()
+    assert status == 2 and time.monotonic() - began < 10
+    err = capsys.readouterr().err
+    assert "procobsrv: monitoring stopped: reading the connector socket failed" in err
+    assert "events (" in err  # the summary still came first

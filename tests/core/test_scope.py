@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -227,3 +228,98 @@ def test_bounded_queue_reports_overflow(scope: ApplicationScope) -> None:
     stats = scope.stats()
     assert stats.queue_overflow == 900 and handler.lost == 900
     assert [i.process_id for i in handler.items] == [1, *range(902, 1002)]  # oldest dropped
+
+
+class FailingSource(ScriptedSource):
+    """Delivers what was published, then fails as a kernel source can (driver gone, EBADF)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.error: BaseException | None = None
+
+    def fail(self, error: BaseException) -> None:
+        with self._lock:
+            self.error = error
+            self.ready.set()
+
+    def fetch_batch(self) -> Batch:
+        with self._lock:
+            if self.error is not None and not self._pending:
+                raise self.error
+        batch = super().fetch_batch()
+        if self.error is not None:
+            self.ready.set()  # the failure is news too
+        return batch
+
+
+def test_a_failing_source_ends_the_session_and_tells_the_handler(
+    scope: ApplicationScope, caplog: pytest.LogCaptureFixture
+) -> None:
+    threads, fds = set(threading.enumerate()), open_fds()
+    handler = Collector()
+    ApplicationScope.get_instance(handler)
+    source = FailingSource()
+    scope.start_monitoring("p", source=source)
+    source.publish(items(100))
+    error = OSError(9, "Bad file descriptor")
+    source.fail(error)
+    assert handler.wait_for(lambda: bool(handler.errors), 5), "on_error was not called"
+    assert handler.errors == [error]
+    assert [i.process_id for i in handler.items] == list(range(1, 101))  # all, before the news
+    assert not scope.is_monitoring
+    assert scope.stats().error is error and scope.stats().total == 100
+    for t in set(threading.enumerate()) - threads:
+        t.join(5)
+    assert set(threading.enumerate()) == threads
+    assert open_fds() == fds
+    assert source.closed == 1
+    assert "procobsrv-monitor stopped on an error" in caplog.text  # with its traceback
+    scope.stop_monitoring()  # still idempotent
+    assert source.closed == 1
+    assert scope.start_monitoring(source=ScriptedSource()) is True  # a fresh start works
+    scope.stop_monitoring()
+    assert scope.stats().error is None
+
+
+class Restarts(Collector):
+    """Starts monitoring again from on_error, with a healthy source."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replacement = ScriptedSource()
+        self.restarted: bool | None = None
+
+    def on_error(self, error: BaseException, param: Any) -> None:
+        self.restarted = ApplicationScope.get_instance().start_monitoring(
+            "again", source=self.replacement
+        )
+        super().on_error(error, param)
+
+
+def test_the_handler_may_start_monitoring_again_from_on_error(scope: ApplicationScope) -> None:
+    handler = Restarts()
+    ApplicationScope.get_instance(handler)
+    source = FailingSource()
+    scope.start_monitoring(source=source)
+    source.fail(RuntimeError("driver unloaded"))
+    assert handler.wait_for(lambda: bool(handler.errors), 5)
+    assert handler.restarted is True and scope.is_monitoring
+    handler.replacement.publish(items(3, start=500))
+    scope.stop_monitoring()
+    assert [i.process_id for i in handler.items] == [500, 501, 502]
+    assert handler.params == ["again"] * 3
+    assert (source.closed, handler.replacement.closed) == (1, 1)
+
+
+def test_default_on_error_logs_the_reason(
+    scope: ApplicationScope, caplog: pytest.LogCaptureFixture
+) -> None:
+    ApplicationScope.get_instance(StopsItself())  # does not override on_error
+    source = FailingSource()
+    scope.start_monitoring(source=source)
+    source.fail(RuntimeError("driver unloaded"))
+    deadline = time.monotonic() + 5
+    while "process monitoring stopped: driver unloaded" not in caplog.text:
+        assert time.monotonic() < deadline, caplog.text
+        time.sleep(0.01)
+    assert not scope.is_monitoring

@@ -20,7 +20,7 @@ from procobsrv import (
     watch,
 )
 from tests.conftest import Collector, require_connector
-from tests.core.test_scope import ScriptedSource, items
+from tests.core.test_scope import FailingSource, ScriptedSource, items
 from tests.pythonic.helpers import leaves_nothing_behind
 
 pytestmark = pytest.mark.timeout(30)
@@ -223,6 +223,35 @@ def test_awatch_backpressure_and_idle_timeout() -> None:
         asyncio.run(main())
 
 
+def test_awatch_consumer_lets_other_tasks_run_while_events_are_always_ready() -> None:
+    async def main() -> None:
+        source = ScriptedSource()
+        events = awatch(buffer=20_000, source=source)
+        source.publish(items(10_000))
+        while len(events._window._items) < 10_000:  # all ready before consuming starts
+            await asyncio.sleep(0.01)
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        ticks_before, got = ticks, 0
+        async for _ in events:
+            got += 1
+            if got == 10_000:
+                break
+        other.cancel()
+        assert ticks - ticks_before >= 100  # the loop ran the other task all along
+
+    with leaves_nothing_behind():
+        asyncio.run(main())
+
+
 def test_awatch_outside_a_coroutine_is_an_error() -> None:
     with pytest.raises(RuntimeError):
         awatch()
@@ -239,3 +268,40 @@ def test_stop_elsewhere_under_a_full_unread_stream_does_not_hang_and_ends_it() -
         assert time.monotonic() - began < 1.0
         assert [e.process_id for e in stream] == [1, 2]  # what was handed over, then the end
         assert stream.lost == 8 and stream.closed
+
+
+def join_new_threads(before: set[threading.Thread]) -> None:
+    """The retrieval thread ends just after telling the handler; wait for it."""
+    for t in set(threading.enumerate()) - before:
+        t.join(5)
+
+
+def test_a_failing_source_raises_from_the_stream_after_its_events() -> None:
+    with leaves_nothing_behind():
+        threads = set(threading.enumerate())
+        source = FailingSource()
+        stream = watch(source=source)
+        source.publish(items(5))
+        source.fail(OSError(19, "No such device"))
+        got = []
+        with pytest.raises(MonitorError, match="No such device") as raised:
+            for event in stream:
+                got.append(event.process_id)
+        assert got == [1, 2, 3, 4, 5]
+        assert isinstance(raised.value.__cause__, OSError) and stream.closed
+        join_new_threads(threads)
+
+
+def test_a_failing_source_raises_from_the_async_stream() -> None:
+    async def main() -> list[int]:
+        source = FailingSource()
+        events = awatch(source=source)
+        source.publish(items(3))
+        source.fail(OSError(19, "No such device"))
+        return [e.process_id async for e in events]
+
+    with leaves_nothing_behind():
+        threads = set(threading.enumerate())
+        with pytest.raises(MonitorError, match="No such device"):
+            asyncio.run(main())
+        join_new_threads(threads)

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -99,13 +100,13 @@ class Storm:
     """
 
     def __init__(self, spawners: int = 2, per_spawner: int = 1500, seconds: float = 10.0) -> None:
+        # The pid lists go to files, not pipes: a fast machine spawns more pids than a pipe
+        # holds, and a spawner blocked on its final write would never end.
+        self._outs = [tempfile.TemporaryFile("w+") for _ in range(spawners)]
         self._procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", _SPAWNER, str(per_spawner), str(seconds)],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(spawners)
+            subprocess.Popen([sys.executable, "-c", _SPAWNER, str(per_spawner), str(seconds)],
+                             stdout=out)  # fmt: skip
+            for out in self._outs
         ]
         self.pids: set[int] = set()
         self.per_spawner: list[list[int]] = []  # in spawn order
@@ -118,10 +119,13 @@ class Storm:
             proc.terminate()
 
     def wait(self, timeout: float = 60.0) -> set[int]:
-        for proc in self._procs:
-            out, _ = proc.communicate(timeout=timeout)
-            if out:
-                self.per_spawner.append(json.loads(out))
+        for proc, out in zip(self._procs, self._outs, strict=True):
+            proc.wait(timeout=timeout)
+            out.seek(0)
+            data = out.read()
+            out.close()
+            if data:
+                self.per_spawner.append(json.loads(data))
                 self.pids.update(self.per_spawner[-1])
         return self.pids
 

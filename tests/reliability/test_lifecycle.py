@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -13,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from procobsrv import ApplicationScope, CallbackHandler, QueuedItem
+from procobsrv import ApplicationScope, CallbackHandler, MonitorError, QueuedItem
+from procobsrv.linux.source import ConnectorSource
 from tests.conftest import Collector, require_connector
 from tests.core.test_cli import start_watch
 from tests.reliability.support import (
@@ -177,3 +179,37 @@ def test_fork_does_not_duplicate_the_monitor_and_both_sides_keep_working() -> No
     assert report["parent_saw_child_exit"] is True
     assert report["parent_still_monitoring"] is True
     assert report["parent_threads"] == 3
+
+
+def test_a_broken_kernel_socket_ends_monitoring_tells_the_handler_and_releases_all() -> None:
+    """The monitor thread's receive fails for real (the netlink socket's fd is made a pipe):
+    the handler hears why, monitoring ends by itself, nothing is left open or running."""
+    require_connector()
+    handler = Collector()
+    threads, fds = threads_now(), open_fds()
+    source = ConnectorSource()
+    scope = ApplicationScope.get_instance(handler)
+    assert scope.start_monitoring(source=source)
+    try:
+        r, w = os.pipe()
+        os.dup2(r, source.wait_handle)  # the socket is gone; its fd number is now a pipe
+        os.close(r)
+        os.close(w)
+        # A poll() already asleep keeps waiting on the old socket: the next process event
+        # wakes it, and the receive that follows finds the pipe.
+        subprocess.run(["/bin/true"], check=True)
+        assert handler.wait_for(lambda: bool(handler.errors), 10), "on_error was not called"
+        (error,) = handler.errors
+        assert isinstance(error, MonitorError) and "Socket operation on non-socket" in str(error)
+        assert isinstance(error.__cause__, OSError) and error.__cause__.errno == errno.ENOTSOCK
+        assert not scope.is_monitoring and scope.stats().error is error
+        for t in threads_now() - threads:
+            t.join(5)
+        assert threads_now() == threads
+        assert open_fds() == fds
+    finally:
+        scope.stop_monitoring()
+    with monitoring(handler):  # the next session works
+        child = subprocess.Popen(["/bin/true"])
+        child.wait()
+        assert handler.wait_exit(child.pid).exit_code == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import signal
 import sys
@@ -10,25 +11,38 @@ import threading
 from types import FrameType
 from typing import Any, TextIO
 
+from ..errors import MonitorError
 from ..events import EventKind
 from ..handlers import FilterHandler, JsonLinesHandler, LinesHandler
+from ..realtime import realtime_threads
 from ..scope import ApplicationScope
 from .format import HEADER, as_line
 
 
-def console_handler(
-    out: TextIO,
-    *,
-    json_lines: bool = False,
-    kinds: set[EventKind] | None = None,
-    pattern: re.Pattern[str] | None = None,
-) -> FilterHandler:
-    """Matching events, one line each (aligned text or JSON), and a line for each loss."""
-    if json_lines:
-        lines: LinesHandler = JsonLinesHandler(out)
-    else:
-        lines = LinesHandler(out, as_line, lambda count: f"!! {count} events lost")
-    return FilterHandler(lines, kinds=kinds, match=pattern)
+class ConsoleHandler(FilterHandler):
+    """Matching events, one line each (aligned text or JSON), and a line for each loss; if
+    monitoring stops on an error, ``done`` is set so that the watch ends and says why."""
+
+    def __init__(
+        self,
+        out: TextIO,
+        done: threading.Event,
+        *,
+        json_lines: bool = False,
+        kinds: set[EventKind] | None = None,
+        pattern: re.Pattern[str] | None = None,
+    ) -> None:
+        if json_lines:
+            lines: LinesHandler = JsonLinesHandler(out)
+        else:
+            lines = LinesHandler(out, as_line, lambda count: f"!! {count} events lost")
+        super().__init__(lines, kinds=kinds, match=pattern)
+        self.done = done
+        self.error: BaseException | None = None
+
+    def on_error(self, error: BaseException, param: Any) -> None:
+        self.error = error
+        self.done.set()
 
 
 def add_parser(sub: Any) -> None:
@@ -44,17 +58,23 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--match", metavar="REGEX", help="only events whose image or command line match")
     p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help="run the monitoring threads SCHED_FIFO for lower latency (root or CAP_SYS_NICE)",
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    handler = console_handler(
+    done = threading.Event()
+    handler = ConsoleHandler(
         sys.stdout,
+        done,
         json_lines=args.json,
         kinds={EventKind(k) for k in args.kind} if args.kind else None,
         pattern=re.compile(args.match) if args.match else None,
     )
-    done = threading.Event()
 
     def finish(signum: int, frame: FrameType | None) -> None:
         done.set()
@@ -62,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, finish) for s in (signal.SIGINT, signal.SIGTERM)}
     scope = ApplicationScope.get_instance(handler)
     try:
-        scope.start_monitoring()
+        with realtime_threads() if args.realtime else contextlib.nullcontext():
+            scope.start_monitoring()  # the threads it starts inherit the policy
         print("procobsrv: watching; Ctrl+C to stop", file=sys.stderr, flush=True)
         if not args.json:
             print(HEADER, flush=True)
@@ -74,4 +95,6 @@ def run(args: argparse.Namespace) -> int:
     stats = scope.stats()  # every event delivered, matching or not
     seen = ", ".join(f"{stats.delivered.get(k, 0)} {k.value}" for k in EventKind)
     print(f"procobsrv: {stats.total} events ({seen}), {stats.lost} lost", file=sys.stderr)
+    if handler.error is not None:
+        raise MonitorError(f"monitoring stopped: {handler.error}") from handler.error
     return 0

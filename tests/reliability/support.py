@@ -102,12 +102,9 @@ class Storm:
     def __init__(self, spawners: int = 2, per_spawner: int = 1500, seconds: float = 10.0) -> None:
         # The pid lists go to files, not pipes: a fast machine spawns more pids than a pipe
         # holds, and a spawner blocked on its final write would never end.
-        self._outs = [tempfile.TemporaryFile("w+") for _ in range(spawners)]
-        self._procs = [
-            subprocess.Popen([sys.executable, "-c", _SPAWNER, str(per_spawner), str(seconds)],
-                             stdout=out)  # fmt: skip
-            for out in self._outs
-        ]
+        self._outs = [tempfile.TemporaryFile("w+") for _ in range(spawners)]  # noqa: SIM115
+        cmd = [sys.executable, "-c", _SPAWNER, str(per_spawner), str(seconds)]
+        self._procs = [subprocess.Popen(cmd, stdout=out) for out in self._outs]
         self.pids: set[int] = set()
         self.per_spawner: list[list[int]] = []  # in spawn order
 

@@ -33,8 +33,10 @@ PROC_CN_MCAST_LISTEN = 1
 PROC_CN_MCAST_IGNORE = 2
 SOL_SOCKET = socket.SOL_SOCKET
 SO_RCVBUFFORCE = 33
-MSG_DONTWAIT = socket.MSG_DONTWAIT
-MSG_TRUNC = socket.MSG_TRUNC
+# Plain ints: socket's MsgFlag members are enums, and `int & enum` per datagram costs a
+# Python-level call into the enum machinery (seen in a py-spy profile of a storm).
+MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
+MSG_TRUNC = int(socket.MSG_TRUNC)
 
 #: nlmsghdr (len, type, flags, seq, pid) + cn_msg (idx, val, seq, ack, len, flags) + u32 op
 _SUBSCRIBE = struct.Struct("=IHHII IIIIHH I")

@@ -25,7 +25,9 @@ class ProcessInfo:
     start_ns: int
 
 
-def _read(path: str, size: int = 65536) -> bytes | None:
+def _read(path: str, size: int = 4096) -> bytes | None:
+    """The whole file, ``size`` bytes per read (most command lines fit one page: a larger
+    first read would allocate, and free, a large buffer per exec)."""
     try:
         fd = os.open(path, _O_RDONLY_CLOEXEC)
     except OSError:

@@ -251,7 +251,12 @@ def chart(result: dict[str, Any], path: Path) -> None:
     ax = axes[1][1]
     lat = result["latency"]
     labels, p50, p99 = [], [], []
-    for label, key in (("idle", "idle"), ("K=4 storm", "storm_k4")):
+    for label, key in (
+        ("idle", "idle"),
+        ("K=4 storm", "storm_k4"),
+        ("idle\n--realtime", "idle_realtime"),
+        ("K=4 storm\n--realtime", "storm_k4_realtime"),
+    ):
         if lat.get(key):
             labels.append(label)
             p50.append(lat[key]["p50"])
@@ -260,6 +265,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
     ax.bar([x + 0.2 for x in range(len(labels))], p99, 0.4, label="p99")
     ax.set_xticks(range(len(labels)), labels)
     ax.set_yscale("log")
+    ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")  # the idle target
     ax.set_title("procobsrv latency, kernel timestamp -> handler (ms, log)")
     ax.legend(fontsize=8)
     cap = result.get("replay") or {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Iterator
@@ -34,3 +35,19 @@ def item(
     **fields: object,
 ) -> QueuedItem:
     return QueuedItem(kind, pid, ppid, at_ns / 1e9, at_ns, start_ns=start_ns, **fields)  # type: ignore[arg-type]
+
+
+class Ticker:
+    """A task counting how often the event loop gets to run it: proof the loop is not blocked."""
+
+    def __init__(self, interval: float = 0.0) -> None:
+        self.ticks = 0
+        self._task = asyncio.create_task(self._run(interval))
+
+    async def _run(self, interval: float) -> None:
+        while True:
+            self.ticks += 1
+            await asyncio.sleep(interval)
+
+    def cancel(self) -> None:
+        self._task.cancel()

@@ -21,7 +21,7 @@ from procobsrv import (
 )
 from tests.conftest import Collector, require_connector
 from tests.core.test_scope import FailingSource, ScriptedSource, items
-from tests.pythonic.helpers import leaves_nothing_behind
+from tests.pythonic.helpers import Ticker, leaves_nothing_behind
 
 pytestmark = pytest.mark.timeout(30)
 kernel = pytest.mark.kernel
@@ -144,23 +144,15 @@ def test_awatch_sees_a_child_without_blocking_the_loop() -> None:
     require_connector()
 
     async def main() -> QueuedItem:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0.01)
-
-        tick_task = asyncio.create_task(ticker())
+        ticker = Ticker(0.01)
         async with awatch(kinds=[EventKind.EXITED], timeout=5) as events:
             child = subprocess.Popen(["sh", "-c", "sleep 0.3; exit 5"])
             async for event in events:
                 if event.process_id == child.pid:
                     break
             child.wait()
-        tick_task.cancel()
-        assert ticks >= 15  # the loop ran all along while the stream waited
+        ticker.cancel()
+        assert ticker.ticks >= 15  # the loop ran all along while the stream waited
         return event
 
     with leaves_nothing_behind():
@@ -230,23 +222,15 @@ def test_awatch_consumer_lets_other_tasks_run_while_events_are_always_ready() ->
         source.publish(items(10_000))
         while len(events._window._items) < 10_000:  # all ready before consuming starts
             await asyncio.sleep(0.01)
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
-                await asyncio.sleep(0)
-
-        other = asyncio.create_task(ticker())
+        ticker = Ticker()
         await asyncio.sleep(0)
-        ticks_before, got = ticks, 0
+        ticks_before, got = ticker.ticks, 0
         async for _ in events:
             got += 1
             if got == 10_000:
                 break
-        other.cancel()
-        assert ticks - ticks_before >= 100  # the loop ran the other task all along
+        ticker.cancel()
+        assert ticker.ticks - ticks_before >= 100  # the loop ran the other task all along
 
     with leaves_nothing_behind():
         asyncio.run(main())

@@ -153,6 +153,7 @@ class Observed:
 class Contender:
     name = "none"
     poll_forever = False  # never quiet (a poller): wait a fixed time instead
+    stop_signal = signal.SIGTERM
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[str] | None = None
@@ -179,7 +180,7 @@ class Contender:
 
     def stop(self) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(self.stop_signal)
         try:
             self.proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
@@ -270,6 +271,7 @@ class Forkstat(Contender):
     """The Debian ``forkstat`` (C, same connector, reads /proc per event)."""
 
     name = "forkstat"
+    stop_signal = signal.SIGINT  # its Ctrl+C path flushes the output
 
     def command(self) -> list[str]:
         return ["forkstat", "-e", "fork,exec,exit"]
@@ -287,13 +289,7 @@ class Forkstat(Contender):
         time.sleep(0.2)
 
     def stop(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        super().stop()
         self._file.close()
 
     def observed(self) -> Observed:

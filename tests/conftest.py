@@ -54,6 +54,21 @@ def require_connector() -> None:
         unavailable(f"process-events connector: {_connector_problem[0]}")
 
 
+def break_connector_socket(fd: int) -> None:
+    """Make a running monitor's receive fail for real: its netlink socket's fd becomes a pipe.
+
+    A poll() already asleep keeps waiting on the old socket, so a process event is started
+    to wake it; the receive that follows finds the pipe (ENOTSOCK).
+    """
+    import subprocess
+
+    r, w = os.pipe()
+    os.dup2(r, fd)
+    os.close(r)
+    os.close(w)
+    subprocess.run(["/bin/true"], check=True)
+
+
 class Collector(CallbackHandler):
     """Records every event; tests wait for the ones they expect."""
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import require_connector, unavailable
+from tests.conftest import break_connector_socket, require_connector, unavailable
 
 pytestmark = pytest.mark.kernel
 TOOL = [sys.executable, "-m", "procobsrv"]
@@ -133,13 +133,7 @@ def test_watch_ends_with_status_2_when_the_kernel_side_fails(
         while time.monotonic() < deadline:
             session = ApplicationScope._instance and ApplicationScope._instance._session
             if session is not None:
-                r, w = os.pipe()
-                os.dup2(r, session.source.wait_handle)  # the socket's fd is now a pipe
-                os.close(r)
-                os.close(w)
-                # The monitor's poll() sleeps on the old socket: a process event wakes it,
-                # and its receive finds the pipe.
-                subprocess.run(["/bin/true"], check=True)
+                break_connector_socket(session.source.wait_handle)
                 return
             time.sleep(0.01)
 

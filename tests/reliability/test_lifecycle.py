@@ -16,7 +16,7 @@ import pytest
 
 from procobsrv import ApplicationScope, CallbackHandler, MonitorError, QueuedItem
 from procobsrv.linux.source import ConnectorSource
-from tests.conftest import Collector, require_connector
+from tests.conftest import Collector, break_connector_socket, require_connector
 from tests.core.test_cli import start_watch
 from tests.reliability.support import (
     Storm,
@@ -191,13 +191,7 @@ def test_a_broken_kernel_socket_ends_monitoring_tells_the_handler_and_releases_a
     scope = ApplicationScope.get_instance(handler)
     assert scope.start_monitoring(source=source)
     try:
-        r, w = os.pipe()
-        os.dup2(r, source.wait_handle)  # the socket is gone; its fd number is now a pipe
-        os.close(r)
-        os.close(w)
-        # A poll() already asleep keeps waiting on the old socket: the next process event
-        # wakes it, and the receive that follows finds the pipe.
-        subprocess.run(["/bin/true"], check=True)
+        break_connector_socket(source.wait_handle)
         assert handler.wait_for(lambda: bool(handler.errors), 10), "on_error was not called"
         (error,) = handler.errors
         assert isinstance(error, MonitorError) and "Socket operation on non-socket" in str(error)

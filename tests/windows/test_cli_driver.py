@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from procobsrv.cli import driver as cli_driver
-from tests.windows.win_fakes import FakeWindows
+from procobsrv.windows import winapi
+from tests.windows.win_fakes import FakeWindows, Service
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -74,3 +75,17 @@ def test_windows_handler_errors_exit_2(fake: FakeWindows, tmp_path: Path,
     sys_file.write_bytes(b"MZ")
     assert cli_driver._run_windows("install", str(sys_file)) == 2
     assert "Run as administrator" in capsys.readouterr().err
+
+
+def test_windows_error_is_one_line_and_status_2(
+    fake: FakeWindows, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 13 item 18: a WinApiError escaped install() and the console showed a traceback.
+    sys_file = tmp_path / "ProcObsrv.sys"
+    sys_file.write_bytes(b"MZ")
+    fake.services["ProcObsrv"] = Service("C:\\other\\x.sys")
+    fake.fail("QueryServiceConfigW", winapi.ERROR_GEN_FAILURE)
+    assert cli_driver._run_windows("install", str(sys_file)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("procobsrv driver install: ")
+    assert "QueryServiceConfigW failed" in err

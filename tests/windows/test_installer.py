@@ -357,3 +357,15 @@ def test_loaded_driver_uses_a_running_driver_even_without_the_bundled_file(
     assert fake.services["ProcObsrv"].state == winapi.SERVICE_RUNNING
     assert {"CreateServiceW", "StartServiceW", "ControlService"}.isdisjoint(fake.names())
     assert closed_everything(fake)
+
+
+def test_install_turns_every_windows_error_into_a_driver_error(
+    fake: FakeWindows, service: DriverService
+) -> None:
+    # Issue 13 item 18: reading the existing registration failed with a raw WinApiError.
+    fake.services["ProcObsrv"] = Service("C:\\other\\x.sys")
+    fake.fail("QueryServiceConfigW", winapi.ERROR_ACCESS_DENIED)
+    with pytest.raises(DriverError, match=r"access denied.*Run as administrator") as info:
+        service.install()
+    assert isinstance(info.value.__cause__, winapi.WinApiError)
+    assert closed_everything(fake)

@@ -171,3 +171,30 @@ def test_driver_is_unloaded_when_the_device_cannot_be_used(
     with pytest.raises(MonitorError, match="administrators only"):
         DriverSource(api=fake.api(), service=service).open()
     assert fake.services == {} and fake.driver is None
+
+
+def test_close_runs_every_step_and_reports_the_failure(fake: FakeWindows) -> None:
+    # Issue 13 item 18: a failing device close skipped closing the event handle.
+    driver = fake.start_driver_directly()
+    source = DriverSource(api=fake.api(), load_driver=False)
+    source.open()
+    fake.fail("CloseHandle", winapi.ERROR_INVALID_HANDLE)  # the device's handle
+    with pytest.raises(MonitorError, match=r"closing the driver source failed.*CloseHandle"):
+        source.close()
+    assert [kind for kind in fake.open_handles()] == ["device"]  # the event was closed anyway
+    assert not driver.active
+    source.close()  # nothing left to do, nothing raised
+
+
+def test_start_times_of_processes_are_bounded(fake: FakeWindows) -> None:
+    # Issue 13 item 18: every start was kept until its exit, so lost exits grew it forever.
+    driver = fake.start_driver_directly()
+    with DriverSource(api=fake.api(), load_driver=False, max_tracked=100) as source:
+        for pid in range(1000, 1300):
+            driver.notify(CREATE, pid)
+        driver.notify(EXIT, 1299)
+        items = source.fetch_batch().items
+        assert items[-1].start_ns == items[-2].start_ns  # the exit still pairs with its start
+        assert source.tracked == 99  # bounded, and the exit dropped its entry
+        driver.notify(EXIT, 1000)  # evicted long ago: its start is unknown, not wrong
+        assert source.fetch_batch().items[0].start_ns == 0

@@ -320,6 +320,8 @@ class FakeWindows:
         return self._fail(winapi.ERROR_INVALID_FUNCTION)
 
     def _CloseHandle(self, handle):
+        if (code := self._injected("CloseHandle")) is not None:
+            return self._fail(code)
         with self._cond:
             entry = self.objects.get(handle or 0)
             if entry is None or entry[0] in ("scm", "service"):
@@ -502,6 +504,8 @@ class FakeWindows:
         return 1
 
     def _QueryServiceConfigW(self, handle, buffer, size, needed):
+        if (code := self._injected("QueryServiceConfigW")) is not None:
+            return self._fail(code)
         service = self._service(handle)
         if service is None:
             return self._fail(winapi.ERROR_INVALID_HANDLE)

@@ -217,7 +217,7 @@ class DriverService:
                 if exc.winerror != winapi.ERROR_SERVICE_EXISTS:
                     raise _explain(exc, "install", self.name, path) from exc
                 with self._service(scm, winapi.SERVICE_QUERY_CONFIG, "install") as existing:
-                    current = self._binary_path(existing)
+                    current = self._binary_path(existing, "install")
                 if normalize_image_path(current) != normalize_image_path(path):
                     raise DriverError(
                         f"a service named {self.name} already exists and points to {current}, "
@@ -309,7 +309,7 @@ class DriverService:
             try:
                 status = winapi.SERVICE_STATUS()
                 self._api.QueryServiceStatus(service, ctypes.byref(status))
-                binary = self._binary_path(service)
+                binary = self._binary_path(service, "query")
             except WinApiError as exc:
                 raise _explain(exc, "query", self.name, self.path) from exc
             finally:
@@ -320,17 +320,20 @@ class DriverService:
             state = None
         return DriverStatus(self.name, True, state, binary)
 
-    def _binary_path(self, service: int) -> str:
+    def _binary_path(self, service: int, action: str) -> str:
         """``QueryServiceConfigW``'s lpBinaryPathName (sized with a first, empty call)."""
         needed = winapi.DWORD(0)
         try:
             self._api.QueryServiceConfigW(service, None, 0, ctypes.byref(needed))
         except WinApiError as exc:
             if exc.winerror != winapi.ERROR_INSUFFICIENT_BUFFER:
-                raise
+                raise _explain(exc, action, self.name, self.path) from exc
         size = max(needed.value, ctypes.sizeof(winapi.QUERY_SERVICE_CONFIGW))
         buffer = ctypes.create_string_buffer(size)
-        self._api.QueryServiceConfigW(service, buffer, size, ctypes.byref(needed))
+        try:
+            self._api.QueryServiceConfigW(service, buffer, size, ctypes.byref(needed))
+        except WinApiError as exc:
+            raise _explain(exc, action, self.name, self.path) from exc
         config = winapi.QUERY_SERVICE_CONFIGW.from_buffer(buffer)
         return utf16z_in(buffer, config.lpBinaryPathName)
 

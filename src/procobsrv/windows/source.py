@@ -14,6 +14,7 @@ counted twice and nothing waits for the next delivered record to be reported.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from ..errors import MonitorError
 from ..events import QueuedItem
@@ -21,7 +22,7 @@ from ..platform import Batch, KernelSource
 from . import contract, winapi
 from .device import Device, DriverRecord
 from .installer import DriverService, LoadedDriver
-from .winapi import WinApi, WinApiError
+from .winapi import WinApi
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 MAX_READS = 16
 #: GET_EVENTS calls at most to drain what a previous client left in the queue.
 MAX_STALE_READS = 256
+#: Start times remembered at most (pid -> start_ns, to pair exits with their start). Lost exit
+#: records would otherwise keep their entries forever; the oldest entry goes first.
+MAX_TRACKED = 65536
 
 
 class DriverSource(KernelSource):
@@ -43,6 +47,7 @@ class DriverSource(KernelSource):
         service: DriverService | None = None,
         buffer_size: int = contract.RECOMMENDED_EVENTS_BUFFER,
         activate_flags: int = 0,
+        max_tracked: int = MAX_TRACKED,
     ) -> None:
         self._api = api if api is not None else winapi.api()
         self._load_driver = load_driver
@@ -58,6 +63,7 @@ class DriverSource(KernelSource):
         self._gaps = 0  # records missing from the delivered sequence since open
         self._reported = 0  # losses already handed to the framework
         self._starts: dict[int, int] = {}  # pid -> start_ns of the processes we saw start
+        self._max_tracked = max_tracked
         #: The driver's stats as last read (None before open).
         self.stats: contract.Stats | None = None
 
@@ -92,7 +98,10 @@ class DriverSource(KernelSource):
                 stats.capacity_bytes,
             )
         except BaseException:
-            self.close()
+            try:
+                self.close()
+            except MonitorError as exc:  # the reason open failed is what the caller needs
+                log.warning("%s", exc)
             raise
 
     def _drain_stale(self) -> int:
@@ -112,24 +121,43 @@ class DriverSource(KernelSource):
         return self._event
 
     def close(self) -> None:
-        """Deactivate, close the event and the device, unload what open() loaded."""
+        """Deactivate, close the event and the device, unload what open() loaded.
+
+        Every step runs whatever an earlier one raised; the first failure is then raised as a
+        MonitorError (a driver left loaded is reported by LoadedDriver itself).
+        """
         device, self._device = self._device, None
         event, self._event = self._event, None
-        try:
-            if device is not None:
-                if self._active:
-                    self._active = False
-                    try:
-                        device.deactivate()
-                    except WinApiError as exc:
-                        log.warning("could not deactivate the driver: %s", exc)
-                device.close()
-            if event is not None:
-                self._api.CloseHandle(event)
-        finally:
-            loaded, self._loaded = self._loaded, None
-            if loaded is not None:
-                loaded.__exit__(None, None, None)
+        loaded, self._loaded = self._loaded, None
+        active, self._active = self._active, False
+        self._starts.clear()
+        steps: list[tuple[str, Callable[[], object]]] = []
+        if device is not None:
+            if active:
+                steps.append(("deactivate the driver", device.deactivate))
+            steps.append(("close the device", device.close))
+        if event is not None:
+            steps.append(("close the driver's event", lambda: self._api.CloseHandle(event)))
+        if loaded is not None:
+            steps.append(("unload the driver", lambda: loaded.__exit__(None, None, None)))
+        failures: list[tuple[str, Exception]] = []
+        for what, step in steps:
+            try:
+                step()
+            except Exception as exc:  # every step must run; the first failure is raised below
+                log.warning("could not %s: %s", what, exc)
+                failures.append((what, exc))
+        if failures:
+            what, first = failures[0]
+            raise MonitorError(
+                f"closing the driver source failed: could not {what}: {first}"
+                + (f" (and {len(failures) - 1} more step(s))" if len(failures) > 1 else "")
+            ) from first
+
+    @property
+    def tracked(self) -> int:
+        """Processes whose start time is remembered (bounded by ``max_tracked``)."""
+        return len(self._starts)
 
     # --- events --------------------------------------------------------------------------
     def fetch_batch(self) -> Batch:
@@ -161,6 +189,13 @@ class DriverSource(KernelSource):
         self._last_sequence = record.sequence
         if record.kind == contract.KIND_CREATE:
             item = record.to_item()
-            self._starts[record.pid] = item.start_ns
+            self._remember_start(record.pid, item.start_ns)
             return item
         return record.to_item(self._starts.pop(record.pid, 0))
+
+    def _remember_start(self, pid: int, start_ns: int) -> None:
+        starts = self._starts
+        starts.pop(pid, None)  # a reused pid: its earlier exit was lost
+        if len(starts) >= self._max_tracked:
+            del starts[next(iter(starts))]  # the oldest: its exit was most likely lost
+        starts[pid] = start_ns

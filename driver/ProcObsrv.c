@@ -248,11 +248,17 @@ static BOOLEAN PoCallerIsAdmin(PIRP irp, PIO_STACK_LOCATION sp)
     if (irp->RequestorMode == KernelMode)
         return TRUE;
     if (security == NULL || security->AccessState == NULL) {
-        /* The Windows I/O manager always supplies an ACCESS_STATE for a create
-         * (it has just checked the DACL with it). Only Wine passes NULL, and
-         * it implements neither SeCaptureSubjectContext nor device ACLs, so
-         * there is nothing to check against there. */
+        /* The Windows I/O manager always supplies an ACCESS_STATE for a user-mode
+         * create (it has just checked the DACL with it). Only Wine passes NULL,
+         * and it implements neither SeCaptureSubjectContext nor device ACLs. The
+         * self-test build, which only ever runs under Wine, admits such opens so
+         * the tests can drive it; the normal build never admits a caller it
+         * cannot identify. */
+#ifdef PROCOBSRV_SELFTEST
         return TRUE;
+#else
+        return FALSE;
+#endif
     }
     subject = &security->AccessState->SubjectSecurityContext;
     SeLockSubjectContext(subject);
@@ -452,7 +458,16 @@ static NTSTATUS PoCreateEvent(PO_EXTENSION *ext)
     PACL acl;
     NTSTATUS status;
 
-    status = PoBuildAdminOnlySd(&sd, &acl, EVENT_ALL_ACCESS);
+    /* Clients may only wait on the event: with EVENT_MODIFY_STATE an administrator's
+     * stray SetEvent/ResetEvent would make it lie about the queue. Windows does not
+     * check the driver's own kernel-mode KeSetEvent/KeClearEvent against this DACL;
+     * Wine does (it reopens the event with winedevice's token), so the self-test
+     * build, used only under Wine, grants EVENT_MODIFY_STATE as well. */
+#ifdef PROCOBSRV_SELFTEST
+    status = PoBuildAdminOnlySd(&sd, &acl, SYNCHRONIZE | EVENT_MODIFY_STATE);
+#else
+    status = PoBuildAdminOnlySd(&sd, &acl, SYNCHRONIZE);
+#endif
     if (!NT_SUCCESS(status))
         return status;
     RtlInitUnicodeString(&name, PROCOBSRV_EVENT_NAME);
@@ -536,7 +551,8 @@ NTSTATUS DriverEntry(PDRIVER_OBJECT driver, PUNICODE_STRING registry_path)
     ext->state = PO_INACTIVE;
 
     /* One allocation for the whole ring, made now so a notification never allocates. */
-    ext->ring = ExAllocatePoolWithTag(NonPagedPool, PROCOBSRV_QUEUE_CAPACITY_BYTES, PO_POOL_TAG);
+    /* NonPagedPoolNx: data is never executable (mingw-w64 has no ExAllocatePool2). */
+    ext->ring = ExAllocatePoolWithTag(NonPagedPoolNx, PROCOBSRV_QUEUE_CAPACITY_BYTES, PO_POOL_TAG);
     if (ext->ring == NULL) {
         status = STATUS_INSUFFICIENT_RESOURCES;
         goto fail;

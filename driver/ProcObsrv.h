@@ -39,7 +39,7 @@ typedef uint64_t po_u64;
 /* ------------------------------------------------------------------------- */
 /* ABI version: bumped on any incompatible change to this file.               */
 /* ------------------------------------------------------------------------- */
-#define PROCOBSRV_ABI_VERSION 1u
+#define PROCOBSRV_ABI_VERSION 2u
 
 /* ------------------------------------------------------------------------- */
 /* Names (UTF-16).                                                            */
@@ -59,7 +59,9 @@ typedef uint64_t po_u64;
 /*     (type << 16) | (access << 14) | (function << 2) | method               */
 /* Device type 0x8022 (customer range 0x8000-0xFFFF), functions 0x800+        */
 /* (customer range), all METHOD_BUFFERED (0). Access: FILE_READ_DATA (1) for  */
-/* queries, FILE_WRITE_DATA (2) for requests that change state. The literal   */
+/* pure queries, FILE_WRITE_DATA (2) for requests that change state, GET_EVENTS */
+/* included (it removes the records it returns). The I/O manager checks these */
+/* bits against the caller's handle before the driver sees the request. The   */
 /* values are spelled out so no <winioctl.h> is needed; PROCOBSRV_CTL_CODE    */
 /* reproduces them and the asserts below keep both in step.                   */
 /* ------------------------------------------------------------------------- */
@@ -102,7 +104,7 @@ typedef uint64_t po_u64;
  *   errors: STATUS_INFO_LENGTH_MISMATCH (24)  input given
  *           STATUS_BUFFER_TOO_SMALL     (122, ERROR_INSUFFICIENT_BUFFER)
  */
-#define IOCTL_PROCOBSRV_GET_EVENTS 0x80226008u /* function 0x802, FILE_READ_DATA */
+#define IOCTL_PROCOBSRV_GET_EVENTS 0x8022A008u /* function 0x802, FILE_WRITE_DATA */
 
 /*
  * GET_STATS: counters and state.
@@ -301,7 +303,7 @@ PROCOBSRV_STATIC_ASSERT(ioctl_activate,
 PROCOBSRV_STATIC_ASSERT(ioctl_deactivate,
     IOCTL_PROCOBSRV_DEACTIVATE == PROCOBSRV_CTL_CODE(PROCOBSRV_DEVICE_TYPE, 0x801, PROCOBSRV_METHOD_BUFFERED, PROCOBSRV_FILE_WRITE_DATA));
 PROCOBSRV_STATIC_ASSERT(ioctl_get_events,
-    IOCTL_PROCOBSRV_GET_EVENTS == PROCOBSRV_CTL_CODE(PROCOBSRV_DEVICE_TYPE, 0x802, PROCOBSRV_METHOD_BUFFERED, PROCOBSRV_FILE_READ_DATA));
+    IOCTL_PROCOBSRV_GET_EVENTS == PROCOBSRV_CTL_CODE(PROCOBSRV_DEVICE_TYPE, 0x802, PROCOBSRV_METHOD_BUFFERED, PROCOBSRV_FILE_WRITE_DATA));
 PROCOBSRV_STATIC_ASSERT(ioctl_get_stats,
     IOCTL_PROCOBSRV_GET_STATS == PROCOBSRV_CTL_CODE(PROCOBSRV_DEVICE_TYPE, 0x803, PROCOBSRV_METHOD_BUFFERED, PROCOBSRV_FILE_READ_DATA));
 PROCOBSRV_STATIC_ASSERT(ioctl_inject,

@@ -137,6 +137,28 @@ def test_record_struct_format_matches_mirror() -> None:
     assert list(RECORD_HEADER.unpack(bytes(record))) == values
 
 
+#: The access each request needs from the caller's handle (CTL_CODE bits 14-15): whatever
+#: changes the driver's state, and GET_EVENTS, which removes records, needs FILE_WRITE_DATA.
+REQUIRED_ACCESS = {
+    "IOCTL_PROCOBSRV_ACTIVATE": contract.FILE_WRITE_DATA,
+    "IOCTL_PROCOBSRV_DEACTIVATE": contract.FILE_WRITE_DATA,
+    "IOCTL_PROCOBSRV_GET_EVENTS": contract.FILE_WRITE_DATA,
+    "IOCTL_PROCOBSRV_GET_STATS": contract.FILE_READ_DATA,
+    "IOCTL_PROCOBSRV_INJECT": contract.FILE_WRITE_DATA,
+}
+
+
+def test_ioctl_access_bits() -> None:
+    """Issue 13 item 17: GET_EVENTS (it consumes records) needed only read access."""
+    ioctls = {name for name in contract.CONSTANTS if name.startswith("IOCTL_")}
+    assert ioctls == set(REQUIRED_ACCESS)
+    for name, access in REQUIRED_ACCESS.items():
+        code = contract.CONSTANTS[name]
+        assert (code >> 14) & 3 == access, f"{name} {code:#x}"
+        assert (code >> 16, code & 3) == (contract.DEVICE_TYPE, contract.METHOD_BUFFERED)
+    # test_mirror_compiles_against_header proves the header has the same codes.
+
+
 # --- The check can fail ------------------------------------------------------------------------
 def _swap_fields() -> dict[str, type[ctypes.Structure]]:
     class Record(ctypes.Structure):  # pid and parent_pid swapped

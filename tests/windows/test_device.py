@@ -176,11 +176,11 @@ def test_abi_check(fake: FakeWindows) -> None:
     device = Device(fake.api())
     device.open()
     stats = device.check_abi()
-    assert (stats.abi_version, stats.size) == (1, 56)
+    assert (stats.abi_version, stats.size) == (2, 56)
     call = fake.calls[-1][1]
     assert call[1] == contract.IOCTL_GET_STATS and call[3] == 0
-    driver.abi_version = 2
-    with pytest.raises(MonitorError, match="ABI version 2, this procobsrv needs 1"):
+    driver.abi_version = 1
+    with pytest.raises(MonitorError, match="ABI version 1, this procobsrv needs 2"):
         device.check_abi()
 
 
@@ -193,7 +193,7 @@ def test_activate_sends_the_contract_input(fake: FakeWindows) -> None:
     _, code, inbuf, inlen, outbuf, outlen, _, overlapped = fake.calls[-1][1]
     assert (code, inlen, outbuf, outlen, overlapped) == (contract.IOCTL_ACTIVATE, 16, None, 0, None)
     request = contract.ActivateInput.from_buffer_copy(inbuf._obj)
-    assert (request.size, request.abi_version, request.flags, request.reserved) == (16, 1, 0, 0)
+    assert (request.size, request.abi_version, request.flags, request.reserved) == (16, 2, 0, 0)
     with pytest.raises(MonitorError, match="cannot activate"):
         device.activate()  # already active
     device.deactivate()
@@ -205,7 +205,7 @@ def test_activate_revision_mismatch(fake: FakeWindows) -> None:
     driver.abi_version = 7
     device = Device(fake.api())
     device.open()
-    with pytest.raises(MonitorError, match="refused ABI version 1"):
+    with pytest.raises(MonitorError, match="refused ABI version 2"):
         device.activate()
 
 
@@ -270,6 +270,6 @@ def test_stats_size_mismatch_is_a_protocol_error(fake: FakeWindows) -> None:
         return 1
 
     fake.mocks["DeviceIoControl"].side_effect = short
-    with pytest.raises(MonitorError, match="does not speak ABI version 1"):
+    with pytest.raises(MonitorError, match="does not speak ABI version 2"):
         device.check_abi()
     assert ctypes.sizeof(contract.Stats) == 56

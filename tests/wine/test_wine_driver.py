@@ -199,14 +199,28 @@ def test_selftest_run_has_no_failures(selftest: dict[str, dict]) -> None:
     assert selftest["summary"]["checks"] >= 60
 
 
-def test_normal_build_refuses_inject(normal: dict[str, dict]) -> None:
+def test_normal_build_refuses_callers_it_cannot_identify(normal: dict[str, dict]) -> None:
+    """Issue 13 item 17: the no-security-context admission is in the self-test build only.
+
+    Wine gives IRP_MJ_CREATE no security context; the normal build opened anyway. (That the
+    normal build has no INJECT is shown by tests/driver's disassembly check.)
+    """
     assert_ok(
-        normal, "service_create", "service_start", "device_open", "stats_initial",
-        "activate", "inject_refused_in_normal_build", "nothing_queued",
-        "service_stop_unloads", "service_delete",
+        normal, "service_create", "service_start", "event_open_global",
+        "device_refuses_unidentified_caller", "service_stop_unloads", "service_delete",
     )  # fmt: skip
-    assert normal["inject_refused_in_normal_build"]["error"] == 1  # ERROR_INVALID_FUNCTION
+    assert "device_open" not in normal
     assert normal["summary"]["failures"] == 0 and normal["exit_code"]["value"] == 0
+
+
+def test_named_event_grants_clients_synchronize_only(normal: dict[str, dict]) -> None:
+    """Issue 13 item 17: the event's DACL gave administrators EVENT_ALL_ACCESS.
+
+    Shown with the normal build; the self-test build must also grant EVENT_MODIFY_STATE,
+    because Wine checks the driver's own KeSetEvent against the DACL (Windows does not).
+    """
+    assert_ok(normal, "event_open_global", "event_refuses_modify_state")
+    assert normal["event_refuses_modify_state"]["error"] == 5  # ERROR_ACCESS_DENIED
 
 
 def test_stage_within_budget(wine_env: dict[str, str], normal: dict[str, dict]) -> None:

@@ -15,7 +15,7 @@ u16 = ctypes.c_uint16
 u32 = ctypes.c_uint32
 u64 = ctypes.c_uint64
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 # --- Names ------------------------------------------------------------------------------------
 DRIVER_NAME = "ProcObsrv"
@@ -40,7 +40,7 @@ def ctl_code(device_type: int, function: int, method: int, access: int) -> int:
 
 IOCTL_ACTIVATE = 0x8022A000
 IOCTL_DEACTIVATE = 0x8022A004
-IOCTL_GET_EVENTS = 0x80226008
+IOCTL_GET_EVENTS = 0x8022A008
 IOCTL_GET_STATS = 0x8022600C
 IOCTL_INJECT = 0x8022A010
 

@@ -70,11 +70,10 @@ static const PO_SID2 po_admins_sid = {1, 2, {{0, 0, 0, 0, 0, 5}}, {32, 544}};
 
 static void PoRecord(PO_EXTENSION *ext, po_event *ev)
 {
-    LARGE_INTEGER now;
-
     ExAcquireFastMutex(&ext->lock);
-    KeQuerySystemTime(&now); /* under the lock: timestamps follow sequence order */
-    ev->timestamp = (po_u64)now.QuadPart;
+    /* Interrupt time, not KeQuerySystemTime: the wall clock can be set (backwards too),
+     * the interrupt time only ever counts up. Under the lock: stamps follow sequence order. */
+    ev->timestamp = (po_u64)KeQueryInterruptTime();
     if (po_queue_push(&ext->queue, ev, NULL) == PO_PUSH_QUEUED && ext->queue.records == 1)
         KeSetEvent(ext->event, IO_NO_INCREMENT, FALSE);
     ExReleaseFastMutex(&ext->lock);

@@ -177,7 +177,9 @@ typedef struct PROCOBSRV_RECORD {
     po_u32 kind;        /* PROCOBSRV_KIND_CREATE or PROCOBSRV_KIND_EXIT */
     po_u64 sequence;    /* global, starts at 1, +1 per notification; dropped ones use a number too,
                            so a gap in delivered sequence numbers is exactly the records dropped */
-    po_u64 timestamp;   /* KeQuerySystemTime: 100 ns units since 1601-01-01 UTC */
+    po_u64 timestamp;   /* KeQueryInterruptTime: 100 ns units since boot, monotonic (counts
+                           through sleep, never set); user mode reads the same clock with
+                           QueryInterruptTime. ABI 1 had the settable wall clock here. */
     po_u32 pid;         /* process id */
     po_u32 parent_pid;  /* parent process id (create); 0 on exit */
     po_u32 exit_status; /* NTSTATUS exit code on exit; 0 on create */

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -70,6 +71,13 @@ class KernelSource(abc.ABC):
 
     Lifecycle: :meth:`open`, then repeatedly wait on :attr:`wait_handle` and call
     :meth:`fetch_batch`, then :meth:`close`. Only the monitor thread calls these.
+
+    Which clock: every item's ``QueuedItem.monotonic_ns`` and ``start_ns`` are nanoseconds
+    on the source's monotonic clock (one that is never set and never goes back), which
+    :meth:`monotonic_now_ns` reads; ``QueuedItem.timestamp`` is wall time, seconds since the
+    Unix epoch. An event that happens between two calls of :meth:`monotonic_now_ns` carries
+    a ``monotonic_ns`` between their results (``tests/core/test_source_clock.py`` checks
+    this for every source).
     """
 
     @abc.abstractmethod
@@ -88,6 +96,15 @@ class KernelSource(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Unsubscribe and release every kernel resource; safe to call twice."""
+
+    def monotonic_now_ns(self) -> int:
+        """Now, in ns, on the clock of this source's ``monotonic_ns`` and ``start_ns``.
+
+        The default is ``time.monotonic_ns()``: CLOCK_MONOTONIC on Linux, the clock of the
+        connector and eBPF sources. A source whose kernel stamps events on another clock
+        overrides it (ProcObsrv.sys: the interrupt time).
+        """
+        return time.monotonic_ns()
 
     def __enter__(self) -> KernelSource:
         self.open()

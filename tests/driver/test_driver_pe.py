@@ -153,6 +153,21 @@ def test_no_executable_pool(built: None, path: Path) -> None:
     assert NON_PAGED_POOL_NX in types  # the ring
 
 
+#: KUSER_SHARED_DATA (x64 kernel address) fields that the KeQuery*Time macros read.
+SHARED_INTERRUPT_TIME, SHARED_SYSTEM_TIME = 0xFFFFF78000000008, 0xFFFFF78000000014
+
+
+@pytest.mark.parametrize("path", [NORMAL, SELFTEST], ids=["normal", "selftest"])
+def test_records_are_stamped_with_the_interrupt_time(built: None, path: Path) -> None:
+    """Issue 13 item 16: KeQuerySystemTime (settable wall clock) stamped the records.
+
+    On x64 both are macros reading KUSER_SHARED_DATA, so the disassembly shows which one.
+    """
+    read = {int(a, 16) for a in re.findall(r"movabs 0x(fffff780[0-9a-f]{8}),", objdump(path, "-d"))}
+    assert SHARED_INTERRUPT_TIME in read
+    assert SHARED_SYSTEM_TIME not in read
+
+
 def test_inject_only_in_selftest_build(built: None) -> None:
     """The INJECT code (0x8022A010) is compared against only where it was compiled in."""
 

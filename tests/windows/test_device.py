@@ -94,22 +94,23 @@ def test_decode_roundtrip(records: list[tuple[int, int, str, str]]) -> None:
 
 
 def test_to_item_create_and_exit() -> None:
-    filetime = 116_444_736_000_000_000 + 15_000_000  # 1.5 s after the epoch
-    create = DriverRecord(CREATE, 1, filetime, 10, 4, 0, 0, "\\??\\C:\\a b\\x.exe",
+    uptime = 10_000_000  # interrupt time: 1 s after boot
+    booted = 116_444_736_000_000_000 + 5_000_000  # FILETIME of boot: 0.5 s after the epoch
+    create = DriverRecord(CREATE, 1, uptime, 10, 4, 0, 0, "\\??\\C:\\a b\\x.exe",
                           '"C:\\a b\\x.exe" -n "two words"')  # fmt: skip
-    item = create.to_item()
+    item = create.to_item(wall_offset=booted)
     assert item.kind is EventKind.CREATED
     assert (item.process_id, item.parent_id, item.timestamp) == (10, 4, 1.5)
     assert item.image == "C:\\a b\\x.exe"
     assert item.name == "x.exe"
     assert item.command_line == ["C:\\a b\\x.exe", "-n", "two words"]
-    assert item.start_ns == item.monotonic_ns == filetime * 100
-    exit_ = DriverRecord(EXIT, 2, filetime + 10, 10, 0, 3, 0, "", "").to_item(item.start_ns)
+    assert item.start_ns == item.monotonic_ns == uptime * 100  # ns on the interrupt clock
+    exit_ = DriverRecord(EXIT, 2, uptime + 10, 10, 0, 3, 0, "", "").to_item(item.start_ns)
     assert (exit_.kind, exit_.exit_code, exit_.start_ns) == (EventKind.EXITED, 3, item.start_ns)
     assert exit_.key == item.key
-    unknown = DriverRecord(EXIT, 3, filetime, 11, 0, 0, contract.RECORD_EXIT_STATUS_UNKNOWN, "", "")
+    unknown = DriverRecord(EXIT, 3, uptime, 11, 0, 0, contract.RECORD_EXIT_STATUS_UNKNOWN, "", "")
     assert unknown.to_item().exit_code is None
-    classic = DriverRecord(CREATE, 4, filetime, 12, 4, 0, contract.RECORD_NO_DETAILS, "", "")
+    classic = DriverRecord(CREATE, 4, uptime, 12, 4, 0, contract.RECORD_NO_DETAILS, "", "")
     assert (classic.to_item().image, classic.to_item().command_line) == (None, None)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,35 @@ def test_start_times_of_processes_are_bounded(fake: FakeWindows) -> None:
         assert source.tracked == 99  # bounded, and the exit dropped its entry
         driver.notify(EXIT, 1000)  # evicted long ago: its start is unknown, not wrong
         assert source.fetch_batch().items[0].start_ns == 0
+
+
+def test_lifetime_of_a_live_windows_process_is_positive(fake: FakeWindows) -> None:
+    # Issue 13 item 16: the driver's wall-clock FILETIME was passed on as monotonic_ns, so
+    # ProcessNode.lifetime of a process started 5 s earlier came out as -1.34e10 s.
+    from procobsrv.handlers import ProcessTree
+
+    driver = fake.start_driver_directly()
+    tree = ProcessTree()
+    with DriverSource(api=fake.api(), load_driver=False) as source:
+        driver.notify(CREATE, 321, 4, "\\??\\C:\\Windows\\notepad.exe", "notepad.exe")
+        for item in source.fetch_batch().items:
+            tree.on_process_event(item, None)
+        node = tree.find(321)
+        assert node is not None
+        time.sleep(0.05)
+        lifetime = node.lifetime
+        assert lifetime is not None
+        assert 0.05 <= lifetime < 5.0
+
+
+def test_setting_the_wall_clock_does_not_move_events(fake: FakeWindows) -> None:
+    # Issue 13 item 16: stamps on the settable wall clock went back when it was set back.
+    driver = fake.start_driver_directly()
+    with DriverSource(api=fake.api(), load_driver=False) as source:
+        driver.notify(CREATE, 1)
+        fake.wall_skew = -3_600 * 10**7  # an administrator sets the clock back an hour
+        driver.notify(EXIT, 1)
+        created, exited = source.fetch_batch().items
+    assert 0 <= exited.monotonic_ns - created.monotonic_ns < 1_000_000_000
+    assert 0 <= exited.timestamp - created.timestamp < 1.0
+    assert abs(created.timestamp - time.time()) < 1.0

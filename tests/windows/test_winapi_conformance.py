@@ -30,7 +30,7 @@ pytestmark = pytest.mark.winapi
 
 MINGW_INCLUDE = Path("/usr/x86_64-w64-mingw32/include")
 MINGW_LIB = Path("/usr/x86_64-w64-mingw32/lib")
-HEADERS = ("windows.h", "winsvc.h", "winioctl.h")
+HEADERS = ("windows.h", "winsvc.h", "winioctl.h", "realtimeapiset.h")
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,8 @@ def c_type(t: Any) -> CType:
             pointee = "ptr"
         elif p.kind in (k.ULONG, k.UINT) and p.get_size() == 4:
             pointee = "u32"
+        elif p.kind in (k.ULONGLONG, k.ULONG) and p.get_size() == 8:
+            pointee = "u64"
         else:
             pointee = None
         return CType("ptr", t.get_size(), pointee)
@@ -129,6 +131,8 @@ def py_type(t: Any) -> CType:
             pointee = "ptr"
         elif target is ctypes.c_uint32:
             pointee = "u32"
+        elif target is ctypes.c_uint64:
+            pointee = "u64"
         else:
             raise AssertionError(f"unexpected pointer target {target}")
         return CType("ptr", ctypes.sizeof(t), pointee)
@@ -147,16 +151,26 @@ def compatible(declared: CType, real: CType) -> bool:
 
 @functools.cache
 def dll_exports(dll: str) -> frozenset[str]:
+    """The functions ``dll`` exports, from its mingw-w64 import library.
+
+    API sets (``api-ms-win-...``) have no library of their own: their import stubs are
+    members of libmincore.a named after the API set.
+    """
     nm = require_tool("x86_64-w64-mingw32-nm")
-    library = MINGW_LIB / f"lib{dll}.a"
+    api_set = dll.startswith("api-ms-win-")
+    library = MINGW_LIB / ("libmincore.a" if api_set else f"lib{dll}.a")
     if not library.is_file():
         unavailable(f"{library} is missing (mingw-w64 is not installed)")
-    out = subprocess.run([nm, str(library)], capture_output=True, text=True, check=True).stdout
-    return frozenset(
-        line.rsplit(" ", 1)[-1][len("__imp_") :]
-        for line in out.splitlines()
-        if line.rsplit(" ", 1)[-1].startswith("__imp_")
-    )
+    out = subprocess.run(
+        [nm, "-A", str(library)], capture_output=True, text=True, check=True
+    ).stdout
+    exports = set()
+    for line in out.splitlines():
+        symbol = line.rsplit(" ", 1)[-1]
+        member = line.split(":")[1] if line.count(":") >= 2 else ""
+        if symbol.startswith("__imp_") and (not api_set or member.startswith(f"lib{dll}s")):
+            exports.add(symbol[len("__imp_") :])
+    return frozenset(exports)
 
 
 def mismatches(binding: Binding, headers: dict[str, Any]) -> list[str]:
@@ -186,6 +200,7 @@ def mismatches(binding: Binding, headers: dict[str, Any]) -> list[str]:
         "ptr": {Check.ZERO, Check.INVALID_HANDLE},
         "int": {Check.ZERO},
         "uint": {Check.WAIT_FAILED, Check.ZERO},
+        "void": {Check.NEVER},
     }.get(real.kind, set())
     if binding.check not in expected_check:
         problems.append(f"{binding.name}: error rule {binding.check} for a {real.kind} result")
@@ -258,6 +273,13 @@ CORRUPTIONS = {
     "wrong error rule": lambda b: dataclasses.replace(b, check=Check.INVALID_HANDLE),
     "unknown function": lambda b: dataclasses.replace(b, name="WaitForSingleObjectExW"),
 }
+
+
+def test_wrong_api_set_is_caught(headers: dict[str, Any]) -> None:
+    good = _by_name("QueryInterruptTime")
+    assert mismatches(good, headers) == []
+    older = dataclasses.replace(good, dll="api-ms-win-core-realtime-l1-1-0")  # not in it
+    assert mismatches(older, headers) == [f"QueryInterruptTime: not exported by {older.dll}.dll"]
 
 
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))

@@ -13,6 +13,7 @@ import ctypes
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
@@ -22,6 +23,14 @@ from procobsrv.windows.winapi import WinApi
 
 ERROR_NOT_OWNER = 288
 INVALID = winapi.INVALID_HANDLE_VALUE
+#: FILETIME (100 ns since 1601-01-01 UTC) of the Unix epoch.
+FILETIME_UNIX_EPOCH = 116_444_736_000_000_000
+REALTIME = "api-ms-win-core-realtime-l1-1-1"
+
+
+def interrupt_time_now(offset: int = 0) -> int:
+    """The simulated interrupt time (100 ns units): CLOCK_MONOTONIC shifted by ``offset``."""
+    return time.monotonic_ns() // 100 + offset
 
 
 def address_of(arg: Any) -> int:
@@ -105,6 +114,8 @@ class Driver:
     abi_version: int = contract.ABI_VERSION
     capacity: int = contract.QUEUE_CAPACITY_BYTES
     open_handle: int | None = None
+    #: What KeQueryInterruptTime reads (100 ns units); stamps records that give no timestamp.
+    clock: Callable[[], int] = interrupt_time_now
 
     def notify(
         self,
@@ -117,9 +128,11 @@ class Driver:
         exit_status: int = 0,
         flags: int = 0,
         drop: bool = False,
-        timestamp: int = 133_000_000_000_000_000,
+        timestamp: int | None = None,
     ) -> int:
         """One notification; ``drop`` models a full queue. Returns its sequence number."""
+        if timestamp is None:
+            timestamp = self.clock()
         self.sequence += 1
         if drop:
             self.dropped += 1
@@ -160,7 +173,7 @@ def make_record(
     *,
     exit_status: int = 0,
     flags: int = 0,
-    timestamp: int = 133_000_000_000_000_000,
+    timestamp: int = 36_000_000_000,  # one hour of interrupt time
 ) -> bytes:
     """The bytes of one PROCOBSRV_RECORD, padded to its size, built with contract.Record."""
     image_b = image.encode("utf-16-le")
@@ -181,8 +194,9 @@ class FakeWindows:
     KERNEL32 = (
         "CreateFileW", "DeviceIoControl", "CloseHandle", "CreateEventW", "OpenEventW",
         "SetEvent", "ResetEvent", "CreateMutexW", "ReleaseMutex", "WaitForSingleObject",
-        "WaitForMultipleObjects",
+        "WaitForMultipleObjects", "GetSystemTimePreciseAsFileTime", "GetSystemDirectoryW",
     )  # fmt: skip
+    REALTIME = ("QueryInterruptTime", "QueryInterruptTimePrecise")
     ADVAPI32 = (
         "OpenSCManagerW", "CreateServiceW", "OpenServiceW", "StartServiceW", "ControlService",
         "QueryServiceStatus", "QueryServiceConfigW", "DeleteService", "CloseServiceHandle",
@@ -202,8 +216,17 @@ class FakeWindows:
         self.files: set[str] = set()  # driver files that exist
         self._failures: dict[str, deque[int]] = {}
         self.stop_pending_polls = 0  # QueryServiceStatus calls that still say STOP_PENDING
-        dlls: dict[str, dict[str, FakeFunction]] = {"kernel32": {}, "advapi32": {}}
-        for dll, names in (("kernel32", self.KERNEL32), ("advapi32", self.ADVAPI32)):
+        #: Interrupt time minus CLOCK_MONOTONIC (100 ns units): tests shift "boot" with it.
+        self.interrupt_offset = 0
+        #: Wall clock minus the real one (100 ns units): someone set the clock.
+        self.wall_skew = 0
+        #: What GetSystemDirectoryW answers (tests point it at a temporary directory).
+        self.system_directory = "C:\\Windows\\system32"
+        dlls: dict[str, dict[str, FakeFunction]] = {"kernel32": {}, "advapi32": {}, REALTIME: {}}
+        dll_functions = (
+            ("kernel32", self.KERNEL32), ("advapi32", self.ADVAPI32), (REALTIME, self.REALTIME)
+        )  # fmt: skip
+        for dll, names in dll_functions:
             for name in names:
                 impl = mocker.Mock(name=name, side_effect=getattr(self, "_" + name))
                 self.mocks[name] = impl
@@ -250,8 +273,28 @@ class FakeWindows:
         """The driver loaded by someone else (service registered and running)."""
         self.files.add("C:\\drv\\ProcObsrv.sys")
         self.services["ProcObsrv"] = Service("C:\\drv\\ProcObsrv.sys", winapi.SERVICE_RUNNING)
-        self.driver = Driver()
+        self.driver = Driver(clock=self.interrupt_time)
         return self.driver
+
+    # --- clocks --------------------------------------------------------------------------
+    def interrupt_time(self) -> int:
+        return interrupt_time_now(self.interrupt_offset)
+
+    def _QueryInterruptTime(self, out):
+        out._obj.value = self.interrupt_time()
+
+    _QueryInterruptTimePrecise = _QueryInterruptTime
+
+    def _GetSystemTimePreciseAsFileTime(self, out):
+        now = time.time_ns() // 100 + FILETIME_UNIX_EPOCH + self.wall_skew
+        out._obj.dwLowDateTime, out._obj.dwHighDateTime = now & 0xFFFFFFFF, now >> 32
+
+    def _GetSystemDirectoryW(self, buffer, size):
+        text = self.system_directory.encode("utf-16-le")
+        if size < len(text) // 2 + 1:
+            return len(text) // 2 + 1  # too small: the size needed, NUL included
+        ctypes.memmove(address_of(buffer), text + b"\0\0", len(text) + 2)
+        return len(text) // 2
 
     # --- kernel32 ------------------------------------------------------------------------
     def _CreateFileW(self, path, access, share, sa, disposition, flags, template):
@@ -469,7 +512,7 @@ class FakeWindows:
         if not self.test_signing:
             return self._fail(winapi.ERROR_INVALID_IMAGE_HASH)
         service.state = winapi.SERVICE_RUNNING
-        self.driver = Driver()
+        self.driver = Driver(clock=self.interrupt_time)
         return 1
 
     def _ControlService(self, handle, control, status):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ..errors import MonitorError
 from ..events import EventKind, QueuedItem
 from . import contract, winapi
+from .clock import UNIT_NS
 from .winapi import WinApi, WinApiError
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class DriverRecord:
 
     kind: int
     sequence: int
-    timestamp: int  # FILETIME
+    timestamp: int  # interrupt time: 100 ns units since boot (KeQueryInterruptTime)
     pid: int
     parent_pid: int
     exit_status: int
@@ -45,16 +46,21 @@ class DriverRecord:
     image: str | None
     command_line: str | None
 
-    def to_item(self, start_ns: int = 0) -> QueuedItem:
-        """The framework's QueuedItem; ``start_ns`` names the process's creation (or 0)."""
-        time_ns = self.timestamp * 100  # ns since 1601: the kernel's own clock, never reset
+    def to_item(self, start_ns: int = 0, *, wall_offset: int = 0) -> QueuedItem:
+        """The framework's QueuedItem; ``start_ns`` names the process's creation (or 0).
+
+        ``monotonic_ns`` and ``start_ns`` are on the interrupt-time clock, in ns;
+        ``wall_offset`` (FILETIME minus interrupt time, see :mod:`.clock`) gives wall time.
+        """
+        time_ns = self.timestamp * UNIT_NS
+        wall = filetime_to_unix(self.timestamp + wall_offset)
         details = not self.flags & contract.RECORD_NO_DETAILS
         if self.kind == contract.KIND_CREATE:
             return QueuedItem(
                 kind=EventKind.CREATED,
                 process_id=self.pid,
                 parent_id=self.parent_pid,
-                timestamp=filetime_to_unix(self.timestamp),
+                timestamp=wall,
                 monotonic_ns=time_ns,
                 image=nt_to_dos_path(self.image) if details and self.image else None,
                 command_line=(
@@ -67,7 +73,7 @@ class DriverRecord:
             kind=EventKind.EXITED,
             process_id=self.pid,
             parent_id=self.parent_pid,
-            timestamp=filetime_to_unix(self.timestamp),
+            timestamp=wall,
             monotonic_ns=time_ns,
             exit_code=None if unknown else self.exit_status,
             start_ns=start_ns,

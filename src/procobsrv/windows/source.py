@@ -19,7 +19,7 @@ from collections.abc import Callable
 from ..errors import MonitorError
 from ..events import QueuedItem
 from ..platform import Batch, KernelSource
-from . import contract, winapi
+from . import clock, contract, winapi
 from .device import Device, DriverRecord
 from .installer import DriverService, LoadedDriver
 from .winapi import WinApi
@@ -64,6 +64,7 @@ class DriverSource(KernelSource):
         self._reported = 0  # losses already handed to the framework
         self._starts: dict[int, int] = {}  # pid -> start_ns of the processes we saw start
         self._max_tracked = max_tracked
+        self._wall_offset = 0  # FILETIME minus interrupt time, read at open
         #: The driver's stats as last read (None before open).
         self.stats: contract.Stats | None = None
 
@@ -89,6 +90,7 @@ class DriverSource(KernelSource):
             self._last_sequence = stats.notified
             self._dropped_base = stats.dropped
             self._event = self._device.open_event()
+            self._wall_offset = clock.wall_offset(self._api)
             self._device.activate(self._activate_flags)
             self._active = True
             self.stats = stats = self._device.stats()
@@ -154,6 +156,10 @@ class DriverSource(KernelSource):
                 + (f" (and {len(failures) - 1} more step(s))" if len(failures) > 1 else "")
             ) from first
 
+    def monotonic_now_ns(self) -> int:
+        """The interrupt time now, in ns: the clock the driver stamps records with."""
+        return clock.interrupt_time(self._api) * clock.UNIT_NS
+
     @property
     def tracked(self) -> int:
         """Processes whose start time is remembered (bounded by ``max_tracked``)."""
@@ -188,10 +194,10 @@ class DriverSource(KernelSource):
         self._gaps += record.sequence - expected
         self._last_sequence = record.sequence
         if record.kind == contract.KIND_CREATE:
-            item = record.to_item()
+            item = record.to_item(wall_offset=self._wall_offset)
             self._remember_start(record.pid, item.start_ns)
             return item
-        return record.to_item(self._starts.pop(record.pid, 0))
+        return record.to_item(self._starts.pop(record.pid, 0), wall_offset=self._wall_offset)
 
     def _remember_start(self, pid: int, start_ns: int) -> None:
         starts = self._starts

@@ -34,7 +34,10 @@ HANDLE = ctypes.c_void_p
 SC_HANDLE = ctypes.c_void_p
 LPVOID = ctypes.c_void_p
 LPCWSTR = ctypes.c_wchar_p  # a pointer: 8 bytes on both sides; WCHAR itself is never used
+UINT = ctypes.c_uint32
+ULONGLONG = ctypes.c_uint64
 LPDWORD = ctypes.POINTER(DWORD)
+PULONGLONG = ctypes.POINTER(ULONGLONG)
 LPHANDLE = ctypes.POINTER(HANDLE)  # const HANDLE *
 
 #: The x64 value of ``INVALID_HANDLE_VALUE`` as ``c_void_p`` returns it.
@@ -71,6 +74,17 @@ class QUERY_SERVICE_CONFIGW(ctypes.Structure):
     )
 
 
+class FILETIME(ctypes.Structure):
+    """minwindef.h ``FILETIME`` (8 bytes, 4-aligned): 100 ns units since 1601-01-01 UTC."""
+
+    _fields_ = (("dwLowDateTime", DWORD), ("dwHighDateTime", DWORD))
+
+    @property
+    def value(self) -> int:
+        return (int(self.dwHighDateTime) << 32) | int(self.dwLowDateTime)
+
+
+LPFILETIME = ctypes.POINTER(FILETIME)
 LPSERVICE_STATUS = ctypes.POINTER(SERVICE_STATUS)
 LPQUERY_SERVICE_CONFIGW = ctypes.POINTER(QUERY_SERVICE_CONFIGW)
 
@@ -78,6 +92,7 @@ LPQUERY_SERVICE_CONFIGW = ctypes.POINTER(QUERY_SERVICE_CONFIGW)
 STRUCTURES: dict[str, type[ctypes.Structure]] = {
     "SERVICE_STATUS": SERVICE_STATUS,
     "QUERY_SERVICE_CONFIGW": QUERY_SERVICE_CONFIGW,
+    "FILETIME": FILETIME,
 }
 
 # --- Constants (each one checked against the mingw-w64 headers) -----------------------------
@@ -220,6 +235,7 @@ class Check(enum.Enum):
     ZERO = "result is 0 / FALSE / NULL"
     INVALID_HANDLE = "result is NULL or INVALID_HANDLE_VALUE"
     WAIT_FAILED = "result is WAIT_FAILED"
+    NEVER = "returns nothing; cannot fail"
 
 
 @dataclass(frozen=True)
@@ -238,11 +254,15 @@ class Binding:
             return not result
         if self.check is Check.INVALID_HANDLE:
             return result is None or result in (0, -1, INVALID_HANDLE_VALUE)
+        if self.check is Check.NEVER:
+            return False
         return result == WAIT_FAILED
 
 
 K32 = "kernel32"
 ADV = "advapi32"
+#: The API set that exports QueryInterruptTime[Precise] (Windows 10 and later).
+REALTIME = "api-ms-win-core-realtime-l1-1-1"
 _P = ctypes.c_void_p  # pointers procobsrv passes as None or a buffer address
 
 # fmt: off
@@ -262,6 +282,11 @@ BINDINGS: tuple[Binding, ...] = (
     Binding("WaitForSingleObject", K32, DWORD, (HANDLE, DWORD), Check.WAIT_FAILED),
     Binding("WaitForMultipleObjects", K32, DWORD,
             (DWORD, LPHANDLE, BOOL, DWORD), Check.WAIT_FAILED),
+    # Clocks: the driver stamps records with the interrupt time (KeQueryInterruptTime).
+    Binding("QueryInterruptTime", REALTIME, None, (PULONGLONG,), Check.NEVER),
+    Binding("QueryInterruptTimePrecise", REALTIME, None, (PULONGLONG,), Check.NEVER),
+    Binding("GetSystemTimePreciseAsFileTime", K32, None, (LPFILETIME,), Check.NEVER),
+    Binding("GetSystemDirectoryW", K32, UINT, (_P, UINT), Check.ZERO),
     # advapi32: the Service Control Manager.
     Binding("OpenSCManagerW", ADV, SC_HANDLE, (LPCWSTR, LPCWSTR, DWORD), Check.ZERO),
     Binding("CreateServiceW", ADV, SC_HANDLE,
@@ -305,6 +330,10 @@ class WinApi:
     ReleaseMutex: Callable[..., Any]
     WaitForSingleObject: Callable[..., Any]
     WaitForMultipleObjects: Callable[..., Any]
+    QueryInterruptTime: Callable[..., Any]
+    QueryInterruptTimePrecise: Callable[..., Any]
+    GetSystemTimePreciseAsFileTime: Callable[..., Any]
+    GetSystemDirectoryW: Callable[..., Any]
     OpenSCManagerW: Callable[..., Any]
     CreateServiceW: Callable[..., Any]
     OpenServiceW: Callable[..., Any]
@@ -365,7 +394,7 @@ def _load() -> WinApi:
             f"the Windows API (kernel32/advapi32) is only available on Windows; "
             f"this system is {sys.platform!r}"
         )
-    log.debug("binding %d functions from kernel32/advapi32", len(BINDINGS))
+    log.debug("binding %d functions from kernel32/advapi32/%s", len(BINDINGS), REALTIME)
     return WinApi(
         lambda name: ctypes.WinDLL(name, use_last_error=True),
         ctypes.get_last_error,

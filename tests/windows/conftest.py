@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +13,14 @@ from tests.windows.win_fakes import FakeWindows
 
 
 @pytest.fixture
-def fake(mocker: Any) -> Iterator[FakeWindows]:
-    """A fresh simulated Windows, also installed as what ``winapi.api()`` returns."""
+def fake(mocker: Any, tmp_path: Path) -> Iterator[FakeWindows]:
+    """A fresh simulated Windows, also installed as what ``winapi.api()`` returns.
+
+    Its system directory (GetSystemDirectoryW) is a temporary one with a ``drivers`` folder.
+    """
     system = FakeWindows(mocker)
+    system.system_directory = str(tmp_path / "Windows" / "System32")
+    (tmp_path / "Windows" / "System32" / "drivers").mkdir(parents=True)
     previous = winapi.set_api(system.api())
     try:
         yield system

@@ -51,13 +51,14 @@ def test_windows_handlers(fake: FakeWindows, tmp_path: Path,
     assert run("remove", path) == 0
     assert run("remove", path) == 0
     out = capsys.readouterr().out.splitlines()
+    installed = str(Path(fake.system_directory) / "drivers" / "ProcObsrv.sys")
     assert out == [
         "ProcObsrv: not installed",
-        f"ProcObsrv: installed ({path})",
-        f"ProcObsrv: already installed ({path})",
+        f"ProcObsrv: installed ({installed})",
+        f"ProcObsrv: already installed ({installed})",
         "ProcObsrv: started",
         "ProcObsrv: already running",
-        f"ProcObsrv: running ({path})",
+        f"ProcObsrv: running ({installed})",
         "ProcObsrv: stopped",
         "ProcObsrv: was not running",
         "ProcObsrv: removed",

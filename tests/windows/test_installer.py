@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 from pathlib import Path
 
 import pytest
@@ -41,20 +42,22 @@ def closed_everything(fake: FakeWindows) -> bool:
 
 # --- install -----------------------------------------------------------------------------------
 def test_install_creates_a_demand_start_kernel_driver(
-    fake: FakeWindows, service: DriverService, sys_file: str
+    fake: FakeWindows, service: DriverService
 ) -> None:
     assert service.install() is True
-    assert fake.names() == [OPEN_SCM, "CreateServiceW", CLOSE, CLOSE]
+    assert fake.names() == [
+        OPEN_SCM, "OpenServiceW", "GetSystemDirectoryW", "CreateServiceW", CLOSE, CLOSE,
+    ]  # fmt: skip
     scm_access = fake.calls[0][1][2]
     assert scm_access == winapi.SC_MANAGER_CONNECT | winapi.SC_MANAGER_CREATE_SERVICE
-    args = fake.calls[1][1]
+    args = fake.calls[3][1]
     assert args[1:8] == (
         "ProcObsrv", "ProcObsrv", winapi.SERVICE_ALL_ACCESS, winapi.SERVICE_KERNEL_DRIVER,
-        winapi.SERVICE_DEMAND_START, winapi.SERVICE_ERROR_NORMAL, sys_file,
+        winapi.SERVICE_DEMAND_START, winapi.SERVICE_ERROR_NORMAL, service.path,
     )  # fmt: skip
     # The service handle is closed before the manager's.
-    assert [c[1][0] for c in fake.calls[2:]] == [fake.calls[1][1][0] + 4, fake.calls[1][1][0]]
-    assert fake.services["ProcObsrv"].path == sys_file
+    assert [c[1][0] for c in fake.calls[4:]] == [args[0] + 4, args[0]]
+    assert fake.services["ProcObsrv"].path == service.path
     assert closed_everything(fake)
 
 
@@ -65,10 +68,9 @@ def test_install_reuses_an_identical_registration(
     fake.calls.clear()
     assert service.install() is False
     assert fake.names() == [
-        OPEN_SCM, "CreateServiceW", "OpenServiceW", "QueryServiceConfigW",
-        "QueryServiceConfigW", CLOSE, CLOSE,
+        OPEN_SCM, "OpenServiceW", "QueryServiceConfigW", "QueryServiceConfigW", CLOSE, CLOSE,
     ]  # fmt: skip
-    assert fake.calls[2][1][2] == winapi.SERVICE_QUERY_CONFIG
+    assert fake.calls[1][1][2] == winapi.SERVICE_QUERY_CONFIG
     assert closed_everything(fake)
 
 
@@ -76,7 +78,7 @@ def test_install_refuses_a_service_pointing_elsewhere(
     fake: FakeWindows, service: DriverService
 ) -> None:
     fake.services["ProcObsrv"] = Service("C:\\other\\x.sys")
-    with pytest.raises(DriverError, match=r"points to C:\\other\\x.sys") as info:
+    with pytest.raises(DriverError, match=r"points to C:\\other\\x.sys.*driver remove") as info:
         service.install()
     assert info.value.winerror == winapi.ERROR_SERVICE_EXISTS
     assert fake.services["ProcObsrv"].path == "C:\\other\\x.sys"
@@ -104,14 +106,20 @@ def test_install_failure_closes_the_manager(fake: FakeWindows, service: DriverSe
     fake.fail("CreateServiceW", winapi.ERROR_SERVICE_MARKED_FOR_DELETE)
     with pytest.raises(DriverError, match="marked for deletion"):
         service.install()
-    assert fake.names() == [OPEN_SCM, "CreateServiceW", CLOSE]
+    assert fake.names() == [
+        OPEN_SCM,
+        "OpenServiceW",
+        "GetSystemDirectoryW",
+        "CreateServiceW",
+        CLOSE,
+    ]
     assert closed_everything(fake)
 
 
 def test_default_path_is_the_bundled_driver(fake: FakeWindows) -> None:
     expected = Path(installer.__file__).resolve().parent / "bin" / "ProcObsrv.sys"
     assert installer.bundled_driver() == expected
-    assert DriverService(api=fake.api()).path == str(expected)
+    assert DriverService(api=fake.api()).source == str(expected)
 
 
 # --- start / stop / remove -------------------------------------------------------------------
@@ -214,8 +222,11 @@ def test_remove_sequence(fake: FakeWindows, service: DriverService) -> None:
     service.install()
     fake.calls.clear()
     assert service.remove() is True
-    assert fake.names() == [OPEN_SCM, "OpenServiceW", "DeleteService", CLOSE, CLOSE]
-    assert fake.calls[1][1][2] == winapi.DELETE
+    assert fake.names() == [
+        OPEN_SCM, "OpenServiceW", "QueryServiceConfigW", "QueryServiceConfigW", "DeleteService",
+        CLOSE, CLOSE,
+    ]  # fmt: skip
+    assert fake.calls[1][1][2] == winapi.DELETE | winapi.SERVICE_QUERY_CONFIG
     assert "ProcObsrv" not in fake.services
     assert service.remove() is False
     assert closed_everything(fake)
@@ -229,16 +240,16 @@ def test_remove_failure_still_closes(fake: FakeWindows, service: DriverService) 
     assert closed_everything(fake)
 
 
-def test_status(fake: FakeWindows, service: DriverService, sys_file: str) -> None:
+def test_status(fake: FakeWindows, service: DriverService) -> None:
     assert service.status() == installer.DriverStatus("ProcObsrv", installed=False)
     service.install()
     service.start()
     status = service.status()
     assert (status.installed, status.state, status.binary_path) == (
-        True, ServiceState.RUNNING, sys_file
+        True, ServiceState.RUNNING, service.path
     )  # fmt: skip
     assert status.running
-    assert status.describe() == f"ProcObsrv: running ({sys_file})"
+    assert status.describe() == f"ProcObsrv: running ({service.path})"
     assert closed_everything(fake)
 
 
@@ -257,17 +268,18 @@ def test_loaded_driver_leaves_the_system_as_found(
         assert fake.services["ProcObsrv"].state == winapi.SERVICE_RUNNING
     assert fake.services == {}
     assert fake.driver is None
-    assert [n for n in fake.names() if n not in (OPEN_SCM, CLOSE, "OpenServiceW")] == [
+    skip = (OPEN_SCM, CLOSE, "OpenServiceW", "QueryServiceConfigW", "GetSystemDirectoryW")
+    assert [n for n in fake.names() if n not in skip] == [
         "CreateServiceW", "StartServiceW", "ControlService", "DeleteService",
     ]  # fmt: skip
     assert closed_everything(fake)
 
 
-def test_loaded_driver_keeps_what_was_there(fake: FakeWindows, sys_file: str) -> None:
-    fake.services["ProcObsrv"] = Service(sys_file)
+def test_loaded_driver_keeps_what_was_there(fake: FakeWindows, service: DriverService) -> None:
+    service.install()  # by an administrator, earlier: ours
     fake.services["ProcObsrv"].state = winapi.SERVICE_RUNNING
     fake.driver = object()  # type: ignore[assignment]
-    with LoadedDriver(DriverService(sys_file, api=fake.api())):
+    with LoadedDriver(service):
         pass
     assert fake.services["ProcObsrv"].state == winapi.SERVICE_RUNNING
     assert "ControlService" not in fake.names() and "DeleteService" not in fake.names()
@@ -347,18 +359,6 @@ def test_utf16z_in_reads_inside_the_buffer_only() -> None:
         utf16z_in(buffer, ctypes.addressof(buffer) + 64)
 
 
-def test_loaded_driver_uses_a_running_driver_even_without_the_bundled_file(
-    fake: FakeWindows, tmp_path: Path
-) -> None:
-    fake.start_driver_directly()  # registered for C:\drv\ProcObsrv.sys and running
-    service = DriverService(tmp_path / "not-built.sys", api=fake.api())
-    with LoadedDriver(service):
-        pass
-    assert fake.services["ProcObsrv"].state == winapi.SERVICE_RUNNING
-    assert {"CreateServiceW", "StartServiceW", "ControlService"}.isdisjoint(fake.names())
-    assert closed_everything(fake)
-
-
 def test_install_turns_every_windows_error_into_a_driver_error(
     fake: FakeWindows, service: DriverService
 ) -> None:
@@ -368,4 +368,106 @@ def test_install_turns_every_windows_error_into_a_driver_error(
     with pytest.raises(DriverError, match=r"access denied.*Run as administrator") as info:
         service.install()
     assert isinstance(info.value.__cause__, winapi.WinApiError)
+    assert closed_everything(fake)
+
+
+# --- where the driver is loaded from (issue 13 item 15) ---------------------------------------
+def drivers_dir(fake: FakeWindows) -> Path:
+    return Path(fake.system_directory) / "drivers"
+
+
+def test_install_copies_the_driver_to_the_admin_only_drivers_directory(
+    fake: FakeWindows, service: DriverService, sys_file: str
+) -> None:
+    # The service pointed straight into the (user-writable) package directory.
+    Path(sys_file).write_bytes(b"MZ driver bytes")
+    service.install()
+    registered = fake.services["ProcObsrv"].path
+    assert registered == str(drivers_dir(fake) / "ProcObsrv.sys") == service.path
+    assert registered != sys_file
+    assert Path(registered).read_bytes() == b"MZ driver bytes"
+    assert "GetSystemDirectoryW" in fake.names()  # located by the API, not by %SystemRoot%
+
+
+def test_loaded_driver_refuses_a_registration_pointing_elsewhere(
+    fake: FakeWindows, service: DriverService
+) -> None:
+    fake.services["ProcObsrv"] = Service("C:\\Users\\eve\\venv\\ProcObsrv.sys")
+    refused = r"points to C:\\Users\\eve\\venv\\ProcObsrv.sys"
+    with pytest.raises(DriverError, match=refused), LoadedDriver(service):
+        pytest.fail("body must not run")
+    assert "StartServiceW" not in fake.names()
+    assert fake.services["ProcObsrv"].path == "C:\\Users\\eve\\venv\\ProcObsrv.sys"
+    assert closed_everything(fake)
+
+
+def test_loaded_driver_refuses_a_running_driver_that_is_not_ours(
+    fake: FakeWindows, service: DriverService
+) -> None:
+    fake.start_driver_directly()  # registered for C:\drv\ProcObsrv.sys and running
+    refused = r"points to C:\\drv\\ProcObsrv.sys.*procobsrv driver"
+    with pytest.raises(DriverError, match=refused), LoadedDriver(service):
+        pytest.fail("body must not run")
+    assert fake.services["ProcObsrv"].state == winapi.SERVICE_RUNNING  # left alone
+    assert closed_everything(fake)
+
+
+def test_loaded_driver_reuses_what_a_crashed_run_left_when_it_is_ours(
+    fake: FakeWindows, service: DriverService
+) -> None:
+    service.install()
+    service.start()  # ... and the process that did this died
+    fake.calls.clear()
+    with LoadedDriver(service):
+        pass
+    assert {"CreateServiceW", "StartServiceW", "ControlService"}.isdisjoint(fake.names())
+    assert fake.services["ProcObsrv"].state == winapi.SERVICE_RUNNING  # not ours to undo
+    assert closed_everything(fake)
+
+
+@pytest.mark.parametrize("running", [False, True], ids=["registered", "running"])
+def test_a_registration_whose_file_was_replaced_is_refused(
+    fake: FakeWindows, service: DriverService, running: bool
+) -> None:
+    service.install()
+    if running:
+        service.start()
+    Path(service.path).write_bytes(b"MZ something else")
+    refused = r"SHA-256 differs.*procobsrv driver remove"
+    with pytest.raises(DriverError, match=refused), LoadedDriver(service):
+        pytest.fail("body must not run")
+    with pytest.raises(DriverError, match=r"SHA-256 differs"):
+        service.install()
+    assert closed_everything(fake)
+
+
+def test_a_copy_that_cannot_be_made_is_a_driver_error(
+    fake: FakeWindows, service: DriverService
+) -> None:
+    (drivers_dir(fake) / "ProcObsrv.sys").mkdir()  # in the way
+    with pytest.raises(DriverError, match=r"cannot copy the driver to .*ProcObsrv.sys"):
+        service.install()
+    assert "ProcObsrv" not in fake.services
+    assert closed_everything(fake)
+
+
+def test_remove_deletes_the_copy(fake: FakeWindows, service: DriverService) -> None:
+    with LoadedDriver(service):
+        assert Path(service.path).is_file()
+    assert not Path(service.path).exists() and fake.services == {}
+
+
+def test_a_copy_that_does_not_verify_is_not_registered(
+    fake: FakeWindows, service: DriverService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_replace = os.replace
+
+    def replace_then_tamper(src: str, dst: str) -> None:  # someone writes after our rename
+        real_replace(src, dst)
+        Path(dst).write_bytes(b"MZ not ours")
+
+    monkeypatch.setattr(installer.os, "replace", replace_then_tamper)
+    with pytest.raises(DriverError, match=r"does not match .*SHA-256"):
+        service.install()
+    assert "ProcObsrv" not in fake.services
     assert closed_everything(fake)

@@ -10,6 +10,7 @@ device as ``driver/ProcObsrv.h`` specifies it. The fake function objects honour
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 import time
 from collections import deque
@@ -507,7 +508,7 @@ class FakeWindows:
             return self._fail(winapi.ERROR_INVALID_HANDLE)
         if service.state == winapi.SERVICE_RUNNING:
             return self._fail(winapi.ERROR_SERVICE_ALREADY_RUNNING)
-        if service.path not in self.files:
+        if service.path not in self.files and not os.path.isfile(service.path):
             return self._fail(winapi.ERROR_FILE_NOT_FOUND)
         if not self.test_signing:
             return self._fail(winapi.ERROR_INVALID_IMAGE_HASH)

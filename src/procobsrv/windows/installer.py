@@ -4,12 +4,21 @@ The article's fourth goal: the driver is installed dynamically as a demand-start
 service, started (``DriverEntry`` runs), stopped (``DriverUnload`` runs) and deleted again.
 :class:`LoadedDriver` does it around a block of code and leaves the system as it found it,
 also when a step fails half-way.
+
+Where it loads from: never from where the package lives (a venv or ``--user`` site-packages
+is writable by a user, and whoever can replace a registered driver file runs code in the
+kernel the next time an administrator starts the service). ``install`` copies the packaged
+file into the ``drivers`` directory under ``GetSystemDirectoryW()`` (writable by
+administrators only), checks that the copy's SHA-256 equals the packaged file's, and
+registers that copy. A registration found in place, also one a crashed run left, is used
+only if it is ours: that very path, and a file there with the packaged file's SHA-256.
 """
 
 from __future__ import annotations
 
 import ctypes
 import enum
+import hashlib
 import logging
 import ntpath
 import os
@@ -28,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Service name, display name and device/driver object name of the driver.
 SERVICE_NAME = "ProcObsrv"
+#: WCHARs of GetSystemDirectoryW's buffer (MAX_PATH).
+MAX_PATH = 260
 
 
 def bundled_driver() -> Path:
@@ -124,11 +135,22 @@ def _explain(exc: WinApiError, action: str, name: str, path: str | None) -> Driv
     return DriverError(text, code)
 
 
+def sha256_of(path: str) -> str | None:
+    """The file's SHA-256 (hex), or None when it cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            return hashlib.sha256(file.read()).hexdigest()
+    except OSError:
+        return None
+
+
 class DriverService:
     """The ProcObsrv kernel-driver service: install, start, stop, remove, status.
 
-    Every method opens the Service Control Manager and the service, does its work and closes
-    both handles again, on success and on every failure path.
+    ``path`` is the driver file to install (default: the one shipped in the package);
+    :attr:`path` is where it is installed and registered, in the system's ``drivers``
+    directory. Every method opens the Service Control Manager and the service, does its work
+    and closes both handles again, on success and on every failure path.
     """
 
     def __init__(
@@ -141,12 +163,38 @@ class DriverService:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.path = str(path) if path is not None else str(bundled_driver())
+        #: The driver file to install (copied from, never registered).
+        self.source = str(path) if path is not None else str(bundled_driver())
+        self._path: str | None = None
         self.name = name
         self._api = api if api is not None else winapi.api()
         self._stop_timeout = stop_timeout
         self._sleep = sleep
         self._clock = clock
+
+    @property
+    def path(self) -> str:
+        """Where the driver is installed and registered: ``<system dir>\\drivers\\<name>.sys``.
+
+        Located with ``GetSystemDirectoryW``, not ``%SystemRoot%``, which the caller's
+        environment could point anywhere.
+        """
+        if self._path is None:
+            buffer = ctypes.create_string_buffer(2 * MAX_PATH)
+            try:
+                length = int(self._api.GetSystemDirectoryW(buffer, MAX_PATH))
+            except WinApiError as exc:
+                raise DriverError(f"cannot locate the system directory: {exc}") from exc
+            if length >= MAX_PATH:
+                raise DriverError(f"the system directory's path is longer than {MAX_PATH}")
+            system = buffer.raw[: 2 * length].decode("utf-16-le")
+            self._path = os.path.join(system, "drivers", f"{self.name}.sys")
+        return self._path
+
+    @property
+    def _known_path(self) -> str:
+        """For messages: :attr:`path` if already located (no extra call), else the source."""
+        return self._path or self.source
 
     # --- handles -------------------------------------------------------------------------
     @contextmanager
@@ -154,7 +202,7 @@ class DriverService:
         try:
             scm = int(self._api.OpenSCManagerW(None, None, access))
         except WinApiError as exc:
-            raise _explain(exc, action, self.name, self.path) from exc
+            raise _explain(exc, action, self.name, self._known_path) from exc
         try:
             yield scm
         finally:
@@ -171,7 +219,7 @@ class DriverService:
                     f"(procobsrv driver install)",
                     exc.winerror,
                 ) from exc
-            raise _explain(exc, action, self.name, self.path) from exc
+            raise _explain(exc, action, self.name, self._known_path) from exc
         try:
             yield service
         finally:
@@ -185,16 +233,29 @@ class DriverService:
 
     # --- operations ----------------------------------------------------------------------
     def install(self) -> bool:
-        """Register the driver; True if created, False if an identical one was reused."""
-        if not os.path.isfile(self.path):
+        """Copy, verify and register the driver; True if registered now, False if reused.
+
+        An existing registration is reused only if it is ours (see :meth:`check_ours`);
+        anything else is refused with what to do.
+        """
+        try:
+            with open(self.source, "rb") as file:
+                data = file.read()
+        except OSError as exc:
             raise DriverError(
-                f"driver file {self.path} is missing: build it with 'make -C driver' or pass "
+                f"driver file {self.source} is missing: build it with 'make -C driver' or pass "
                 f"the path of ProcObsrv.sys",
                 winapi.ERROR_FILE_NOT_FOUND,
-            )
-        path = os.path.abspath(self.path)
+            ) from exc
+        digest = hashlib.sha256(data).hexdigest()
         access = winapi.SC_MANAGER_CONNECT | winapi.SC_MANAGER_CREATE_SERVICE
         with self._manager(access, "install") as scm:
+            current = self._registered_path(scm)
+            if current is not None:
+                self.check_ours(current, digest)
+                log.info("reusing the existing %s service (%s)", self.name, current)
+                return False
+            self._place(data, digest)
             try:
                 service = int(
                     self._api.CreateServiceW(
@@ -205,7 +266,7 @@ class DriverService:
                         winapi.SERVICE_KERNEL_DRIVER,
                         winapi.SERVICE_DEMAND_START,
                         winapi.SERVICE_ERROR_NORMAL,
-                        path,
+                        self.path,
                         None,
                         None,
                         None,
@@ -214,21 +275,75 @@ class DriverService:
                     )
                 )
             except WinApiError as exc:
-                if exc.winerror != winapi.ERROR_SERVICE_EXISTS:
-                    raise _explain(exc, "install", self.name, path) from exc
-                with self._service(scm, winapi.SERVICE_QUERY_CONFIG, "install") as existing:
-                    current = self._binary_path(existing, "install")
-                if normalize_image_path(current) != normalize_image_path(path):
-                    raise DriverError(
-                        f"a service named {self.name} already exists and points to {current}, "
-                        f"not {path}; remove it first (procobsrv driver remove) or use that file",
-                        exc.winerror,
-                    ) from exc
-                log.info("reusing the existing %s service (%s)", self.name, current)
-                return False
+                raise _explain(exc, "install", self.name, self._known_path) from exc
             self._close(service)
-        log.info("installed the %s service for %s", self.name, path)
+        log.info("installed the %s service for %s (copied from %s)", self.name, self.path,
+                 self.source)  # fmt: skip
         return True
+
+    def check_ours(self, binary_path: str, digest: str | None = None) -> None:
+        """Raise DriverError unless ``binary_path`` is :attr:`path` holding our driver.
+
+        Ours means: the registration names :attr:`path`, and the file there has the same
+        SHA-256 as :attr:`source` (``digest``, when the caller has already hashed it).
+        """
+        if normalize_image_path(binary_path) != normalize_image_path(self.path):
+            raise DriverError(
+                f"a service named {self.name} already exists and points to {binary_path}, "
+                f"not {self.path}; procobsrv loads only its own copy there. If it is a "
+                f"leftover, remove it (procobsrv driver stop; procobsrv driver remove)",
+                winapi.ERROR_SERVICE_EXISTS,
+            )
+        expected = digest if digest is not None else sha256_of(self.source)
+        if expected is None:
+            raise DriverError(
+                f"cannot verify the registered {self.name} driver: the packaged file "
+                f"{self.source} is missing (build it with 'make -C driver')",
+                winapi.ERROR_FILE_NOT_FOUND,
+            )
+        if sha256_of(self.path) != expected:
+            raise DriverError(
+                f"the {self.name} driver registered at {self.path} is not the one shipped with "
+                f"this procobsrv (its SHA-256 differs from {self.source}); replace it with "
+                f"procobsrv driver stop; procobsrv driver remove; procobsrv driver install",
+                winapi.ERROR_SERVICE_EXISTS,
+            )
+
+    def _registered_path(self, scm: int) -> str | None:
+        """The binary path of the existing service, or None when there is none."""
+        try:
+            service = int(self._api.OpenServiceW(scm, self.name, winapi.SERVICE_QUERY_CONFIG))
+        except WinApiError as exc:
+            if exc.winerror == winapi.ERROR_SERVICE_DOES_NOT_EXIST:
+                return None
+            raise _explain(exc, "install", self.name, self._known_path) from exc
+        try:
+            return self._binary_path(service, "install")
+        finally:
+            self._close(service)
+
+    def _place(self, data: bytes, digest: str) -> None:
+        """Write ``data`` to :attr:`path` (atomically: temporary file, then rename), verify it."""
+        target = self.path
+        temporary = f"{target}.{os.getpid()}.tmp"
+        try:
+            with open(temporary, "wb") as file:
+                file.write(data)
+            os.replace(temporary, target)
+        except OSError as exc:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            raise DriverError(
+                f"cannot copy the driver to {target}: {exc.strerror or exc}; installing a "
+                f"kernel driver needs an elevated prompt (Run as administrator)"
+            ) from exc
+        if sha256_of(target) != digest:
+            raise DriverError(
+                f"the copy of the driver at {target} does not match {self.source} (SHA-256); "
+                f"something else is writing there: not loading it"
+            )
 
     def start(self) -> bool:
         """Load the driver; True if it was started now, False if it was already running."""
@@ -241,7 +356,7 @@ class DriverService:
             except WinApiError as exc:
                 if exc.winerror == winapi.ERROR_SERVICE_ALREADY_RUNNING:
                     return False
-                raise _explain(exc, "start", self.name, self.path) from exc
+                raise _explain(exc, "start", self.name, self._known_path) from exc
         log.info("started the %s driver", self.name)
         return True
 
@@ -259,7 +374,7 @@ class DriverService:
                 if exc.winerror == winapi.ERROR_SERVICE_NOT_ACTIVE:
                     return False
                 if exc.winerror != winapi.ERROR_SERVICE_CANNOT_ACCEPT_CTRL:
-                    raise _explain(exc, "stop", self.name, self.path) from exc
+                    raise _explain(exc, "stop", self.name, self._known_path) from exc
                 status.dwCurrentState = ServiceState.STOP_PENDING
             deadline = self._clock() + self._stop_timeout
             while status.dwCurrentState != ServiceState.STOPPED:
@@ -272,28 +387,38 @@ class DriverService:
                 try:
                     self._api.QueryServiceStatus(service, ctypes.byref(status))
                 except WinApiError as exc:
-                    raise _explain(exc, "stop", self.name, self.path) from exc
+                    raise _explain(exc, "stop", self.name, self._known_path) from exc
         log.info("stopped the %s driver", self.name)
         return True
 
     def remove(self) -> bool:
-        """Unregister the driver; True if deleted now, False if it was not installed."""
+        """Unregister the driver (and delete our copy of it); True if deleted now, False if it
+        was not installed."""
         with self._manager(winapi.SC_MANAGER_CONNECT, "remove") as scm:
+            access = winapi.DELETE | winapi.SERVICE_QUERY_CONFIG
             try:
-                service = int(self._api.OpenServiceW(scm, self.name, winapi.DELETE))
+                service = int(self._api.OpenServiceW(scm, self.name, access))
             except WinApiError as exc:
                 if exc.winerror == winapi.ERROR_SERVICE_DOES_NOT_EXIST:
                     return False
-                raise _explain(exc, "remove", self.name, self.path) from exc
+                raise _explain(exc, "remove", self.name, self._known_path) from exc
             try:
+                binary = self._binary_path(service, "remove")
                 self._api.DeleteService(service)
             except WinApiError as exc:
                 if exc.winerror == winapi.ERROR_SERVICE_MARKED_FOR_DELETE:
                     return False
-                raise _explain(exc, "remove", self.name, self.path) from exc
+                raise _explain(exc, "remove", self.name, self._known_path) from exc
             finally:
                 self._close(service)
         log.info("removed the %s service", self.name)
+        if normalize_image_path(binary) == normalize_image_path(self.path):
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # e.g. still loaded: the service is gone all the same
+                log.warning("could not delete %s: %s", self.path, exc)
         return True
 
     def status(self) -> DriverStatus:
@@ -305,13 +430,13 @@ class DriverService:
             except WinApiError as exc:
                 if exc.winerror == winapi.ERROR_SERVICE_DOES_NOT_EXIST:
                     return DriverStatus(self.name, installed=False)
-                raise _explain(exc, "query", self.name, self.path) from exc
+                raise _explain(exc, "query", self.name, self._known_path) from exc
             try:
                 status = winapi.SERVICE_STATUS()
                 self._api.QueryServiceStatus(service, ctypes.byref(status))
                 binary = self._binary_path(service, "query")
             except WinApiError as exc:
-                raise _explain(exc, "query", self.name, self.path) from exc
+                raise _explain(exc, "query", self.name, self._known_path) from exc
             finally:
                 self._close(service)
         try:
@@ -327,13 +452,13 @@ class DriverService:
             self._api.QueryServiceConfigW(service, None, 0, ctypes.byref(needed))
         except WinApiError as exc:
             if exc.winerror != winapi.ERROR_INSUFFICIENT_BUFFER:
-                raise _explain(exc, action, self.name, self.path) from exc
+                raise _explain(exc, action, self.name, self._known_path) from exc
         size = max(needed.value, ctypes.sizeof(winapi.QUERY_SERVICE_CONFIGW))
         buffer = ctypes.create_string_buffer(size)
         try:
             self._api.QueryServiceConfigW(service, buffer, size, ctypes.byref(needed))
         except WinApiError as exc:
-            raise _explain(exc, action, self.name, self.path) from exc
+            raise _explain(exc, action, self.name, self._known_path) from exc
         config = winapi.QUERY_SERVICE_CONFIGW.from_buffer(buffer)
         return utf16z_in(buffer, config.lpBinaryPathName)
 
@@ -358,9 +483,11 @@ def utf16z_in(buffer: ctypes.Array[ctypes.c_char], address: int | None) -> str:
 class LoadedDriver:
     """``with LoadedDriver():`` the driver is installed and running inside the block.
 
-    Only what this object did is undone on exit: a driver that was already running is used as
-    it is and stays running, a registration that already existed is started (whatever file it
-    names; the device's ABI check catches an incompatible one) and stays registered. A failure
+    A registration that already exists (someone else's, or one a crashed run left) is used
+    only if it is ours (:meth:`DriverService.check_ours`: our path in the system's drivers
+    directory, our file's SHA-256); anything else is refused with a DriverError that says
+    what to do. Only what this object did is undone on exit: a driver that was already
+    running stays running, a registration that already existed stays registered. A failure
     half-way undoes the steps already taken before the error propagates.
     """
 
@@ -371,10 +498,12 @@ class LoadedDriver:
 
     def __enter__(self) -> DriverService:
         status = self.service.status()
-        if status.running:  # loaded by someone else: use it as it is, whatever file it came from
-            log.info("the %s driver is already running (%s)", status.name, status.binary_path)
-            return self.service
-        if not status.installed:
+        if status.installed:  # by someone else, or by a run that crashed: only if it is ours
+            self.service.check_ours(status.binary_path or "")
+            if status.running:
+                log.info("the %s driver is already running (%s)", status.name, status.binary_path)
+                return self.service
+        else:
             self.installed = self.service.install()
         try:
             self.started = self.service.start()

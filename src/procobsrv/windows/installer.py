@@ -147,9 +147,9 @@ def sha256_of(path: str) -> str | None:
 class DriverService:
     """The ProcObsrv kernel-driver service: install, start, stop, remove, status.
 
-    ``path`` is the driver file to install (default: the one shipped in the package);
-    :attr:`path` is where it is installed and registered, in the system's ``drivers``
-    directory. Every method opens the Service Control Manager and the service, does its work
+    The ``path`` argument, kept as :attr:`source`, is the driver file to install (default:
+    the one shipped in the package); the :attr:`path` attribute is where it is installed
+    and registered, in the system's ``drivers`` directory. Every method opens the Service Control Manager and the service, does its work
     and closes both handles again, on success and on every failure path.
     """
 

@@ -149,8 +149,9 @@ class DriverService:
 
     The ``path`` argument, kept as :attr:`source`, is the driver file to install (default:
     the one shipped in the package); the :attr:`path` attribute is where it is installed
-    and registered, in the system's ``drivers`` directory. Every method opens the Service Control Manager and the service, does its work
-    and closes both handles again, on success and on every failure path.
+    and registered, in the system's ``drivers`` directory. Every method opens the Service
+    Control Manager and the service, does its work and closes both handles again, on success
+    and on every failure path.
     """
 
     def __init__(

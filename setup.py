@@ -20,10 +20,12 @@ KERNEL_BINARIES = (
 class BuildPyWithKernelBinaries(build_py):  # type: ignore[misc]
     def run(self) -> None:
         super().run()
+        # An editable install serves package data from src/, so that is where to look.
+        built = HERE / "src" if getattr(self, "editable_mode", False) else Path(self.build_lib)
         missing = [
             binary
             for sources, binary in KERNEL_BINARIES
-            if (HERE / sources).is_dir() and not (Path(self.build_lib) / binary).is_file()
+            if (HERE / sources).is_dir() and not (built / binary).is_file()
         ]
         if missing:
             raise SystemExit(

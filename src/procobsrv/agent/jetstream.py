@@ -228,6 +228,12 @@ class JetStreamSink(Sink):
         if error is not None:
             raise error
 
+    async def _cancel(self) -> None:
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     # -- the main thread -----------------------------------------------------------------
     def close(self) -> None:
         """Sends what is buffered (for up to ``close_timeout`` seconds), then disconnects."""
@@ -245,7 +251,7 @@ class JetStreamSink(Sink):
             self._task.result(timeout=max(0.0, deadline - time.monotonic()))
         except Exception as exc:  # timeout or a failure: what is left counts as unsent
             log.debug("nats output stopped: %r", exc)
-            self._task.cancel()
+            asyncio.run_coroutine_threadsafe(self._cancel(), self._loop).result(timeout=5)
         with self._lock:
             self.unsent = sum(1 for m in self._buffer if m[3])
             self._buffer.clear()

@@ -54,9 +54,9 @@ class NatsServer:
         argv = [server_binary(), "-a", LOOPBACK, "-p", str(self.port), "-m", str(self.monitor),
                 "-js", "-sd", str(self.store), "-n", self.name]  # fmt: skip
         if self.routes:
+            routes = ",".join(f"nats://{LOOPBACK}:{p}" for p in self.routes)
             argv += ["--cluster_name", "procobsrv-test",
-                     "--cluster", f"nats://{LOOPBACK}:{self.cluster}",
-                     "--routes", ",".join(f"nats://{LOOPBACK}:{p}" for p in self.routes)]  # fmt: skip
+                     "--cluster", f"nats://{LOOPBACK}:{self.cluster}", "--routes", routes]  # fmt: skip
         log = (self.store.parent / f"{self.name}.log").open("ab")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
         log.close()

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from benchmarks.harness import run_storm
+
 from procobsrv import EventKind, QueuedItem
 from procobsrv.agent import RecordMaker
 from tests.agent.natsservers import (

@@ -55,8 +55,8 @@ class NatsServer:
                 "-js", "-sd", str(self.store), "-n", self.name]  # fmt: skip
         if self.routes:
             routes = ",".join(f"nats://{LOOPBACK}:{p}" for p in self.routes)
-            argv += ["--cluster_name", "procobsrv-test",
-                     "--cluster", f"nats://{LOOPBACK}:{self.cluster}", "--routes", routes]  # fmt: skip
+            own = f"nats://{LOOPBACK}:{self.cluster}"
+            argv += ["--cluster_name", "procobsrv-test", "--cluster", own, "--routes", routes]
         log = (self.store.parent / f"{self.name}.log").open("ab")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=log)
         log.close()

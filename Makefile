@@ -9,7 +9,7 @@ LINTED := src tests examples benchmarks scripts/render-diagrams scripts/mkdocs_h
 
 .PHONY: demo test venv system lint typecheck bench fuzz driver docs diagrams clean
 
-$(PY): setup.cfg pyproject.toml
+$(PY): setup.cfg setup.py pyproject.toml
 	./scripts/setup-system demo
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

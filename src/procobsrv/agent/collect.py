@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import re
 import signal
 import sys
@@ -24,6 +25,7 @@ from .outputs import FileSink, Sink, StreamSink
 from .records import Record
 
 BATCH = 256
+log = logging.getLogger(__name__)
 
 
 class RecordFilter:
@@ -53,7 +55,15 @@ async def collect_into(
     stop: asyncio.Event,
 ) -> int:  # fmt: skip
     """Copies the stream to ``sink`` until ``stop`` is set; returns the lines written."""
-    nc = await connect(servers, f"procobsrv collect {durable}")
+    connecting = asyncio.ensure_future(connect(servers, f"procobsrv collect {durable}"))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not connecting.done():  # stopped while no server answered
+        connecting.cancel()
+        log.warning("no NATS server answered at %s", ", ".join(servers))
+        return 0
+    nc = connecting.result()
     written = 0
     try:
         js = nc.jetstream()

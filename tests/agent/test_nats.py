@@ -97,7 +97,7 @@ def test_a_marker_exec_arrives_in_the_stream_with_its_argv(
 ) -> None:
     require_connector()
     server = single(nats_servers, tmp_path)
-    marker_argv = ["sh", "-c", "sleep 0.1; true", "nats-marker"]  # lives until /proc is read
+    marker_argv = ["sh", "-c", "sleep 0.5; true", "nats-marker"]  # lives until /proc is read
     with watching("--output", server.url) as watch:
         subprocess.run(marker_argv, check=True)
         run_markers("nats-marker")
@@ -129,7 +129,7 @@ def test_collect_filters_and_resumes_where_it_stopped(
     for tag in ("first-batch-marker", "second-batch-marker"):
         with watching("--output", server.url) as watch:
             for _ in range(2):  # alive long enough for its argv to be read at exec
-                subprocess.run(["sh", "-c", "sleep 0.1; true", tag], check=True)
+                subprocess.run(["sh", "-c", "sleep 0.5; true", tag], check=True)
             stop(watch)
         done = subprocess.run(collect, timeout=60, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
@@ -210,6 +210,8 @@ def test_a_server_down_longer_than_the_buffer_loses_an_exact_count(
             subprocess.run(["true"], check=True)
         time.sleep(0.5)
         server.start().ready()
+        subprocess.run(["true"], check=True)  # an event after the return: the loss goes out
+        assert wait_for(lambda: output_losses(stream_contents([server.url])) > 0)
         counts = stop(watch)
     contents = stream_contents([server.url])
     lost = output_losses(contents)

@@ -16,7 +16,6 @@ import re
 import signal
 import sys
 
-import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from .cli import stream_options
@@ -88,7 +87,7 @@ async def collect_into(
         while not stop.is_set():
             try:
                 msgs = await sub.fetch(BATCH, timeout=0.5)
-            except nats.errors.TimeoutError:
+            except asyncio.TimeoutError:  # nats-py raises both kinds; its own is a subclass
                 continue
             for msg in msgs:
                 record = json.loads(msg.data)

@@ -79,11 +79,13 @@ def run_markers(tag: str) -> list[int]:
         child = subprocess.Popen(argv)
         child.wait()
         pids.append(child.pid)
-    killed = subprocess.Popen(["sh", "-c", "sleep 30", tag])
-    pids.append(killed.pid)
+    killed = subprocess.Popen(["sh", "-c", "read line; true", tag], stdin=subprocess.PIPE)
+    pids.append(killed.pid)  # waits in a builtin (no child left behind when killed)
     time.sleep(0.05)
     killed.kill()
     killed.wait()
+    assert killed.stdin is not None
+    killed.stdin.close()
     return pids
 
 

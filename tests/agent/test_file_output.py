@@ -24,6 +24,15 @@ def has_marker(path: Path, tag: str) -> bool:
     return any(tag in line for line in lines(path))
 
 
+def all_exited(path: Path, pids: list[int]) -> bool:
+    """Every one of ``pids`` has its exit in the file: its events are all written."""
+    exited = set()
+    for line in lines(path):
+        if '"kind":"exited"' in line:
+            exited.add(json.loads(line)["pid"])
+    return set(pids) <= exited
+
+
 def test_appends_and_reopens_on_sighup_after_a_move(tmp_path: Path) -> None:
     """logrotate's convention: move the file, SIGHUP, and the agent writes a new file."""
     require_connector()
@@ -31,8 +40,8 @@ def test_appends_and_reopens_on_sighup_after_a_move(tmp_path: Path) -> None:
     log.write_text('{"earlier": "content stays"}\n')
     rotated = tmp_path / "events.jsonl.1"
     with watching("--output", str(log)) as watch:
-        run_markers("before-rotation")
-        assert wait_for(lambda: has_marker(log, "before-rotation")), lines(log)[-5:]
+        before = run_markers("before-rotation")
+        assert wait_for(lambda: all_exited(log, before)), lines(log)[-5:]
         log.rename(rotated)
         watch.send_signal(signal.SIGHUP)
         assert wait_for(log.exists), "SIGHUP did not open the path anew"

@@ -69,6 +69,12 @@ def output_losses(contents: list[tuple[str, str, Any]]) -> int:
     )
 
 
+def assert_all_published(counts: dict[str, int], contents: list[tuple[str, str, Any]]) -> None:
+    """Every event the agent saw was acknowledged, and the stream holds exactly those."""
+    assert counts["overflowed"] == 0
+    assert counts["published"] == counts["total"] == len(events(contents))
+
+
 def has_pids(records: list[dict[str, Any]], pids: list[int]) -> bool:
     seen = {(r["pid"], r["kind"]) for r in records}
     return all((pid, k) in seen for pid in pids for k in ("created", "exited"))
@@ -113,7 +119,7 @@ def test_a_marker_exec_arrives_in_the_stream_with_its_argv(
     assert marker, "the marker's exec is not in the stream"
     assert marker[0][0] == f"procobsrv.{host}.exec"
     assert all(msg_id == r["id"] for _, msg_id, r in contents)
-    assert counts["published"] == counts["total"] == len(events(contents))
+    assert_all_published(counts, contents)
 
 
 @pytest.mark.kernel
@@ -172,8 +178,7 @@ def test_a_cluster_node_killed_in_a_storm_loses_and_duplicates_nothing(
     contents = stream_contents(survivors)
     ids = [msg_id for _, msg_id, _ in contents]
     assert len(ids) == len(set(ids)), "a message is in the stream twice"
-    assert counts["overflowed"] == 0
-    assert counts["published"] == counts["total"] == len(events(contents))
+    assert_all_published(counts, contents)
     assert has_pids(events(contents), [p[0] for p in storms[0].procs])
 
 
@@ -192,8 +197,7 @@ def test_events_during_a_server_restart_arrive(
         counts = stop(watch)
     contents = stream_contents([server.url])
     assert has_pids(events(contents), pids)
-    assert counts["overflowed"] == 0
-    assert counts["published"] == counts["total"] == len(events(contents))
+    assert_all_published(counts, contents)
 
 
 @pytest.mark.kernel

@@ -60,6 +60,7 @@ def test_wheel_carries_kernel_binaries_license_and_typing(dists: tuple[Path, Pat
     for binary in kernel_binaries():
         assert binary in names, f"{binary} missing from the wheel"
     assert "procobsrv/py.typed" in names
+    assert "procobsrv/agent/event.schema.json" in names  # what `procobsrv schema` prints
     assert any(".dist-info/" in n and n.endswith("/LICENSE") for n in names), sorted(names)
 
 
@@ -76,6 +77,7 @@ def test_sdist_carries_sources_to_rebuild_and_test(dists: tuple[Path, Path]) -> 
         "docs/index.md",
         "mkdocs.yml",
         "scripts/setup-system",
+        "packaging/procobsrv.service",
         "src/procobsrv/windows/bin/ProcObsrv.sys",
     }
     assert wanted <= names, sorted(wanted - names)

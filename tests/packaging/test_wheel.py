@@ -137,8 +137,8 @@ def test_installed_wheel_watches_with_no_other_step(
     try:
         assert watch.stderr is not None
         assert "watching" in watch.stderr.readline()
-        marker = subprocess.run(["sh", "-c", "exit 0", "wheel-marker"], check=True)
-        del marker
+        # alive for a while, so that its argv is read from /proc even on a loaded machine
+        subprocess.run(["sh", "-c", "sleep 0.5; true", "wheel-marker"], check=True)
         out, err = watch.communicate(timeout=30)
     finally:
         if watch.poll() is None:

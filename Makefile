@@ -1,18 +1,26 @@
 # Entry points: `make demo` and `make test` set everything up on a fresh Debian machine.
+# `make demo` installs the package with its runtime needs only; the test, dev and docs
+# extras come with `make venv` / `make test` (a stamp file in the same .venv).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+DEV_EXTRAS := $(VENV)/.dev-extras
 LINTED := src tests examples benchmarks scripts/render-diagrams scripts/mkdocs_hooks.py
 
 .PHONY: demo test venv system lint typecheck bench fuzz driver docs diagrams clean
 
-$(PY): setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: run 'sudo apt-get install python3-venv'"; exit 1; }
+$(PY): setup.cfg setup.py pyproject.toml
+	./scripts/setup-system demo
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,dev,docs]'
+	$(PY) -m pip install -q -e .
 	touch $(PY)
 
-venv: $(PY)
+$(DEV_EXTRAS): $(PY)
+	$(PY) -m pip install -q -e '.[test,dev,docs,nats]'
+	touch $@
+
+venv: $(DEV_EXTRAS)
 
 system:
 	./scripts/setup-system
@@ -20,7 +28,7 @@ system:
 demo: $(PY)
 	$(PY) -m procobsrv demo
 
-test: system $(PY)
+test: system $(DEV_EXTRAS)
 	$(MAKE) -C driver
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m ruff format --check $(LINTED)
@@ -28,30 +36,31 @@ test: system $(PY)
 	$(PY) -m pytest
 	$(MAKE) docs
 
-lint: $(PY)
+lint: $(DEV_EXTRAS)
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m ruff format --check $(LINTED)
 
-typecheck: $(PY)
+typecheck: $(DEV_EXTRAS)
 	$(PY) -m mypy
 
+# Rebuilds ProcObsrv.sys and refreshes the committed copy the wheel ships (+ its sha256).
 driver:
-	$(MAKE) -C driver
+	$(MAKE) -C driver package
 
 # Full benchmark: every contender, medians of 3 runs, JSON + chart (docs/performance.md).
-bench: system $(PY)
+bench: system $(DEV_EXTRAS)
 	$(PY) -m benchmarks.run
 
 # The dedicated fuzz run (CI runs a smaller budget inside `make test`).
-fuzz: $(PY)
+fuzz: $(DEV_EXTRAS)
 	PROCOBSRV_FUZZ_EXAMPLES=100000 $(PY) -m pytest tests/reliability -k fuzz -p no:cacheprovider
 
 # Diagrams in docs/ are rendered from their text sources.
-diagrams: $(PY)
+diagrams: $(DEV_EXTRAS)
 	$(PY) scripts/render-diagrams
 
 # API reference from docstrings; warnings are errors.
-docs: $(PY)
+docs: $(DEV_EXTRAS)
 	$(PY) -m mkdocs build --strict --site-dir build/site
 
 clean:

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from .. import __version__
+from ..agent import cli as agent_cli
 from ..errors import MonitorError
 from . import demo, driver, watch
 
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_parser(sub)
     demo.add_parser(sub)
     driver.register(sub)
+    agent_cli.register(sub)  # schema, collect
     return parser
 
 

@@ -11,9 +11,13 @@ import threading
 from types import FrameType
 from typing import Any, TextIO
 
+from ..agent import RecordHandler, Sink, StreamSink
+from ..agent.cli import add_output_options, output_from_args
+from ..agent.outputs import serving
 from ..errors import MonitorError
 from ..events import EventKind
-from ..handlers import FilterHandler, JsonLinesHandler, LinesHandler
+from ..handler import CallbackHandler
+from ..handlers import FilterHandler, LinesHandler
 from ..realtime import realtime_threads
 from ..scope import ApplicationScope
 from .format import HEADER, as_line
@@ -31,9 +35,11 @@ class ConsoleHandler(FilterHandler):
         json_lines: bool = False,
         kinds: set[EventKind] | None = None,
         pattern: re.Pattern[str] | None = None,
+        sink: Sink | None = None,
     ) -> None:
-        if json_lines:
-            lines: LinesHandler = JsonLinesHandler(out)
+        lines: CallbackHandler
+        if sink is not None or json_lines:  # versioned records (procobsrv schema)
+            lines = RecordHandler(sink if sink is not None else StreamSink(out))
         else:
             lines = LinesHandler(out, as_line, lambda count: f"!! {count} events lost")
         super().__init__(lines, kinds=kinds, match=pattern)
@@ -63,10 +69,17 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="run the monitoring threads SCHED_FIFO for lower latency (root or CAP_SYS_NICE)",
     )
+    add_output_options(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    sink = output_from_args(args)
+    with serving(sink):  # SIGHUP reopens the output; closed after the last event
+        return _watch(args, sink)
+
+
+def _watch(args: argparse.Namespace, sink: Sink | None) -> int:
     done = threading.Event()
     handler = ConsoleHandler(
         sys.stdout,
@@ -74,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         json_lines=args.json,
         kinds={EventKind(k) for k in args.kind} if args.kind else None,
         pattern=re.compile(args.match) if args.match else None,
+        sink=sink,
     )
 
     def finish(signum: int, frame: FrameType | None) -> None:
@@ -85,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         with realtime_threads() if args.realtime else contextlib.nullcontext():
             scope.start_monitoring()  # the threads it starts inherit the policy
         print("procobsrv: watching; Ctrl+C to stop", file=sys.stderr, flush=True)
-        if not args.json:
+        if not args.json and sink is None:
             print(HEADER, flush=True)
         done.wait(args.duration)
     finally:
@@ -95,6 +109,11 @@ def run(args: argparse.Namespace) -> int:
     stats = scope.stats()  # every event delivered, matching or not
     seen = ", ".join(f"{stats.delivered.get(k, 0)} {k.value}" for k in EventKind)
     print(f"procobsrv: {stats.total} events ({seen}), {stats.lost} lost", file=sys.stderr)
+    if sink is not None:
+        sink.close()  # delivers what is pending, so that the summary is final
+        summary = sink.summary()
+        if summary:
+            print(f"procobsrv: {summary}", file=sys.stderr)
     if handler.error is not None:
         raise MonitorError(f"monitoring stopped: {handler.error}") from handler.error
     return 0

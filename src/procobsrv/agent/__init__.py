@@ -1,0 +1,20 @@
+"""procobsrv as an agent: versioned JSON records, durable outputs (an appended file, NATS
+JetStream) and the collector that reads a fleet's stream back.
+
+The framework classes know nothing of this package: an output is an ordinary
+:class:`~procobsrv.CallbackHandler` (:class:`RecordHandler`) feeding a :class:`Sink`.
+"""
+
+from .outputs import FileSink, RecordHandler, Sink, StreamSink, open_output
+from .records import SCHEMA_VERSION, RecordMaker, schema_text
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "FileSink",
+    "RecordHandler",
+    "RecordMaker",
+    "Sink",
+    "StreamSink",
+    "open_output",
+    "schema_text",
+]

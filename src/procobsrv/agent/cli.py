@@ -1,0 +1,107 @@
+"""The agent's part of the console tool: ``watch --output``, ``procobsrv schema`` and
+``procobsrv collect``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .outputs import Sink, open_output
+from .records import schema_text
+
+RETENTIONS = ("limits", "interest", "workqueue")
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """``--output`` and the NATS options, for ``watch``."""
+    p.add_argument(
+        "--output",
+        metavar="FILE|nats://HOST:PORT[,...]",
+        help="JSON lines appended to FILE (reopened on SIGHUP), or published to NATS JetStream",
+    )
+    add_stream_options(p)
+    p.add_argument(
+        "--nats-buffer",
+        type=int,
+        default=100_000,
+        metavar="EVENTS",
+        help="events kept while the NATS servers are unreachable (default 100000)",
+    )
+
+
+def add_stream_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--nats-stream", default="PROCOBSRV", help="JetStream stream (default PROCOBSRV)"
+    )
+    p.add_argument(
+        "--nats-replicas",
+        type=int,
+        default=1,
+        metavar="N",
+        help="replicas when the stream is created (default 1; 3 on a 3-node cluster)",
+    )
+    p.add_argument(
+        "--nats-retention",
+        choices=RETENTIONS,
+        default="limits",
+        help="retention when the stream is created (default limits)",
+    )
+    p.add_argument(
+        "--nats-max-age",
+        type=float,
+        default=7 * 86400.0,
+        metavar="SECONDS",
+        help="age after which the stream drops events (default 7 days; 0: never)",
+    )
+
+
+def stream_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "stream": args.nats_stream,
+        "replicas": args.nats_replicas,
+        "retention": args.nats_retention,
+        "max_age": args.nats_max_age,
+    }
+
+
+def output_from_args(args: argparse.Namespace) -> Sink | None:
+    if not args.output:
+        return None
+    if args.output.startswith("nats://"):
+        return open_output(args.output, buffer=args.nats_buffer, **stream_options(args))
+    return open_output(args.output)
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of one output line",
+        description="Print the JSON Schema (draft 2020-12) of one line of watch --json/--output.",
+    )
+    p.set_defaults(run=lambda args: print_schema())
+    c: argparse.ArgumentParser = sub.add_parser(
+        "collect",
+        help="read the events of every host from NATS JetStream",
+        description="Read the PROCOBSRV stream with a durable consumer and write JSON lines; "
+        "resumes where it stopped.",
+    )
+    c.add_argument("servers", metavar="nats://HOST:PORT[,...]")
+    c.add_argument("--output", metavar="FILE", help="append to FILE (default: stdout)")
+    c.add_argument("--durable", default="procobsrv-collect", help="consumer name")
+    c.add_argument("--kind", action="append", choices=["created", "exec", "exited", "lost"])
+    c.add_argument("--match", metavar="REGEX", help="only events whose image or argv match")
+    c.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    add_stream_options(c)
+    c.set_defaults(run=run_collect)
+
+
+def print_schema() -> int:
+    sys.stdout.write(schema_text())
+    return 0
+
+
+def run_collect(args: argparse.Namespace) -> int:
+    from .collect import collect  # lazily: nats-py is an optional extra
+
+    return collect(args)

@@ -8,7 +8,7 @@ this thread never waits for a handler, however slow.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from .container import QueueContainer
 from .events import QueuedItem
@@ -55,7 +55,7 @@ class RetrievalThread(CustomThread):
         finally:
             waiter.close()
 
-    def _dispatch(self, items: Sequence[QueuedItem], lost: int) -> None:
+    def _dispatch(self, items: list[QueuedItem], lost: int) -> None:
         if items or lost:
             self.received += len(items)
             for subscriber in self.subscribers:

@@ -20,7 +20,6 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from .container import OverflowPolicy
@@ -31,6 +30,11 @@ if TYPE_CHECKING:
     from .scope import ApplicationScope, MonitorStats
 
 log = logging.getLogger(__name__)
+
+#: A consumer takes at most this many events at a time from its window: what it is
+#: working on cannot be dropped, so this bounds how much stale history DROP_OLDEST can
+#: still deliver after a stall (the rest of the window is dropped oldest first).
+CHUNK = 256
 
 #: How long stop_monitoring() / Subscription.close() wait, by default, for a handler to be
 #: given what its window holds; a handler still running then is called no more (and logged).
@@ -69,9 +73,10 @@ class Subscription:
         #: empty or the subscription ends: how a consumer on an event loop is woken.
         self.wake: Callable[[], None] | None = None
         self._scope = scope
-        self._batches: deque[Sequence[QueuedItem]] = deque()
-        self._held = 0  # events in the window, plus the batch the consumer is on
-        self._taken = 0  # the size of that batch
+        self._batches: deque[list[QueuedItem]] = deque()
+        self._head = 0  # where the first batch's untaken events begin
+        self._held = 0  # events in the window, plus the part the consumer is on
+        self._taken = 0  # the size of that part
         self._pending_lost = 0  # losses not yet told to the consumer
         self._lost = 0
         self._window_overflow = 0
@@ -88,7 +93,7 @@ class Subscription:
         self.ended = threading.Event()
 
     # -- the retrieval thread's side ---------------------------------------------------
-    def offer(self, items: Sequence[QueuedItem], lost: int) -> None:
+    def offer(self, items: list[QueuedItem], lost: int) -> None:
         """Take a batch drained from the kernel queue; never waits for the consumer."""
         with self._cond:
             if self._state is not _State.OPEN:
@@ -108,28 +113,28 @@ class Subscription:
         if self.wake is not None:
             self.wake()
 
-    def _make_room(
-        self, items: Sequence[QueuedItem], excess: int
-    ) -> tuple[Sequence[QueuedItem], int]:
-        """Apply the policy so that the window (and the batch being consumed) holds at most
-        ``limit`` events; returns what is left of ``items`` and how many were dropped."""
+    def _make_room(self, items: list[QueuedItem], excess: int) -> tuple[list[QueuedItem], int]:
+        """Apply the policy so that the window (and the part being consumed) holds at most
+        ``limit`` events; returns what is left of ``items`` and how many were dropped.
+        Batches are shared with the other subscribers: never changed, only sliced."""
         if self.policy is OverflowPolicy.DROP_NEWEST:
             keep = max(0, len(items) - excess)
-            return list(islice(items, keep)), len(items) - keep
+            return items[:keep], len(items) - keep
         dropped, batches = 0, self._batches
-        while excess > 0 and batches:  # the oldest waiting batches go first
-            head = batches[0]
-            if len(head) <= excess:
+        while excess > 0 and batches:  # the oldest waiting events go first
+            waiting = len(batches[0]) - self._head
+            if waiting <= excess:
                 batches.popleft()
-                n = len(head)
+                self._head = 0
+                n = waiting
             else:
-                batches[0] = list(islice(head, excess, None))
+                self._head += excess
                 n = excess
             self._held -= n
             dropped += n
             excess -= n
-        if excess > 0:  # the batch being consumed fills the rest: keep the newest of these
-            items = list(islice(items, excess, None))
+        if excess > 0:  # the part being consumed fills the rest: keep the newest of these
+            items = items[excess:]
             dropped += excess
         return items, dropped
 
@@ -147,7 +152,7 @@ class Subscription:
 
     # -- the consumer's side ---------------------------------------------------------
     def take(self, until: float | None = None) -> tuple[Sequence[QueuedItem], int] | None:
-        """The next batch and the losses to report before it; waits until ``until``
+        """The next events (up to CHUNK) and the losses to report before them; waits until ``until``
         (time.monotonic(), None: for ever). ``((), 0)`` when that time came with nothing;
         None once the subscription has ended and nothing is left."""
         with self._cond:
@@ -162,10 +167,19 @@ class Subscription:
                 self._cond.wait(left)
             if self._state is _State.ABANDONED:
                 return None
-            batch = self._batches.popleft() if self._batches else ()
-            self._taken = len(batch)
+            part: Sequence[QueuedItem] = ()
+            if self._batches:
+                batch, start = self._batches[0], self._head
+                end = min(len(batch), start + CHUNK)
+                part = batch if start == 0 and end == len(batch) else batch[start:end]
+                if end == len(batch):
+                    self._batches.popleft()
+                    self._head = 0
+                else:
+                    self._head = end
+            self._taken = len(part)
             lost, self._pending_lost = self._pending_lost, 0
-            return batch, lost
+            return part, lost
 
     @property
     def failure(self) -> BaseException | None:
@@ -231,6 +245,7 @@ class Subscription:
             self._state = _State.ABANDONED
             self._abandoned = True
             self._batches.clear()
+            self._head = 0
             self._cond.notify_all()
         self.ended.set()
         if self.wake is not None:

@@ -317,6 +317,9 @@ def test_a_handlers_calls_never_overlap_and_it_cannot_be_subscribed_twice() -> N
             source.publish(items(50, first))
             extra = scope.subscribe(NoOverlap())  # others come and go meanwhile
             extra.close()
+        deadline = time.monotonic() + 20
+        while any(h.calls < 1000 for h in handlers) and time.monotonic() < deadline:
+            time.sleep(0.01)
         for s in subs[::-1]:
             s.close()
         assert not any(h.overlapped for h in handlers)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from .container import QueueContainer
 from .events import QueuedItem
 from .platform import Platform
-from .subscription import Subscription
+from .subscription import Subscription, cut
 from .threads import CustomThread
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,9 @@ class RetrievalThread(CustomThread):
 
     def _dispatch(self, items: list[QueuedItem], lost: int) -> None:
         if items or lost:
-            self.received += len(items)
+            count = len(items)
+            self.received += count
+            parts = cut(items)  # once: every subscriber shares the same parts
+            backlog = len(self.container)  # arrived since the drain: held for everyone
             for subscriber in self.subscribers:
-                subscriber.offer(items, lost)
+                subscriber.offer(parts, count, lost, backlog)

@@ -73,8 +73,7 @@ class Subscription:
         #: empty or the subscription ends: how a consumer on an event loop is woken.
         self.wake: Callable[[], None] | None = None
         self._scope = scope
-        self._batches: deque[list[QueuedItem]] = deque()
-        self._head = 0  # where the first batch's untaken events begin
+        self._parts: deque[list[QueuedItem]] = deque()
         self._held = 0  # events in the window, plus the part the consumer is on
         self._taken = 0  # the size of that part
         self._pending_lost = 0  # losses not yet told to the consumer
@@ -93,19 +92,21 @@ class Subscription:
         self.ended = threading.Event()
 
     # -- the retrieval thread's side ---------------------------------------------------
-    def offer(self, items: list[QueuedItem], lost: int) -> None:
-        """Take a batch drained from the kernel queue; never waits for the consumer."""
+    def offer(self, parts: list[list[QueuedItem]], count: int, lost: int, backlog: int) -> None:
+        """Take a batch drained from the kernel queue, cut in parts of at most CHUNK events
+        (``count`` in all); never waits for the consumer. ``backlog``: what the kernel queue
+        holds behind it, which counts against this subscriber's limit too."""
         with self._cond:
             if self._state is not _State.OPEN:
                 return
-            excess = self._held + len(items) - self.limit
+            excess = self._held + count + backlog - self.limit
             if excess > 0:
-                items, dropped = self._make_room(items, excess)
+                parts, dropped = self._make_room(parts, excess)
                 self._window_overflow += dropped
                 lost += dropped
-            if items:
-                self._batches.append(items)
-                self._held += len(items)
+                count = sum(map(len, parts))
+            self._parts.extend(parts)
+            self._held += count
             if lost:
                 self._pending_lost += lost
                 self._lost += lost
@@ -113,30 +114,30 @@ class Subscription:
         if self.wake is not None:
             self.wake()
 
-    def _make_room(self, items: list[QueuedItem], excess: int) -> tuple[list[QueuedItem], int]:
+    def _make_room(
+        self, parts: list[list[QueuedItem]], excess: int
+    ) -> tuple[list[list[QueuedItem]], int]:
         """Apply the policy so that the window (and the part being consumed) holds at most
-        ``limit`` events; returns what is left of ``items`` and how many were dropped.
-        Batches are shared with the other subscribers: never changed, only sliced."""
+        ``limit`` events; returns what is left of ``parts`` and how many were dropped.
+        Parts are shared with the other subscribers: never changed, only sliced, so a
+        dropped event is never kept alive by a part it shared with kept ones."""
         if self.policy is OverflowPolicy.DROP_NEWEST:
-            keep = max(0, len(items) - excess)
-            return items[:keep], len(items) - keep
-        dropped, batches = 0, self._batches
-        while excess > 0 and batches:  # the oldest waiting events go first
-            waiting = len(batches[0]) - self._head
-            if waiting <= excess:
-                batches.popleft()
-                self._head = 0
-                n = waiting
+            return _keep_first(parts, sum(map(len, parts)) - excess)
+        dropped, window = 0, self._parts
+        while excess > 0 and window:  # the oldest waiting events go first
+            head = window[0]
+            n = min(len(head), excess)
+            if n == len(head):
+                window.popleft()
             else:
-                self._head += excess
-                n = excess
+                window[0] = head[n:]
             self._held -= n
             dropped += n
             excess -= n
         if excess > 0:  # the part being consumed fills the rest: keep the newest of these
-            items = items[excess:]
-            dropped += excess
-        return items, dropped
+            parts, more = _drop_first(parts, excess)
+            dropped += more
+        return parts, dropped
 
     def fail(self, error: BaseException) -> None:
         """The kernel side failed and monitoring is over: hand over what is held, then the
@@ -158,7 +159,7 @@ class Subscription:
         with self._cond:
             self._held -= self._taken  # the previous batch is done with
             self._taken = 0
-            while not self._batches and not self._pending_lost:
+            while not self._parts and not self._pending_lost:
                 if self._state is not _State.OPEN:
                     return None
                 left = None if until is None else until - time.monotonic()
@@ -167,16 +168,7 @@ class Subscription:
                 self._cond.wait(left)
             if self._state is _State.ABANDONED:
                 return None
-            part: Sequence[QueuedItem] = ()
-            if self._batches:
-                batch, start = self._batches[0], self._head
-                end = min(len(batch), start + CHUNK)
-                part = batch if start == 0 and end == len(batch) else batch[start:end]
-                if end == len(batch):
-                    self._batches.popleft()
-                    self._head = 0
-                else:
-                    self._head = end
+            part: Sequence[QueuedItem] = self._parts.popleft() if self._parts else ()
             self._taken = len(part)
             lost, self._pending_lost = self._pending_lost, 0
             return part, lost
@@ -244,8 +236,8 @@ class Subscription:
         with self._cond:
             self._state = _State.ABANDONED
             self._abandoned = True
-            self._batches.clear()
-            self._head = 0
+            self._parts.clear()
+            self._held = self._taken = 0
             self._cond.notify_all()
         self.ended.set()
         if self.wake is not None:
@@ -259,6 +251,36 @@ class Subscription:
 
     def __repr__(self) -> str:
         return f"<Subscription {self.name}{' closed' if self.closed else ''}>"
+
+
+def cut(items: list[QueuedItem]) -> list[list[QueuedItem]]:
+    """A drained batch in parts of at most CHUNK events (once, for every subscriber)."""
+    if len(items) <= CHUNK:
+        return [items] if items else []
+    return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+
+
+def _keep_first(parts: list[list[QueuedItem]], keep: int) -> tuple[list[list[QueuedItem]], int]:
+    kept: list[list[QueuedItem]] = []
+    dropped = 0
+    for part in parts:
+        take = max(0, min(len(part), keep))
+        if take:
+            kept.append(part if take == len(part) else part[:take])
+        keep -= take
+        dropped += len(part) - take
+    return kept, dropped
+
+
+def _drop_first(parts: list[list[QueuedItem]], drop: int) -> tuple[list[list[QueuedItem]], int]:
+    kept: list[list[QueuedItem]] = []
+    dropped = 0
+    for part in parts:
+        n = max(0, min(len(part), drop - dropped))
+        dropped += n
+        if n < len(part):
+            kept.append(part if n == 0 else part[n:])
+    return kept, dropped
 
 
 class HandlerSubscription(Subscription):
@@ -299,11 +321,9 @@ class HandlerSubscription(Subscription):
         """Where the handler is now (for the log of a stop that timed out)."""
         frame = sys._current_frames().get(self._thread.ident or -1)
         spot = "?"
-        while frame is not None:
-            code = frame.f_code
-            if code.co_filename != __file__:
-                spot = f"{code.co_name} ({code.co_filename}:{frame.f_lineno})"
-            frame = frame.f_back
+        while frame is not None and frame.f_code.co_filename != __file__:
+            spot = f"{frame.f_code.co_name} ({frame.f_code.co_filename}:{frame.f_lineno})"
+            frame = frame.f_back  # outwards, up to the call from the delivery loop
         return spot
 
     def _run(self) -> None:

@@ -267,7 +267,7 @@ class ApplicationScope:
             if handler is None:
                 raise MonitorError("no handler: call ApplicationScope.get_instance(handler) first")
             subscription = HandlerSubscription(self, handler, param, queue_limit, overflow)
-            self._attach(subscription, source, queue_limit, overflow)
+            self._attach(subscription, source)
             self._primary = self._last_primary = subscription
             return True
 
@@ -304,10 +304,9 @@ class ApplicationScope:
         ``queue_limit`` and ``overflow`` apply to it as in ``start_monitoring``)."""
         if not isinstance(handler, CallbackHandler):
             raise TypeError(f"handler must be a CallbackHandler, not {type(handler).__name__}")
-        with self._lock:
-            subscription = HandlerSubscription(self, handler, param, queue_limit, overflow)
-            self._attach(subscription, source, queue_limit, overflow)
-            return subscription
+        return self._attach(
+            HandlerSubscription(self, handler, param, queue_limit, overflow), source
+        )
 
     def _subscribe_stream(
         self,
@@ -317,18 +316,16 @@ class ApplicationScope:
         overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
     ) -> Subscription:
         """A subscription whose consumer takes from the window itself (the streams)."""
-        with self._lock:
-            subscription = Subscription(self, name, None, queue_limit, overflow)
-            self._attach(subscription, source, queue_limit, overflow)
-            return subscription
+        return self._attach(Subscription(self, name, None, queue_limit, overflow), source)
 
-    def _attach(
-        self,
-        subscription: Subscription,
-        source: KernelSource | None,
-        queue_limit: int,
-        overflow: OverflowPolicy,
-    ) -> None:
+    def _attach(self, subscription: Subscription, source: KernelSource | None) -> Subscription:
+        """Attach under the scope's lock; the first subscriber starts the kernel side, its
+        ``queue_limit`` and ``overflow`` bounding the kernel queue too."""
+        with self._lock:
+            self._attach_locked(subscription, source)
+        return subscription
+
+    def _attach_locked(self, subscription: Subscription, source: KernelSource | None) -> None:
         handler = getattr(subscription, "handler", None)
         if handler is not None and any(
             getattr(s, "handler", None) is handler for s in self.subscriptions
@@ -350,7 +347,7 @@ class ApplicationScope:
         source = self._new_source(platform, source)
         source.open()  # raises MonitorError saying what to do
         try:
-            session = _Session(platform, source, queue_limit, overflow)
+            session = _Session(platform, source, subscription.limit, subscription.policy)
             session.retrieval.on_failure = functools.partial(self._end_failed, session)
             self._join(session, subscription)
             session.start()

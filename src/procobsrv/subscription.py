@@ -142,22 +142,16 @@ class Subscription:
     def fail(self, error: BaseException) -> None:
         """The kernel side failed and monitoring is over: hand over what is held, then the
         error (``on_error``, or the stream raises it)."""
-        with self._cond:
-            self._failure = error
-            if self._state is _State.OPEN:
-                self._state = _State.DRAINING
-            self._cond.notify_all()
-        self.ended.set()
-        if self.wake is not None:
-            self.wake()
+        self._failure = error  # before the state changes: the consumer reads it at the end
+        self._finish()
 
     # -- the consumer's side ---------------------------------------------------------
     def take(self, until: float | None = None) -> tuple[Sequence[QueuedItem], int] | None:
-        """The next events (up to CHUNK) and the losses to report before them; waits until ``until``
-        (time.monotonic(), None: for ever). ``((), 0)`` when that time came with nothing;
+        """The next events (up to CHUNK) and the losses to report before them; waits until
+        ``until`` (time.monotonic(), None: for ever). ``((), 0)`` when that time came with nothing;
         None once the subscription has ended and nothing is left."""
         with self._cond:
-            self._held -= self._taken  # the previous batch is done with
+            self._held -= self._taken  # the previous part is done with
             self._taken = 0
             while not self._parts and not self._pending_lost:
                 if self._state is not _State.OPEN:

@@ -286,9 +286,9 @@ class AsyncEventStream(_Stream):
                 if left is not None and left <= 0:
                     break
                 self._ready_in_a_row = 0  # about to wait: the loop runs the other tasks
-                await asyncio.wait_for(waiter, _POLL if left is None else min(left, _POLL))
-            except asyncio.TimeoutError:
-                pass
+                # asyncio.wait, not wait_for: wait_for (before 3.12) can swallow a cancel
+                # that comes as the wake-up does, and the consumer would never end.
+                await asyncio.wait((waiter,), timeout=_POLL if left is None else min(left, _POLL))
             except asyncio.CancelledError:
                 # Cancelling the consumer ends the stream, as it ends an async generator.
                 self.close()

@@ -1,9 +1,10 @@
 """Fan-out: one subscriber of the scope's events, with its own window, counts and delivery.
 
 The RetrievalThread drains the one QueueContainer and *offers* each batch to every
-subscriber. An offer never waits: it puts the batch (the same object for every subscriber,
-never copied, never changed) into the subscriber's bounded window, making room by the
-subscriber's own overflow policy and counting what it gave up. A handler's subscription
+subscriber. An offer never waits: it puts the batch (cut once into parts of at most CHUNK
+events, the same part objects for every subscriber, never changed) into the subscriber's
+bounded window, making room by the subscriber's own overflow policy and counting what it
+gave up. A handler's subscription
 then delivers from its window on a thread of its own; a stream's consumer takes from the
 window itself. So a slow or stuck subscriber loses its own events, counted, and never
 delays, drops or reorders another's; every subscriber sees the batches in the one order
@@ -88,17 +89,21 @@ class Subscription:
         self.handler_errors = 0
         #: Set by the scope: the kernel queue's overflow count when we joined, and at the end.
         self.overflow_base: Callable[[], int] = lambda: 0
-        #: Set once the subscription is detached and its consumer will be given nothing more.
+        #: Set once the subscription is detached: no more offers (what is held may still be
+        #: taken, unless it was abandoned).
         self.ended = threading.Event()
 
     # -- the retrieval thread's side ---------------------------------------------------
     def offer(self, parts: list[list[QueuedItem]], count: int, lost: int, backlog: int) -> None:
         """Take a batch drained from the kernel queue, cut in parts of at most CHUNK events
         (``count`` in all); never waits for the consumer. ``backlog``: what the kernel queue
-        holds behind it, which counts against this subscriber's limit too."""
+        holds behind it; with DROP_OLDEST it counts against this subscriber's limit too
+        (it is newer, so room is made for it now)."""
         with self._cond:
             if self._state is not _State.OPEN:
                 return
+            if self.policy is OverflowPolicy.DROP_NEWEST:
+                backlog = 0  # the earliest are kept: the backlog waits its turn to be dropped
             excess = self._held + count + backlog - self.limit
             if excess > 0:
                 parts, dropped = self._make_room(parts, excess)

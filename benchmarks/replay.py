@@ -6,8 +6,10 @@ them, SLOTS at a time (one recvmmsg worth), to the real Decoder and the real Con
 item building (with read_proc=False: no /proc reads, the processes are long gone), and from
 there through QueueContainer, ProcessThreadMonitor and RetrievalThread to a handler.
 
-Run as ``python -m benchmarks.replay CAPTURE REPEAT CPU [SLOW_US QUEUE_LIMIT]``: pins itself
-to CPU (one core for every thread) and prints one JSON line.
+Run as ``python -m benchmarks.replay CAPTURE REPEAT CPU [SLOW_US QUEUE_LIMIT] [--subscribers N]``:
+pins itself to CPU (one core for every thread) and prints one JSON line. With N subscribers
+(default 1) the scope's handler is joined by N-1 more no-op handlers (``scope.subscribe``),
+all fed by the one kernel-side pipeline.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ def rss_mib() -> float:
 
 
 def capacity(
-    datagrams: list[bytes], repeat: int, slow_us: float = 0, limit: int = 0
+    datagrams: list[bytes], repeat: int, slow_us: float = 0, limit: int = 0, subscribers: int = 1
 ) -> dict[str, Any]:
     source = ReplaySource(datagrams, repeat)
     handler: CallbackHandler = Slow(slow_us / 1e6) if slow_us else NoOp()
@@ -159,16 +161,22 @@ def capacity(
     cpu0, t0 = time.process_time(), time.perf_counter()
     kwargs: dict[str, Any] = {"queue_limit": limit} if limit else {}
     scope.start_monitoring(source=source, **kwargs)
+    others = [scope.subscribe(NoOp(), **kwargs) for _ in range(subscribers - 1)]
     while True:
         time.sleep(0.01)
         rss_peak = max(rss_peak, rss_mib())
         stats = scope.stats()
-        if source.exhausted.is_set() and stats.total + stats.lost >= source.produced:
+        # Every event out of the kernel queue, and every window empty: all delivered.
+        if source.exhausted.is_set() and stats.received >= source.produced and not stats.queued:
             break
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    for other in others:
+        other.close()
     scope.stop_monitoring()
     stats = scope.stats()
     return {
+        "subscribers": subscribers,
+        "cpu_us_per_event": cpu / source.produced * 1e6 if source.produced else None,
         "datagrams": len(datagrams) * repeat,
         "items": source.produced,
         "delivered": stats.total,
@@ -178,7 +186,8 @@ def capacity(
         "slow_handler_us": slow_us or None,
         "seconds": wall,
         "cpu_seconds": cpu,
-        "events_per_s": stats.total / wall,
+        "events_per_s": stats.total / subscribers / wall,  # each subscriber's
+        "deliveries_per_s": stats.total / wall,  # summed over the subscribers
         "events_per_cpu_s": stats.total / cpu if cpu else None,
         "rss_before_mib": rss_before,
         "rss_peak_mib": rss_peak,
@@ -187,12 +196,18 @@ def capacity(
 
 
 def main() -> None:
-    path, repeat, cpu = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    slow_us = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
-    limit = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+    args = sys.argv[1:]
+    subscribers = 1
+    if "--subscribers" in args:
+        at = args.index("--subscribers")
+        subscribers = int(args[at + 1])
+        del args[at : at + 2]
+    path, repeat, cpu = args[0], int(args[1]), int(args[2])
+    slow_us = float(args[3]) if len(args) > 3 else 0.0
+    limit = int(args[4]) if len(args) > 4 else 0
     os.sched_setaffinity(0, {cpu})  # one core for the whole pipeline (threads inherit it)
     datagrams = load(path)
-    print(json.dumps(capacity(datagrams, repeat, slow_us, limit)))
+    print(json.dumps(capacity(datagrams, repeat, slow_us, limit, subscribers)))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from .monitor import ProcessThreadMonitor
 from .retrieval import RetrievalThread
 from .scope import ApplicationScope, MonitorStats
 from .streams import AsyncEventStream, EventStream, awatch, monitor, watch
+from .subscription import Subscription
 from .threads import CustomThread
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ __all__ = [
     "QueueContainer",
     "QueuedItem",
     "RetrievalThread",
+    "Subscription",
     "awatch",
     "monitor",
     "watch",

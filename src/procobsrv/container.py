@@ -82,13 +82,14 @@ class QueueContainer:
             self.failure = error
             self.element_available.set()
 
-    def drain(self) -> tuple[deque[QueuedItem], int]:
-        """Take everything queued and the losses to report; resets the event."""
+    def drain(self) -> tuple[list[QueuedItem], int]:
+        """Take everything queued and the losses to report; resets the event. The items
+        come as a list: the fan-out hands out parts of it by slicing."""
         with self._mutex:
             items, self._items = self._items, deque()
             lost, self._lost = self._lost, 0
             self.element_available.clear()
-        return items, lost
+        return list(items), lost
 
     def close(self) -> None:
         self.element_available.close()

@@ -12,10 +12,12 @@ log = logging.getLogger(__name__)
 
 
 class CallbackHandler(abc.ABC):
-    """Receives process events, one at a time, on the retrieval thread.
+    """Receives process events, one at a time, on a delivery thread of its own.
 
     Calls never overlap, and they come in the order the kernel reported the events
-    (Linux: per CPU; events from different CPUs are not ordered with each other).
+    (Linux: per CPU; events from different CPUs are not ordered with each other); every
+    subscriber of the scope sees them in the same order. A handler may block: only its
+    own window fills up (and then drops by its policy, counted in ``on_events_lost``).
     """
 
     @abc.abstractmethod

@@ -1,49 +1,41 @@
-"""The article's RetrievalThread: drains the QueueContainer into the user's CallbackHandler."""
+"""The article's RetrievalThread: drains the QueueContainer and hands each batch on.
+
+In the article it called the one CallbackHandler; here it hands each batch to every
+subscriber attached to the scope (the fan-out), which is a few non-blocking offers, so
+this thread never waits for a handler, however slow.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 from .container import QueueContainer
-from .events import EventKind
-from .handler import CallbackHandler
+from .events import QueuedItem
 from .platform import Platform
+from .subscription import Subscription, cut
 from .threads import CustomThread
 
 log = logging.getLogger(__name__)
 
 
 class RetrievalThread(CustomThread):
-    """Waits on {shutdown, element-available}; delivers each drained batch in order.
+    """Waits on {shutdown, element-available}; offers each drained batch, in order, to
+    every subscriber.
 
-    A handler that raises is logged with its event and counted; delivery goes on. On
-    shutdown everything still queued is delivered first, unless the stop was asked from
-    inside the handler (``abandon``), where waiting for the rest would be surprising. If
-    the monitor failed, the handler gets what was queued, the session ends, then the
-    handler gets ``on_error``.
+    On shutdown what is still queued is handed on first. If the monitor failed, what was
+    queued is handed on, then ``on_failure`` ends the session (and tells the subscribers).
     """
 
-    def __init__(
-        self, platform: Platform, container: QueueContainer, handler: CallbackHandler, param: Any
-    ) -> None:
+    def __init__(self, platform: Platform, container: QueueContainer) -> None:
         super().__init__(platform, "procobsrv-retrieval")
         self.container = container
-        self.handler = handler
-        self.param = param
-        self.delivered: Counter[EventKind] = Counter()
-        self.lost_reported = 0
-        self.handler_errors = 0
-        self._abandoned = False
-        #: Called on this thread when the monitor has failed, before the handler hears of it.
-        self.on_failure: Callable[[], None] | None = None
-
-    def abandon(self) -> None:
-        """Stop delivering at once (stop_monitoring() called from inside the handler)."""
-        self._abandoned = True
-        self.shutdown.set()
+        #: Who gets the batches; replaced as a whole (never changed in place) by the scope.
+        self.subscribers: tuple[Subscription, ...] = ()
+        #: Events taken from the queue and handed to the subscribers.
+        self.received = 0
+        #: Called on this thread, with the error, when the monitor has failed.
+        self.on_failure: Callable[[BaseException], None] | None = None
 
     def run(self) -> None:
         container = self.container
@@ -51,48 +43,23 @@ class RetrievalThread(CustomThread):
             [self.shutdown.wait_handle, container.element_available.wait_handle]
         )
         try:
-            while waiter.wait() != 0 and not self._abandoned:
-                self._deliver(*container.drain())
+            while waiter.wait() != 0:
+                self._dispatch(*container.drain())
                 if container.failure is not None:
-                    # The monitor failed after its last append: deliver that, then the news.
-                    self._deliver(*container.drain())
-                    self._report_failure(container.failure)
+                    # The monitor failed after its last append: hand that on, then the news.
+                    self._dispatch(*container.drain())
+                    if self.on_failure is not None:
+                        self.on_failure(container.failure)
                     return
-            if not self._abandoned:
-                self._deliver(*container.drain())  # the monitor has stopped: this is the rest
+            self._dispatch(*container.drain())  # the monitor has stopped: this is the rest
         finally:
             waiter.close()
 
-    def _report_failure(self, error: BaseException) -> None:
-        # End the session first, so that the handler may start monitoring again from on_error.
-        stopped_by_handler = self._abandoned
-        if self.on_failure is not None:
-            self.on_failure()
-        if stopped_by_handler:
-            return
-        try:
-            self.handler.on_error(error, self.param)
-        except Exception:
-            self.handler_errors += 1
-            log.exception("on_error(%r) raised", error)
-
-    def _deliver(self, items: Any, lost: int) -> None:
-        handler, param = self.handler, self.param
-        if lost:
-            self.lost_reported += lost
-            try:
-                handler.on_events_lost(lost, param)
-            except Exception:
-                self.handler_errors += 1
-                log.exception("on_events_lost(%d) raised; delivery goes on", lost)
-        delivered = self.delivered
-        on_event = handler.on_process_event
-        for item in items:
-            if self._abandoned:
-                return
-            try:
-                on_event(item, param)
-            except Exception:
-                self.handler_errors += 1
-                log.exception("on_process_event raised on %r; delivery goes on", item)
-            delivered[item.kind] += 1
+    def _dispatch(self, items: list[QueuedItem], lost: int) -> None:
+        if items or lost:
+            count = len(items)
+            self.received += count
+            parts = cut(items)  # once: every subscriber shares the same parts
+            backlog = len(self.container)  # arrived since the drain: held for everyone
+            for subscriber in self.subscribers:
+                subscriber.offer(parts, count, lost, backlog)

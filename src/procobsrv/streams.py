@@ -1,15 +1,13 @@
 """Pythonic ways in: a with-block, a blocking iterator and an asyncio stream.
 
-All three drive the one process-wide :class:`ApplicationScope` and its pipeline (kernel
-source, ProcessThreadMonitor, QueueContainer, RetrievalThread); they add no second pipeline.
+Each is one more subscriber of the one process-wide :class:`ApplicationScope` (kernel
+source, ProcessThreadMonitor, QueueContainer, RetrievalThread, then the fan-out); they add
+no second pipeline, and any number of them run at once, beside the scope's own handler.
 
-Back-pressure: :func:`watch` and :func:`awatch` hand events from the retrieval thread to
-the consumer through a small bounded window (``buffer`` items). When the window is full the
-retrieval thread waits, the pipeline's QueueContainer fills up, and at ``queue_limit`` it
-applies its overflow policy (``OverflowPolicy.DROP_OLDEST`` by default) and counts the loss.
-Lost events (queue overflow and kernel losses alike) are added to the stream's ``lost``
-attribute, and logged; the stream goes on. The event loop itself never blocks on the
-retrieval thread.
+Back-pressure: a stream has its own bounded window (``queue_limit`` events, by its own
+``overflow`` policy, ``OverflowPolicy.DROP_OLDEST`` by default). A consumer that falls
+behind loses its own events, counted in the stream's ``lost`` attribute and logged; it
+never slows or drops another subscriber's. The event loop never blocks on the pipeline.
 """
 
 from __future__ import annotations
@@ -17,10 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .errors import MonitorError
@@ -31,7 +27,7 @@ from .scope import ApplicationScope, MonitorStats
 
 log = logging.getLogger(__name__)
 
-#: Events handed to the consumer ahead of it before the retrieval thread waits.
+#: Kept for compatibility: the streams used to hand events over through a window of this size.
 DEFAULT_BUFFER = 1024
 
 
@@ -41,37 +37,21 @@ def monitor(
 ) -> Iterator[ApplicationScope]:
     """``with monitor(handler, param) as scope:`` monitors for the duration of the block.
 
-    Starts (``start_options`` are those of ``ApplicationScope.start_monitoring``) and stops
-    on the way out, also on an exception; the handler has had every queued event delivered
-    when the block is left. Raises MonitorError if monitoring is already running (the scope
-    is process-wide, and a with-block that did not start it must not stop it).
+    Subscribes the handler (``start_options`` are those of ``ApplicationScope.subscribe``)
+    and detaches it on the way out, also on an exception; the handler has had every event
+    queued for it delivered when the block is left. Other subscribers (the scope's own
+    handler, other blocks, streams) are left alone. Raises MonitorError if this handler is
+    already subscribed.
     """
-    scope = _start(handler, param, start_options, "monitor()")
+    scope = ApplicationScope._shared()
+    subscription = scope.subscribe(handler, param, **start_options)
     try:
         yield scope
     finally:
-        if scope.handler is handler:  # unless the block itself stopped and rebound the scope
-            scope.stop_monitoring()
+        subscription.close()
 
 
-def _start(
-    handler: CallbackHandler, param: Any, start_options: dict[str, Any], who: str
-) -> ApplicationScope:
-    try:
-        scope = ApplicationScope.get_instance(handler)
-    except MonitorError as exc:
-        raise MonitorError(
-            f"{who}: monitoring is already running with another handler, and the process-wide "
-            "ApplicationScope runs one handler at a time: stop it first "
-            "(ApplicationScope.get_instance().stop_monitoring())"
-        ) from exc
-    if not scope.start_monitoring(param, **start_options):
-        raise MonitorError(f"{who}: monitoring is already running; stop it first")
-    return scope
-
-
-#: How often a full window, or a consumer waiting for events, re-checks that monitoring was
-#: not stopped behind the stream's back (``stop_monitoring()`` called elsewhere, or atexit).
+#: How often a consumer waiting for events re-checks its deadline and its stream.
 _POLL = 0.2
 
 #: An async consumer yields to the event loop after this many events that were ready at once:
@@ -79,107 +59,21 @@ _POLL = 0.2
 _YIELD_EVERY = 64
 
 
-class _Window(CallbackHandler):
-    """The bounded hand-off from the retrieval thread to one consumer.
-
-    The retrieval thread waits while the window is full: that is what lets the
-    QueueContainer's own policy decide what is lost. ``close`` wakes it and makes it discard.
-    """
-
-    def __init__(self, kinds: frozenset[EventKind] | None, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError("buffer must hold at least 1 event")
-        self.kinds = kinds
-        self.capacity = capacity
-        #: Called, outside the lock, when the window stops being empty (awatch's loop wake-up).
-        self.wake: Callable[[], None] | None = None
-        #: Set once monitoring has started for this window.
-        self.scope: ApplicationScope | None = None
-        self.lost = 0
-        self.closed = False
-        self._items: deque[QueuedItem] = deque()
-        self._cond = threading.Condition()
-
-    def ended(self) -> bool:
-        """Closed, or monitoring for this window was stopped by someone else."""
-        scope = self.scope
-        return self.closed or (
-            scope is not None and (not scope.is_monitoring or scope.handler is not self)
-        )
-
-    def on_process_event(self, item: QueuedItem, param: Any) -> None:
-        if self.kinds is not None and item.kind not in self.kinds:
-            return
-        with self._cond:
-            while len(self._items) >= self.capacity and not self.ended():
-                self._cond.wait(_POLL)
-            if self.closed:
-                return  # the consumer has gone
-            if len(self._items) >= self.capacity:
-                self.lost += 1  # monitoring was stopped under a full, unread stream
-                return
-            was_empty = not self._items
-            self._items.append(item)
-            self._cond.notify_all()
-        if was_empty and self.wake is not None:
-            self.wake()
-
-    def on_events_lost(self, count: int, param: Any) -> None:
-        with self._cond:
-            self.lost += count
-        log.warning("%d process events were lost before reaching the stream", count)
-
-    def on_error(self, error: BaseException, param: Any) -> None:
-        # Monitoring has ended (the stream raises the error to its consumer): wake the consumer.
-        with self._cond:
-            self._cond.notify_all()
-        if self.wake is not None:
-            self.wake()
-
-    def pop(self) -> QueuedItem | None:
-        """The next event, or None when there is none now."""
-        with self._cond:
-            if not self._items:
-                return None
-            self._cond.notify_all()  # a slot is free
-            return self._items.popleft()
-
-    def get(self, until: float | None) -> QueuedItem | None:
-        """Wait until ``until`` (time.monotonic(); None: for ever) for an event; None when
-        that time has come or the window has ended."""
-        with self._cond:
-            while not self._items:
-                if self.ended():
-                    return None
-                left = None if until is None else until - time.monotonic()
-                if left is not None and left <= 0:
-                    return None
-                self._cond.wait(_POLL if left is None else min(left, _POLL))
-            self._cond.notify_all()
-            return self._items.popleft()
-
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            self._items.clear()
-            self._cond.notify_all()
-        if self.wake is not None:
-            self.wake()
-
-
 class _LoopWaker:
     """Wakes the coroutine waiting in ``__anext__``; holds no reference to the stream, so a
-    stream dropped by ``break`` is not kept alive by the process-wide scope's handler."""
+    stream dropped by ``break`` is not kept alive by the scope's fan-out."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.waiter: asyncio.Future[None] | None = None
 
     def __call__(self) -> None:  # on the retrieval thread
+        if self.waiter is None:
+            return  # nobody waits: the consumer looks at the window before it waits
         try:
             self.loop.call_soon_threadsafe(self._wake)
         except RuntimeError:
-            pass  # the loop is closed: nobody waits; the stream ends when monitoring stops
+            pass  # the loop is closed: nobody waits
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -194,38 +88,42 @@ def _check_times(timeout: float | None, duration: float | None) -> None:
 
 
 class _Stream:
-    """What the sync and async streams share: start, stop, counts."""
+    """What the sync and async streams share: the subscription, its end, its counts."""
 
     def __init__(
         self,
-        window: _Window,
+        kinds: frozenset[EventKind] | None,
         timeout: float | None,
         duration: float | None,
+        buffer: int,
         start_options: dict[str, Any],
         who: str,
     ) -> None:
         _check_times(timeout, duration)
-        self._window = window
+        if buffer < 1:
+            raise ValueError("buffer must hold at least 1 event")
+        self._kinds = kinds
         self.timeout = timeout
         self._deadline = None if duration is None else time.monotonic() + duration
+        self._batch: Iterator[QueuedItem] = iter(())
         self._closed = True  # until started: __del__ of a stream that failed to start is a no-op
-        self._scope = _start(window, None, start_options, who)
-        window.scope = self._scope
+        self._scope = ApplicationScope._shared()
+        self._subscription = self._scope._subscribe_stream(who, **start_options)
         self._closed = False
 
     @property
     def lost(self) -> int:
-        """Events lost so far: kernel losses, queue overflow, and events discarded because
-        monitoring was stopped elsewhere while the window was full. The stream goes on."""
-        return self._window.lost
+        """Events lost to this stream so far: kernel losses and what its window dropped
+        while the consumer fell behind. The stream goes on."""
+        return self._subscription.lost
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     def stats(self) -> MonitorStats:
-        """The pipeline's counts for this stream's session."""
-        return self._scope.stats()
+        """This stream's counts (``ApplicationScope.stats()`` has the whole scope's)."""
+        return self._subscription.stats()
 
     def _until(self) -> float | None:
         """When the wait for the next event ends (time.monotonic()): idle timeout or duration."""
@@ -234,26 +132,45 @@ class _Stream:
             return self._deadline if idle is None else idle
         return min(idle, self._deadline)
 
+    def _ready(self) -> QueuedItem | None:
+        """The next matching event of the batch in hand, else None."""
+        kinds = self._kinds
+        for item in self._batch:
+            if kinds is None or item.kind in kinds:
+                return item
+        return None
+
+    def _fetch(self, until: float | None) -> bool:
+        """Take the next batch from the window, waiting until ``until``; False when that
+        time came with nothing, or the stream has ended."""
+        got = self._subscription.take(until)
+        if got is None:
+            return False
+        batch, lost = got
+        if lost:
+            log.warning("%d process events were lost before reaching the stream", lost)
+        self._batch = iter(batch)
+        return bool(batch) or bool(lost)
+
     def _end(self) -> None:
         """The iteration is over: close, and raise MonitorError if it ended because the
         kernel side failed (not because of a timeout, a close or a stop elsewhere)."""
-        ours = self._scope.handler is self._window
+        error = self._subscription.failure
         self.close()
-        error = self._scope.stats().error if ours else None
         if error is not None:
             raise MonitorError(f"process monitoring stopped: {error}") from error
 
     def close(self) -> None:
-        """Stop monitoring and release everything; idempotent, callable from any thread."""
+        """Detach (the last subscriber out releases the kernel side); idempotent, callable
+        from any thread. Unread events are discarded."""
         if self._closed:
             return
         self._closed = True
-        self._window.close()  # first: a retrieval thread waiting for room must not block stop
-        if self._scope.handler is self._window:
-            self._scope.stop_monitoring()
+        self._batch = iter(())
+        self._scope._detach(self._subscription, 0, discard=True)
 
     def __del__(self) -> None:
-        # A loop left by ``break`` drops the stream: stop, as a generator's finally would.
+        # A loop left by ``break`` drops the stream: detach, as a generator's finally would.
         if not getattr(self, "_closed", True):
             self.close()
 
@@ -267,11 +184,14 @@ class EventStream(_Stream):
     def __next__(self) -> QueuedItem:
         if self._closed:
             raise StopIteration
-        item = self._window.get(self._until())
-        if item is None:
-            self._end()
-            raise StopIteration
-        return item
+        until = self._until()
+        while True:
+            item = self._ready()
+            if item is not None:
+                return item
+            if self._closed or not self._fetch(until):
+                self._end()
+                raise StopIteration
 
     def __enter__(self) -> EventStream:
         return self
@@ -292,6 +212,8 @@ def watch(
 
     Monitoring starts before ``watch`` returns, so nothing that happens after the call is
     missed. ``kinds`` keeps only those kinds (EventKind or its value, e.g. ``"exec"``).
+    Any number of streams, handlers and ``monitor()`` blocks may run at once: each is one
+    subscriber of the process-wide ApplicationScope.
 
     The iteration ends when:
 
@@ -301,16 +223,19 @@ def watch(
     - the stream is closed: ``close()`` (from any thread, e.g. a signal handler's helper),
       leaving ``with watch() as events:``, or leaving the ``for`` loop by ``break`` or an
       exception (the dropped stream closes itself, like a generator; ``with`` or ``close()``
-      make the moment explicit).
+      make the moment explicit). A stream kept after ``break`` blocks nobody: its window
+      fills and drops its own events, counted;
+    - the scope was shut down (the interpreter's exit), after what was queued for it.
 
-    When it ends, monitoring stops and every thread and handle is released. ``lost`` counts
-    events that were lost. Raises MonitorError when the process-wide ApplicationScope is
-    already monitoring, and from the iteration, after the events queued before it, when
-    monitoring stopped because the kernel side failed. ``start_options`` go to
-    ``ApplicationScope.start_monitoring`` (``queue_limit``, ``overflow``, ``source``).
+    When it ends the stream detaches; the last subscriber out releases every thread and
+    handle. ``lost`` counts events that were lost to this stream. Raises MonitorError from
+    the iteration, after the events queued before it, when monitoring stopped because the
+    kernel side failed. ``start_options``: ``queue_limit`` and ``overflow`` bound this
+    stream's window (and the kernel queue, if this stream starts the kernel side);
+    ``source`` replaces the kernel source, only if no other subscriber is running (else
+    MonitorError). ``buffer`` is accepted for compatibility and no longer used.
     """
-    window = _Window(kind_set(kinds), buffer)
-    return EventStream(window, timeout, duration, start_options, "watch()")
+    return EventStream(kind_set(kinds), timeout, duration, buffer, start_options, "watch()")
 
 
 class AsyncEventStream(_Stream):
@@ -319,41 +244,51 @@ class AsyncEventStream(_Stream):
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        window: _Window,
+        kinds: frozenset[EventKind] | None,
         timeout: float | None,
         duration: float | None,
+        buffer: int,
         start_options: dict[str, Any],
     ) -> None:
         self._loop = loop
         self._ready_in_a_row = 0
-        self._waker = window.wake = _LoopWaker(loop)
-        super().__init__(window, timeout, duration, start_options, "awatch()")
+        self._waker = _LoopWaker(loop)
+        super().__init__(kinds, timeout, duration, buffer, start_options, "awatch()")
+        self._subscription.wake = self._waker
 
     def __aiter__(self) -> AsyncEventStream:
         return self
 
     async def __anext__(self) -> QueuedItem:
         until = self._until()
-        waker, window = self._waker, self._window
+        waker, loop = self._waker, self._loop
         while not self._closed:
-            item = window.pop()
+            item = self._ready()
             if item is not None:
                 self._ready_in_a_row += 1
                 if self._ready_in_a_row >= _YIELD_EVERY:
                     self._ready_in_a_row = 0
                     await self._yield_to_loop()
                 return item
-            if window.ended():
-                break
-            left = None if until is None else until - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            self._ready_in_a_row = 0  # about to wait: the loop runs the other tasks
-            waker.waiter = self._loop.create_future()
+            # Wait for a wake-up, announced before looking at the window: none is missed.
+            waiter = waker.waiter = loop.create_future()
             try:
-                await asyncio.wait_for(waker.waiter, _POLL if left is None else min(left, _POLL))
-            except asyncio.TimeoutError:
-                pass
+                got = self._subscription.take(0.0)  # does not wait
+                if got is None:
+                    break
+                if got != ((), 0):
+                    batch, lost = got
+                    if lost:
+                        log.warning("%d process events were lost before reaching the stream", lost)
+                    self._batch = iter(batch)
+                    continue
+                left = None if until is None else until - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._ready_in_a_row = 0  # about to wait: the loop runs the other tasks
+                # asyncio.wait, not wait_for: wait_for (before 3.12) can swallow a cancel
+                # that comes as the wake-up does, and the consumer would never end.
+                await asyncio.wait((waiter,), timeout=_POLL if left is None else min(left, _POLL))
             except asyncio.CancelledError:
                 # Cancelling the consumer ends the stream, as it ends an async generator.
                 self.close()
@@ -371,7 +306,7 @@ class AsyncEventStream(_Stream):
             raise
 
     async def aclose(self) -> None:
-        """Stop monitoring; takes milliseconds (the threads end at once), so it runs inline."""
+        """Detach; takes milliseconds at most (nothing waits for a handler), so it runs inline."""
         self.close()
 
     async def __aenter__(self) -> AsyncEventStream:
@@ -392,14 +327,13 @@ def awatch(
     """``async for item in awatch(kinds=..., timeout=...)``: :func:`watch` for asyncio.
 
     Call it from a coroutine (it binds to the running loop). Same arguments, same end
-    conditions and the same back-pressure as :func:`watch`: the retrieval thread waits when
-    ``buffer`` events are unread (never the event loop), then the pipeline's queue drops by
-    its policy and the stream's ``lost`` counts it. Events reach the loop through
-    ``call_soon_threadsafe``, one wake-up per burst. Cancelling the task that waits for the
-    next event ends the stream and stops monitoring; so do ``aclose()`` and leaving
-    ``async with awatch() as events:``. Starting subscribes to the kernel and waits for its
-    answer (a few milliseconds) on the calling thread.
+    conditions and the same back-pressure as :func:`watch`: the stream's own window drops
+    by its policy when the consumer falls behind, and ``lost`` counts it; nothing waits for
+    the loop, and the loop waits for nothing but its own window. Events reach the loop
+    through ``call_soon_threadsafe``, one wake-up per batch while it waits. Cancelling the
+    task that waits for the next event ends the stream; so do ``aclose()`` and leaving
+    ``async with awatch() as events:``. If no other subscriber runs, starting subscribes to
+    the kernel and waits for its answer (a few milliseconds) on the calling thread.
     """
     loop = asyncio.get_running_loop()
-    window = _Window(kind_set(kinds), buffer)
-    return AsyncEventStream(loop, window, timeout, duration, start_options)
+    return AsyncEventStream(loop, kind_set(kinds), timeout, duration, buffer, start_options)

@@ -52,15 +52,18 @@ def test_monitor_stops_when_the_block_raises() -> None:
 
 
 @kernel
-def test_monitor_refuses_to_nest_and_leaves_the_running_session_alone() -> None:
+def test_monitor_nests_and_each_block_detaches_only_its_own_handler() -> None:
     require_connector()
-    outer = Collector()
+    outer, inner = Collector(), Collector()
     with leaves_nothing_behind(), monitor(outer) as scope:
-        with pytest.raises(MonitorError, match="another handler"), monitor(Collector()):
-            pass
-        with pytest.raises(MonitorError, match="already running"), monitor(outer):
-            pass
-        assert scope.is_monitoring and scope.handler is outer
+        with monitor(inner):  # a second subscriber of the one kernel subscription
+            assert len(scope.subscriptions) == 2
+        with pytest.raises(MonitorError, match="already subscribed"), monitor(outer):
+            pass  # one handler twice would be called from two threads at once
+        assert scope.is_monitoring and len(scope.subscriptions) == 1
+        child = subprocess.Popen(["true"])
+        child.wait()
+        outer.wait_exit(child.pid)
 
 
 # -- watch() ------------------------------------------------------------------------------
@@ -78,13 +81,6 @@ def test_watch_sees_a_child_and_break_releases_everything() -> None:
                 break
         child.wait()
     assert seen and seen[0].exit_code == 4
-
-
-@kernel
-def test_watch_refuses_while_another_handler_monitors(collector: Collector) -> None:
-    with pytest.raises(MonitorError, match="another handler"):
-        watch()
-    assert ApplicationScope.get_instance().handler is collector
 
 
 def test_watch_timeout_is_idle_time_and_duration_is_total_time() -> None:
@@ -220,7 +216,7 @@ def test_awatch_consumer_lets_other_tasks_run_while_events_are_always_ready() ->
         source = ScriptedSource()
         events = awatch(buffer=20_000, source=source)
         source.publish(items(10_000))
-        while len(events._window._items) < 10_000:  # all ready before consuming starts
+        while events._subscription.queued < 10_000:  # all ready before consuming starts
             await asyncio.sleep(0.01)
         ticker = Ticker()
         await asyncio.sleep(0)
@@ -244,13 +240,13 @@ def test_awatch_outside_a_coroutine_is_an_error() -> None:
 def test_stop_elsewhere_under_a_full_unread_stream_does_not_hang_and_ends_it() -> None:
     with leaves_nothing_behind():
         source = ScriptedSource()
-        stream = watch(buffer=2, source=source)
-        source.publish(items(10))  # one batch: the retrieval thread waits for room at #3
+        stream = watch(queue_limit=2, source=source)
+        source.publish(items(10))  # one batch: the stream's window keeps the newest two
         time.sleep(0.1)
         began = time.monotonic()
-        ApplicationScope.get_instance().stop_monitoring()
+        ApplicationScope.get_instance().shutdown()  # what the interpreter's exit does
         assert time.monotonic() - began < 1.0
-        assert [e.process_id for e in stream] == [1, 2]  # what was handed over, then the end
+        assert [e.process_id for e in stream] == [9, 10]  # what was handed over, then the end
         assert stream.lost == 8 and stream.closed
 
 

@@ -73,3 +73,29 @@ class AlreadyOpen(KernelSource):
 
     def close(self) -> None:
         self.inner.close()
+
+
+def record(
+    kind: int,
+    pid: int = 100,
+    *,
+    ppid: int = 1,
+    start_ns: int = 5,
+    args: bytes = b"",
+    image: bytes = b"",
+    script: bytes = b"",
+    cwd: bytes = b"",
+    cgroup: bytes = b"/",
+    flags: int = 0,
+    status: int = 0,
+    args_size: int | None = None,
+) -> bytes:
+    """One ring buffer sample as the kernel program writes it (bpf/procobsrv.h)."""
+    from procobsrv.linux.ebpf_decoder import HEADER
+
+    header = HEADER.pack(
+        kind, flags, pid, ppid, 0, 0, 1_000, start_ns, 7, status, 0,
+        len(args) if args_size is None else args_size,
+        len(args), len(image), len(script), len(cwd), len(cgroup), 0, b"comm",
+    )  # fmt: skip
+    return header + args + image + script + cwd + cgroup

@@ -16,7 +16,7 @@ import pytest
 from procobsrv import ApplicationScope, EventKind
 from procobsrv.linux import EbpfSource, procfs
 from procobsrv.linux.ebpf_abi import PO_ARGS_CAP
-from tests.conftest import Collector
+from tests.conftest import Collector, require_connector
 from tests.linux.support import AlreadyOpen, ebpf_monitoring, events, require_ebpf, run_child
 
 pytestmark = pytest.mark.kernel
@@ -230,3 +230,36 @@ def test_full_ring_buffer_counts_every_dropped_event_exactly() -> None:
     assert len(received) == len(handler.items)  # the filter let nothing else in
     assert 0 < handler.lost < 3 * len(pids)  # it did overflow, and some got through
     assert len(received) + handler.lost == 3 * len(pids)
+
+
+@pytest.mark.parametrize("name", ["ebpf", "connector"])
+def test_process_tree_knows_the_processes_running_at_start(name: str) -> None:
+    from procobsrv import ProcessTree
+    from procobsrv.linux import ConnectorSource
+
+    require_ebpf() if name == "ebpf" else require_connector()
+    child = subprocess.Popen(["/bin/sleep", "30.5"])
+    try:
+        time.sleep(0.05)
+        tree = ProcessTree()
+        scope = ApplicationScope.get_instance(tree)
+        source = EbpfSource() if name == "ebpf" else ConnectorSource()
+        assert scope.start_monitoring(source=source)
+        try:
+            tree.seed(source.running)
+            node = tree.find(child.pid)
+            assert node is not None and node.image == "/usr/bin/sleep"
+            assert node.command_line == ("/bin/sleep", "30.5")
+            me = tree.find(os.getpid())
+            assert me is not None and node.parent == me.key
+            child.kill()
+            child.wait()
+            deadline = time.monotonic() + 10
+            while tree.find(child.pid) is not None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            (gone,) = [n for n in tree.exited if n.pid == child.pid]
+            assert gone.signal == signal.SIGKILL and gone.image == "/usr/bin/sleep"
+        finally:
+            scope.stop_monitoring()
+    finally:
+        child.kill()

@@ -12,6 +12,8 @@ import os
 import time
 from dataclasses import dataclass
 
+from ..events import EventKind, QueuedItem
+
 _O_RDONLY_CLOEXEC = os.O_RDONLY | os.O_CLOEXEC
 
 
@@ -250,3 +252,17 @@ class ProcessTable:
 
     def exited(self, pid: int) -> ProcessInfo | None:
         return self._known.pop(pid, None)
+
+
+def as_created(running: dict[int, ProcessInfo]) -> list[QueuedItem]:
+    """A snapshot as CREATED items (what ``ProcessTree.seed`` takes)."""
+    epoch_offset = time.time_ns() - time.monotonic_ns()
+    items = []
+    for pid, info in running.items():
+        start = info.start_ns
+        items.append(QueuedItem(
+            EventKind.CREATED, pid, info.parent_id, (start + epoch_offset) / 1e9, start,
+            info.image, info.command_line, uid=info.uid, start_ns=start, euid=info.euid,
+            comm=info.comm, cwd=info.cwd, cgroup_id=cgroup_id(info.cgroup), cgroup=info.cgroup,
+        ))  # fmt: skip
+    return items

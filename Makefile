@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 DEV_EXTRAS := $(VENV)/.dev-extras
 LINTED := src tests examples benchmarks scripts/render-diagrams scripts/mkdocs_hooks.py
 
-.PHONY: demo test venv system lint typecheck bench fuzz driver docs diagrams clean
+.PHONY: demo test venv system lint typecheck bench fuzz driver bpf docs diagrams clean
 
 $(PY): setup.cfg setup.py pyproject.toml
 	./scripts/setup-system demo
@@ -30,6 +30,8 @@ demo: $(PY)
 
 test: system $(DEV_EXTRAS)
 	$(MAKE) -C driver
+	$(MAKE) -C bpf
+	$(MAKE) -C bpf check
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m ruff format --check $(LINTED)
 	$(PY) -m mypy
@@ -46,6 +48,10 @@ typecheck: $(DEV_EXTRAS)
 # Rebuilds ProcObsrv.sys and refreshes the committed copy the wheel ships (+ its sha256).
 driver:
 	$(MAKE) -C driver package
+
+# The eBPF program, rebuilt and installed as the shipped object (commit it).
+bpf:
+	$(MAKE) -C bpf install
 
 # Full benchmark: every contender, medians of 3 runs, JSON + chart (docs/performance.md).
 bench: system $(DEV_EXTRAS)
@@ -65,4 +71,5 @@ docs: $(DEV_EXTRAS)
 
 clean:
 	$(MAKE) -C driver clean
+	$(MAKE) -C bpf clean
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -23,7 +23,7 @@ from .errors import MonitorError
 from .events import EventKind
 from .handler import CallbackHandler
 from .monitor import ProcessThreadMonitor
-from .platform import KernelSource, Platform, current_platform
+from .platform import KernelSource, Platform, SourceChoice, current_platform, open_source
 from .retrieval import RetrievalThread
 from .subscription import DEFAULT_STOP_TIMEOUT, HandlerSubscription, Subscription
 
@@ -243,11 +243,17 @@ class ApplicationScope:
         session = self._session
         return session.retrieval.subscribers if session is not None else ()
 
+    @property
+    def source(self) -> KernelSource | None:
+        """The kernel source of the current session (which one "auto" picked), if any."""
+        session = self._session
+        return None if session is None else session.source
+
     def start_monitoring(
         self,
         param: Any = None,
         *,
-        source: KernelSource | None = None,
+        source: SourceChoice = "auto",
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
         overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
     ) -> bool:
@@ -255,10 +261,12 @@ class ApplicationScope:
         Raises MonitorError.
 
         ``queue_limit`` and ``overflow`` bound what is held for this handler while it falls
-        behind. If no other subscriber runs, this starts the kernel side: ``source``
-        replaces the platform's kernel source (tests, replays), and ``queue_limit`` /
-        ``overflow`` bound the kernel queue too. While others run, the kernel side is
-        theirs, and ``source`` must be left out.
+        behind. If no other subscriber runs, this starts the kernel side: ``source`` picks
+        the kernel source by name (Linux: "auto", the default, takes the eBPF source when
+        this process may load it, else the connector; "ebpf"; "connector"; Windows: "auto"
+        or "driver") or replaces it (tests, replays), and ``queue_limit`` / ``overflow``
+        bound the kernel queue too. While others run, the kernel side is theirs: ``source``
+        must then be "auto" or name the source they run.
         """
         with self._lock:
             if self._handler_attached():
@@ -296,7 +304,7 @@ class ApplicationScope:
         *,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
         overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
-        source: KernelSource | None = None,
+        source: SourceChoice | None = None,
     ) -> Subscription:
         """Attach another handler, with its own ``param``, window (``queue_limit``,
         ``overflow``), counts and thread; returns its Subscription (``close()`` it, or use
@@ -311,21 +319,21 @@ class ApplicationScope:
     def _subscribe_stream(
         self,
         name: str,
-        source: KernelSource | None = None,
+        source: SourceChoice | None = None,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
         overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
     ) -> Subscription:
         """A subscription whose consumer takes from the window itself (the streams)."""
         return self._attach(Subscription(self, name, None, queue_limit, overflow), source)
 
-    def _attach(self, subscription: Subscription, source: KernelSource | None) -> Subscription:
+    def _attach(self, subscription: Subscription, source: SourceChoice | None) -> Subscription:
         """Attach under the scope's lock; the first subscriber starts the kernel side, its
         ``queue_limit`` and ``overflow`` bounding the kernel queue too."""
         with self._lock:
             self._attach_locked(subscription, source)
         return subscription
 
-    def _attach_locked(self, subscription: Subscription, source: KernelSource | None) -> None:
+    def _attach_locked(self, subscription: Subscription, source: SourceChoice | None) -> None:
         handler = getattr(subscription, "handler", None)
         if handler is not None and any(
             getattr(s, "handler", None) is handler for s in self.subscriptions
@@ -336,16 +344,16 @@ class ApplicationScope:
             )
         session = self._session
         if session is not None:
-            if source is not None and source is not session.source:
+            if not _runs(session.source, source):
                 raise MonitorError(
-                    "the kernel side is already running for other subscribers, with their "
-                    "source: leave source= out (it applies only to whoever starts it)"
+                    f"the kernel side is already running for other subscribers, with their "
+                    f'source ({type(session.source).__name__}): leave source= out or "auto" '
+                    "(it applies only to whoever starts it)"
                 )
             self._join(session, subscription)
             return
         platform = current_platform()
-        source = self._new_source(platform, source)
-        source.open()  # raises MonitorError saying what to do
+        source = open_source(platform, source)  # raises MonitorError saying what to do
         try:
             session = _Session(platform, source, subscription.limit, subscription.policy)
             session.retrieval.on_failure = functools.partial(self._end_failed, session)
@@ -356,11 +364,6 @@ class ApplicationScope:
             raise
         self._session = self._last = session
         log.info("monitoring started (%s)", platform.name)
-
-    @staticmethod
-    def _new_source(platform: Platform, source: KernelSource | None) -> KernelSource:
-        """The one place a kernel source is chosen and created."""
-        return source if source is not None else platform.new_source()
 
     @staticmethod
     def _join(session: _Session, subscription: Subscription) -> None:
@@ -453,6 +456,13 @@ class ApplicationScope:
                     os.close(fd)
                 except OSError:
                     pass
+
+
+def _runs(running: KernelSource, wanted: SourceChoice | None) -> bool:
+    """Whether a later subscriber's ``source=`` is satisfied by the source already running."""
+    if wanted is None or wanted is running:
+        return True
+    return isinstance(wanted, str) and wanted in ("auto", running.name)
 
 
 def _left(deadline: float | None) -> float | None:

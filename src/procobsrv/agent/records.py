@@ -21,19 +21,6 @@ BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 #: A JSON-ready line (``json.dumps`` of it is what the outputs write).
 Record = dict[str, object]
 
-#: QueuedItem fields of issue 12 (FIELDS.md), with their defaults, for items that do not carry
-#: them yet in ``as_dict()``; once they do, ``setdefault`` leaves the item's values alone.
-ISSUE_12_DEFAULTS: tuple[tuple[str, object], ...] = (
-    ("euid", None),
-    ("comm", None),
-    ("cwd", None),
-    ("script", None),
-    ("command_line_truncated", False),
-    ("command_line_size", None),
-    ("cgroup_id", None),
-    ("cgroup", None),
-)
-
 
 def schema_text() -> str:
     """The JSON Schema (draft 2020-12) of one line, as shipped in the package."""
@@ -92,8 +79,6 @@ class RecordMaker:
             "time": wall_time(item.timestamp),
         }
         record.update(item.as_dict())
-        for key, default in ISSUE_12_DEFAULTS:
-            record.setdefault(key, default)
         return record
 
     def lost(self, count: int, reason: str = "pipeline") -> Record:

@@ -39,6 +39,8 @@ MAX_TRACKED = 65536
 class DriverSource(KernelSource):
     """Process start/exit records from ProcObsrv.sys."""
 
+    name = "driver"
+
     def __init__(
         self,
         *,

@@ -58,9 +58,13 @@ def test_the_same_event_gets_the_same_id_from_two_collectors() -> None:
 @pytest.mark.kernel
 def test_every_line_of_real_watch_json_runs_validates() -> None:
     """Two watches at once see the same children: all lines valid, ids unique within each
-    run, and the same event carries the same id in both."""
+    run, and (the connector stamps each event once for every listener) the same event
+    carries the same id in both."""
     require_connector()
-    with watching("--json") as one, watching("--json") as two:
+    with (
+        watching("--json", "--source", "connector") as one,
+        watching("--json", "--source", "connector") as two,
+    ):
         pids = run_markers("schema-marker")
         one.send_signal(signal.SIGINT)
         two.send_signal(signal.SIGINT)

@@ -13,12 +13,12 @@ import errno
 import logging
 import os
 import random
-import select
 import socket
 import struct
 import time
 
 from ..errors import MonitorError
+from .sync import is_readable
 
 log = logging.getLogger(__name__)
 
@@ -193,10 +193,7 @@ class ConnectorSocket:
 
     def wait_readable(self, deadline: float) -> bool:
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        ready, _, _ = select.select([self.fd], [], [], remaining)
-        return bool(ready)
+        return remaining > 0 and is_readable(self.fd, remaining)
 
     @property
     def ack_timeout(self) -> float:

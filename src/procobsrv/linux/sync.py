@@ -6,6 +6,7 @@ An event is an eventfd, so a thread can wait on it together with the netlink soc
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import threading
@@ -32,13 +33,20 @@ class EventFd:
             pass  # was not set
 
     def is_set(self) -> bool:
-        ready, _, _ = select.select([self._fd], [], [], 0)
-        return bool(ready)
+        return is_readable(self._fd, 0.0)
 
     def close(self) -> None:
         fd, self._fd = self._fd, -1
         if fd >= 0:
             os.close(fd)
+
+
+def is_readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` is (or within ``timeout`` seconds becomes) readable. ``poll``, not
+    ``select``: select cannot take fd numbers of FD_SETSIZE (1024) and above."""
+    waiter = select.poll()
+    waiter.register(fd, select.POLLIN)
+    return bool(waiter.poll(max(0, math.ceil(timeout * 1000))))
 
 
 class Lock:

@@ -6,10 +6,10 @@ import shlex
 import signal
 import time
 
-from ..events import EventKind, QueuedItem
+from ..events import QueuedItem
 
-LABELS = {EventKind.CREATED: "start", EventKind.EXEC: "exec", EventKind.EXITED: "exit"}
-HEADER = f"{'TIME':<12} {'EVENT':<5} {'PID':>7} {'PPID':>7} {'EXIT':>8}  IMAGE / COMMAND LINE"
+#: The EVENT column shows the EventKind values: the names ``--kind`` takes and JSON says.
+HEADER = f"{'TIME':<12} {'EVENT':<7} {'PID':>7} {'PPID':>7} {'EXIT':>8}  IMAGE / COMMAND LINE"
 
 
 def describe_exit(item: QueuedItem) -> str:
@@ -35,6 +35,6 @@ def as_line(item: QueuedItem) -> str:
     clock = time.strftime("%H:%M:%S", time.localtime(item.timestamp))
     millis = int(item.timestamp * 1000) % 1000
     return (
-        f"{clock}.{millis:03d} {LABELS[item.kind]:<5} {item.process_id:>7} {item.parent_id:>7} "
+        f"{clock}.{millis:03d} {item.kind.value:<7} {item.process_id:>7} {item.parent_id:>7} "
         f"{describe_exit(item):>8}  {describe_program(item)}"
     )

@@ -5,14 +5,24 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import NoReturn
 
 from .. import __version__
 from ..errors import MonitorError
 from . import demo, driver, watch
 
 
+class _Parser(argparse.ArgumentParser):
+    """Refuses a bad command line with one line (what is wrong and where help is), status 2.
+
+    argparse's default prints the whole usage first: a screenful for one typo."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="procobsrv",
         description="Tell, the moment it happens, that a process started or ended.",
     )

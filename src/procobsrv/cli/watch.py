@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import re
 import signal
 import sys
@@ -56,14 +57,36 @@ def add_parser(sub: Any) -> None:
         choices=[k.value for k in EventKind],
         help="only these kinds (repeatable); default: all",
     )
-    p.add_argument("--match", metavar="REGEX", help="only events whose image or command line match")
-    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    p.add_argument(
+        "--match",
+        type=_regex,
+        metavar="REGEX",
+        help="only events whose image or command line match",
+    )
+    p.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this long")
     p.add_argument(
         "--realtime",
         action="store_true",
         help="run the monitoring threads SCHED_FIFO for lower latency (root or CAP_SYS_NICE)",
     )
     p.set_defaults(run=run)
+
+
+def _regex(text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"not a regular expression: {text!r} ({exc})") from exc
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return seconds
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         done,
         json_lines=args.json,
         kinds={EventKind(k) for k in args.kind} if args.kind else None,
-        pattern=re.compile(args.match) if args.match else None,
+        pattern=args.match,
     )
 
     def finish(signum: int, frame: FrameType | None) -> None:

@@ -24,11 +24,35 @@ def describe_exit(item: QueuedItem) -> str:
     return ""
 
 
+def _escapes() -> dict[int, str]:
+    """What text output must not print raw: C0 controls, DEL and C1 controls (a newline
+    would split an event in two, ESC starts a terminal sequence), the bidirectional
+    overrides (they reorder what the eye reads) and the lone surrogates that stand for
+    bytes which are not UTF-8 (unprintable, and an encoding error on a UTF-8 stream)."""
+    table = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+    table.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+    table.update({c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202A, 0x202F))})
+    table.update({c: f"\\u{c:04x}" for c in range(0x2066, 0x206A)})
+    table.update({0xDC00 + b: f"\\x{b:02x}" for b in range(0x80, 0x100)})  # os.fsdecode's
+    return table
+
+
+_ESCAPES = _escapes()
+
+
+def escape(text: str) -> str:
+    """``text`` with every character that could break a line or the terminal spelled out
+    (``\\n``, ``\\x1b``, ``\\u202e``). A backslash stays as it is, so Windows paths stay
+    readable: the price is that a literal ``\\n`` in an argument looks like an escaped one."""
+    return text if text.isprintable() else text.translate(_ESCAPES)
+
+
 def describe_program(item: QueuedItem) -> str:
+    """Image and command line for text output: escaped, so always exactly one line."""
     image = item.image or "?"
     if item.command_line:
-        return f"{image}  {shlex.join(item.command_line)}"
-    return image
+        return escape(f"{image}  {shlex.join(item.command_line)}")
+    return escape(image)
 
 
 def as_line(item: QueuedItem) -> str:

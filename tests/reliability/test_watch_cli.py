@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -69,6 +71,23 @@ def test_kind_names_accepted_are_the_names_shown() -> None:
     mine = [line.split()[1] for line in lines if line.split()[2] == str(child.pid)]
     assert mine == ["created", "exited"], out
     assert watch.returncode == 0, err
+
+
+# -- item 6: errors at start ----------------------------------------------------------------
+def with_open_file_limit(limit: int) -> Callable[[], None]:
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
+@pytest.mark.parametrize("limit", [5, 6])
+def test_an_error_at_start_is_one_line_and_status_2(limit: int) -> None:
+    """Too few file descriptors for the socket and the eventfds: the OSError becomes one
+    line on stderr and status 2, never a traceback."""
+    require_connector()
+    run = subprocess.run([*TOOL, "watch", "--duration", "5"], capture_output=True, text=True,
+                         timeout=20, preexec_fn=with_open_file_limit(limit))  # fmt: skip
+    err = one_line_error(run)
+    assert err.startswith("procobsrv: ") and "open files" in err, err
+    assert run.stdout == ""
 
 
 # -- item 3: control characters in text mode -----------------------------------------------

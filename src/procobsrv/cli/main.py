@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
         return int(args.run(args))
-    except MonitorError as exc:
+    except (MonitorError, OSError) as exc:  # what went wrong and what to do: one line
         print(f"procobsrv: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""``procobsrv watch``: live process events until Ctrl+C / SIGTERM, then a summary."""
+"""``procobsrv watch``: live process events until Ctrl+C / SIGTERM / SIGHUP, then a summary."""
 
 from __future__ import annotations
 
@@ -9,24 +9,28 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any
 
 from ..errors import MonitorError
-from ..events import EventKind
-from ..handlers import FilterHandler, JsonLinesHandler, LinesHandler
+from ..events import EventKind, QueuedItem
+from ..handler import CallbackHandler
+from ..handlers import FilterHandler, json_line, json_lost_line
 from ..realtime import realtime_threads
 from ..scope import ApplicationScope
 from .format import HEADER, as_line
+from .output import Output
 
 
 class ConsoleHandler(FilterHandler):
-    """Matching events, one line each (aligned text or JSON), and a line for each loss; if
-    monitoring stops on an error, ``done`` is set so that the watch ends and says why."""
+    """Matching events, one line each (aligned text or JSON), and a line for each loss, to
+    an :class:`Output`; if monitoring stops on an error, ``done`` is set so that the watch
+    ends and says why."""
 
     def __init__(
         self,
-        out: TextIO,
+        output: Output,
         done: threading.Event,
         *,
         json_lines: bool = False,
@@ -34,16 +38,32 @@ class ConsoleHandler(FilterHandler):
         pattern: re.Pattern[str] | None = None,
     ) -> None:
         if json_lines:
-            lines: LinesHandler = JsonLinesHandler(out)
+            printer = _Printer(output, json_line, json_lost_line)
         else:
-            lines = LinesHandler(out, as_line, lambda count: f"!! {count} events lost")
-        super().__init__(lines, kinds=kinds, match=pattern)
+            printer = _Printer(output, as_line, lambda count: f"!! {count} events lost")
+        super().__init__(printer, kinds=kinds, match=pattern)
         self.done = done
         self.error: BaseException | None = None
 
     def on_error(self, error: BaseException, param: Any) -> None:
         self.error = error
         self.done.set()
+
+
+class _Printer(CallbackHandler):
+    def __init__(
+        self, output: Output, render: Callable[[QueuedItem], str], render_lost: Callable[[int], str]
+    ) -> None:
+        self.output = output
+        self.render = render
+        self.render_lost = render_lost
+
+    def on_process_event(self, item: QueuedItem, param: Any) -> None:
+        if self.output.reserve():  # once stopping with no room: counted, not even rendered
+            self.output.put(self.render(item))
+
+    def on_events_lost(self, count: int, param: Any) -> None:
+        self.output.put(self.render_lost(count))
 
 
 def add_parser(sub: Any) -> None:
@@ -89,35 +109,69 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+#: Seconds the output may take, after a stop, to write what is queued; the rest is counted.
+GRACE = 0.3
+#: Exit status when the reader went away (``| head``): 128 + SIGPIPE, what a shell reports
+#: for ``cat`` in the same place.
+BROKEN_PIPE_STATUS = 141
+
+
+def signal_actions(stop: Callable[[], None]) -> dict[int, Callable[[], None]]:
+    """What each signal does to a running watch: the one place that says it. Today every
+    one of them stops it with the summary (SIGHUP too: the terminal went away, or a
+    service manager asks for a stop); a file output would make SIGHUP reopen the file."""
+    names = ("SIGINT", "SIGTERM", "SIGHUP")  # SIGHUP does not exist on Windows
+    return {getattr(signal, name): stop for name in names if hasattr(signal, name)}
+
+
+@contextlib.contextmanager
+def handling(actions: dict[int, Callable[[], None]]) -> Iterator[None]:
+    """Signals run their action (on the main thread) while the block runs."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        actions[signum]()
+
+    previous = {s: signal.signal(s, handler) for s in actions}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def run(args: argparse.Namespace) -> int:
     done = threading.Event()
+    output = Output(sys.stdout, on_broken=done.set)
     handler = ConsoleHandler(
-        sys.stdout,
+        output,
         done,
         json_lines=args.json,
         kinds={EventKind(k) for k in args.kind} if args.kind else None,
         pattern=args.match,
     )
-
-    def finish(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    previous = {s: signal.signal(s, finish) for s in (signal.SIGINT, signal.SIGTERM)}
     scope = ApplicationScope.get_instance(handler)
-    try:
-        with realtime_threads() if args.realtime else contextlib.nullcontext():
-            scope.start_monitoring()  # the threads it starts inherit the policy
-        print("procobsrv: watching; Ctrl+C to stop", file=sys.stderr, flush=True)
+    with handling(signal_actions(done.set)):
         if not args.json:
-            print(HEADER, flush=True)
-        done.wait(args.duration)
-    finally:
-        scope.stop_monitoring()
-        for s, h in previous.items():
-            signal.signal(s, h)
+            output.put(HEADER)
+        try:
+            with realtime_threads() if args.realtime else contextlib.nullcontext():
+                scope.start_monitoring()  # the threads it starts inherit the policy
+            output.start()
+            print("procobsrv: watching; Ctrl+C to stop", file=sys.stderr, flush=True)
+            done.wait(args.duration)
+        finally:
+            output.stop_waiting()  # the stop must not wait for a reader that does not read
+            scope.stop_monitoring()
+            output.close(GRACE)
+    if output.broken:
+        return BROKEN_PIPE_STATUS  # quietly, as cat does under head
     stats = scope.stats()  # every event delivered, matching or not
     seen = ", ".join(f"{stats.delivered.get(k, 0)} {k.value}" for k in EventKind)
-    print(f"procobsrv: {stats.total} events ({seen}), {stats.lost} lost", file=sys.stderr)
+    unwritten = f", {output.unwritten} not written (output blocked)" if output.unwritten else ""
+    print(f"procobsrv: {stats.total} events ({seen}), {stats.lost} lost{unwritten}",
+          file=sys.stderr)  # fmt: skip
     if handler.error is not None:
         raise MonitorError(f"monitoring stopped: {handler.error}") from handler.error
+    if output.error is not None:
+        raise MonitorError(f"writing the output failed: {output.error}") from output.error
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import os
@@ -53,9 +54,15 @@ class _Session:
         overflow: OverflowPolicy,
     ) -> None:
         self.source = source
-        self.container = QueueContainer(platform, queue_limit, overflow)
-        self.retrieval = RetrievalThread(platform, self.container, handler, param)
-        self.monitor = ProcessThreadMonitor(platform, source, self.container)
+        # Each part holds kernel objects (eventfds, events): if a later one cannot be made
+        # (no fds left), release the earlier ones rather than leak them.
+        with contextlib.ExitStack() as undo:
+            self.container = QueueContainer(platform, queue_limit, overflow)
+            undo.callback(self.container.close)
+            self.retrieval = RetrievalThread(platform, self.container, handler, param)
+            undo.callback(self.retrieval.close)
+            self.monitor = ProcessThreadMonitor(platform, source, self.container)
+            undo.pop_all()
         self.stopped = threading.Event()
 
     def start(self) -> None:

@@ -46,10 +46,99 @@ def test_monitoring_works_with_more_than_1024_open_files() -> None:
         scope = ApplicationScope.get_instance(collector)
         scope.start_monitoring()  # the socket and eventfds all get numbers above 1024
         assert scope._session.source.wait_handle > 1024
-        child = subprocess.Popen(["/bin/true", "many-fds"])
+        child = subprocess.Popen(["/bin/sleep", "0.3"])  # alive while /proc is read
         child.wait()
         exited = collector.wait_exit(child.pid)
         scope.stop_monitoring()
-        assert exited.command_line == ["/bin/true", "many-fds"], exited
+        assert exited.command_line == ["/bin/sleep", "0.3"], exited
         print("OK")
     """)
+
+
+def test_running_out_of_fds_at_start_is_a_monitor_error_that_leaks_nothing() -> None:
+    """With 0 to 3 fds left (start needs a socket and three eventfds), each start fails at
+    another step: a MonitorError saying what ran out and how to raise it, and every fd
+    opened before the failure is released, over many attempts."""
+    require_connector()
+    run_python("""
+        import os, resource
+        import procobsrv.linux  # imported now: an import needs an fd as well
+        from procobsrv import ApplicationScope, MonitorError
+        from tests.conftest import Collector
+
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        scope = ApplicationScope.get_instance(Collector())
+        before = sorted(os.listdir("/proc/self/fd"))
+        messages = set()
+        for attempt in range(50):
+            free = attempt % 4
+            fillers = []
+            try:
+                while True:
+                    fillers.append(os.open("/dev/null", os.O_RDONLY))
+            except OSError:
+                pass
+            for fd in fillers[:free]:
+                os.close(fd)
+            try:
+                scope.start_monitoring()
+                raise AssertionError(f"started with {free} fds left")
+            except MonitorError as exc:
+                messages.add(str(exc))
+            finally:
+                for fd in fillers[free:]:
+                    os.close(fd)
+            assert sorted(os.listdir("/proc/self/fd")) == before, (attempt, free)
+        assert scope.start_monitoring()  # and with fds to spare it works
+        scope.stop_monitoring()
+        assert len(messages) >= 2, messages  # the socket, then an eventfd
+        for message in messages:
+            assert "file descriptors" in message and "ulimit -n" in message, message
+        print("OK")
+    """)
+
+
+def test_a_proc_read_that_fails_for_lack_of_fds_is_counted_and_warned_once() -> None:
+    """Monitoring runs, then every fd is taken: /proc/PID/cmdline cannot be opened. That
+    must be counted and logged (once), not pass for a process that was already gone."""
+    require_connector()
+    run = run_python("""
+        import logging, os, resource
+        from procobsrv import ApplicationScope, EventKind
+        from tests.conftest import Collector
+
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        collector = Collector()
+        scope = ApplicationScope.get_instance(collector)
+        scope.start_monitoring()
+        source = scope._session.source
+
+        def exec_of(*argv):
+            pid = os.posix_spawn(argv[0], list(argv), os.environ)  # needs no fd of ours
+            assert collector.wait_for(lambda: collector.of(pid, EventKind.EXEC))
+            os.waitpid(pid, 0)
+            return collector.of(pid, EventKind.EXEC)[0]
+
+        fillers = []
+        try:
+            while True:
+                fillers.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        starved = [exec_of("/bin/sleep", "0.3"), exec_of("/bin/sleep", "0.31")]
+        for fd in fillers:
+            os.close(fd)
+        fed = exec_of("/bin/sleep", "0.32")
+        scope.stop_monitoring()
+        assert [i.command_line for i in starved] == [None, None], starved
+        assert starved[0].image == "/usr/bin/sleep"  # readlink needs no fd: still known
+        assert fed.command_line == ["/bin/sleep", "0.32"], fed
+        assert source.processes.fd_exhausted >= 2, source.processes.fd_exhausted
+        print("OK")
+    """)
+    warnings = [line for line in run.stderr.splitlines() if line.startswith("WARNING")]
+    first = [w for w in warnings if "file descriptor" in w and "/proc" in w]
+    assert len(first) == 2, run.stderr  # the first one, then the total when monitoring stops

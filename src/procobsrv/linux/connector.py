@@ -19,7 +19,7 @@ import time
 
 from ..errors import MonitorError
 from .parser import FORGED
-from .sync import is_readable
+from .sync import NO_FDS, is_readable, out_of_fds
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,8 @@ class ConnectorSocket:
         try:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
         except OSError as exc:
+            if exc.errno in NO_FDS:
+                raise out_of_fds("the netlink connector socket", exc) from exc
             if exc.errno in (errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT):
                 raise MonitorError(
                     "this kernel has no netlink connector: rebuild it with CONFIG_CONNECTOR=y "

@@ -8,10 +8,17 @@ and a fork inherits its parent's image without a read (a forked child runs the s
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 from dataclasses import dataclass
 
+log = logging.getLogger(__name__)
+
 _O_RDONLY_CLOEXEC = os.O_RDONLY | os.O_CLOEXEC
+#: open() errors that say nothing about the process: this process (or the system) has no fd
+#: left. Passed on to ProcessTable, which counts them, instead of passing for "gone".
+_NO_FDS = (errno.EMFILE, errno.ENFILE)
 
 
 @dataclass(slots=True)
@@ -27,10 +34,13 @@ class ProcessInfo:
 
 def _read(path: str, size: int = 4096) -> bytes | None:
     """The whole file, ``size`` bytes per read (most command lines fit one page: a larger
-    first read would allocate, and free, a large buffer per exec)."""
+    first read would allocate, and free, a large buffer per exec). Raises OSError only when
+    no file descriptor is left."""
     try:
         fd = os.open(path, _O_RDONLY_CLOEXEC)
-    except OSError:
+    except OSError as exc:
+        if exc.errno in _NO_FDS:
+            raise
         return None
     try:
         chunks = []
@@ -100,6 +110,8 @@ class ProcessTable:
         self._known: dict[int, ProcessInfo] = {}
         self._read_proc = read_proc
         self._capacity = capacity
+        #: /proc reads that failed because no file descriptor was left (EMFILE/ENFILE).
+        self.fd_exhausted = 0
 
     def __len__(self) -> int:
         return len(self._known)
@@ -115,8 +127,23 @@ class ProcessTable:
     def _lookup(self, pid: int) -> ProcessInfo | None:
         info = self._known.get(pid)
         if info is None and self._read_proc:
-            info = self._remember(pid, read_process(pid))
+            info = self._remember(pid, self._read_process(pid))
         return info
+
+    def _read_process(
+        self, pid: int, parent_id: int | None = None, start_ns: int = 0
+    ) -> ProcessInfo:
+        try:
+            return read_process(pid, parent_id, start_ns)
+        except OSError:  # no fd left to open /proc/<pid>/... with (_read passes only that on)
+            self.fd_exhausted += 1
+            if self.fd_exhausted == 1:
+                log.warning(
+                    "cannot read /proc/%d: no file descriptor left (EMFILE/ENFILE); command "
+                    "lines will be missing until fds are free again: raise `ulimit -n`",
+                    pid,
+                )
+            return ProcessInfo(read_image(pid), None, read_uid(pid), parent_id or 0, start_ns)
 
     def forked(self, pid: int, parent_id: int, start_ns: int) -> ProcessInfo:
         parent = self._lookup(parent_id)
@@ -131,9 +158,9 @@ class ProcessTable:
         if not self._read_proc:
             info = before or ProcessInfo(None, None, None, 0, 0)
         elif before is None:
-            info = read_process(pid)
+            info = self._read_process(pid)
         else:
-            info = read_process(pid, before.parent_id, before.start_ns)
+            info = self._read_process(pid, before.parent_id, before.start_ns)
             if info.uid is None:
                 info.uid = before.uid
         return self._remember(pid, info)

@@ -13,10 +13,29 @@ from tests.conftest import require_connector
 pytestmark = pytest.mark.kernel
 
 
+#: Helpers for the scripts below (each runs in an interpreter of its own).
+PRELUDE = """
+import os, resource
+
+def limit_fds(soft):
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+def take_every_fd():
+    taken = []
+    try:
+        while True:
+            taken.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        return taken
+"""
+
+
 def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter (its own fd table and limits); must print OK."""
-    run = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                         text=True, timeout=timeout)  # fmt: skip
+    script = PRELUDE + textwrap.dedent(code)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=timeout)  # fmt: skip
     assert run.returncode == 0 and run.stdout.strip().endswith("OK"), run.stdout + run.stderr
     return run
 
@@ -25,10 +44,8 @@ def test_monitoring_works_with_more_than_1024_open_files() -> None:
     """select() cannot take fd numbers >= 1024 (FD_SETSIZE): every wait must be a poll."""
     require_connector()
     run_python("""
-        import os, resource, subprocess
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft < 4096:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+        import subprocess
+        limit_fds(max(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
         held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
         assert min(held) < 1024 < max(held)
 
@@ -61,24 +78,17 @@ def test_running_out_of_fds_at_start_is_a_monitor_error_that_leaks_nothing() -> 
     opened before the failure is released, over many attempts."""
     require_connector()
     run_python("""
-        import os, resource
         import procobsrv.linux  # imported now: an import needs an fd as well
         from procobsrv import ApplicationScope, MonitorError
         from tests.conftest import Collector
 
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        limit_fds(64)
         scope = ApplicationScope.get_instance(Collector())
         before = sorted(os.listdir("/proc/self/fd"))
         messages = set()
         for attempt in range(50):
             free = attempt % 4
-            fillers = []
-            try:
-                while True:
-                    fillers.append(os.open("/dev/null", os.O_RDONLY))
-            except OSError:
-                pass
+            fillers = take_every_fd()
             for fd in fillers[:free]:
                 os.close(fd)
             try:
@@ -104,13 +114,12 @@ def test_a_proc_read_that_fails_for_lack_of_fds_is_counted_and_warned_once() -> 
     must be counted and logged (once), not pass for a process that was already gone."""
     require_connector()
     run = run_python("""
-        import logging, os, resource
+        import logging
         from procobsrv import ApplicationScope, EventKind
         from tests.conftest import Collector
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        limit_fds(64)
         collector = Collector()
         scope = ApplicationScope.get_instance(collector)
         scope.start_monitoring()
@@ -122,12 +131,7 @@ def test_a_proc_read_that_fails_for_lack_of_fds_is_counted_and_warned_once() -> 
             os.waitpid(pid, 0)
             return collector.of(pid, EventKind.EXEC)[0]
 
-        fillers = []
-        try:
-            while True:
-                fillers.append(os.open("/dev/null", os.O_RDONLY))
-        except OSError:
-            pass
+        fillers = take_every_fd()
         starved = [exec_of("/bin/sleep", "0.3"), exec_of("/bin/sleep", "0.31")]
         for fd in fillers:
             os.close(fd)

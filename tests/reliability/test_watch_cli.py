@@ -223,21 +223,24 @@ NASTY = b"two\nlines\x1b[31mred\x07\x7f\xc2\x9bC1\xe2\x80\xaeevil\xff"
 NASTY_SHOWN = r"two\nlines\x1b[31mred\x07\x7f\x9bC1\u202eevil\xff"
 
 
-def test_text_output_escapes_control_characters_one_event_per_line() -> None:
-    """An argument with a newline, an escape sequence, BEL, DEL, a C1 control, a bidi
-    override and a byte that is not UTF-8: one line per event, each shown visibly."""
-    require_connector()
-    watch = subprocess.Popen([*TOOL, "watch", "--match", "procobsrv-nasty"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    assert watch.stderr is not None and b"watching" in watch.stderr.readline()
+def watch_a_nasty_process(*args: str) -> tuple[bytes, int]:
+    """Watch (with ``args``) a shell whose $0 is ``procobsrv-nasty`` + NASTY: its output and pid."""
+    watch = start_watch("--match", "procobsrv-nasty", *args)
     child = subprocess.Popen([b"/bin/sh", b"-c", b"sleep 0.2; :", b"procobsrv-nasty" + NASTY])
     child.wait()
     time.sleep(0.3)
     watch.send_signal(signal.SIGINT)
     out, err = watch.communicate(timeout=5)
     assert watch.returncode == 0 and b"Traceback" not in err, err
+    return out, child.pid
+
+
+def test_text_output_escapes_control_characters_one_event_per_line() -> None:
+    """An argument with a newline, an escape sequence, BEL, DEL, a C1 control, a bidi
+    override and a byte that is not UTF-8: one line per event, each shown visibly."""
+    out, pid = watch_a_nasty_process()
     lines = out.decode("ascii").splitlines()[1:]  # pure ASCII: every oddity was escaped
-    mine = [line for line in lines if line.split()[2] == str(child.pid)]
+    mine = [line for line in lines if line.split()[2] == str(pid)]
     assert [line.split()[1] for line in mine] == ["exec", "exited"], out
     assert all(("procobsrv-nasty" + NASTY_SHOWN) in line for line in mine), mine
     event = re.compile(r"\d\d:\d\d:\d\d\.\d{3} (created|exec   |exited ) ")
@@ -245,16 +248,8 @@ def test_text_output_escapes_control_characters_one_event_per_line() -> None:
 
 
 def test_json_output_keeps_the_command_line_exact() -> None:
-    require_connector()
-    watch = subprocess.Popen([*TOOL, "watch", "--json", "--match", "procobsrv-nasty"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    assert watch.stderr is not None and b"watching" in watch.stderr.readline()
-    child = subprocess.Popen([b"/bin/sh", b"-c", b"sleep 0.2; :", b"procobsrv-nasty" + NASTY])
-    child.wait()
-    time.sleep(0.3)
-    watch.send_signal(signal.SIGINT)
-    out, _ = watch.communicate(timeout=5)
+    out, pid = watch_a_nasty_process("--json")
     events = [json.loads(line) for line in out.splitlines()]
-    mine = [e for e in events if e["pid"] == child.pid]
+    mine = [e for e in events if e["pid"] == pid]
     assert [e["kind"] for e in mine] == ["exec", "exited"]
     assert os.fsencode(mine[0]["command_line"][3]) == b"procobsrv-nasty" + NASTY

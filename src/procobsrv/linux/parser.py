@@ -62,7 +62,8 @@ UNION_LEN: Final = {
 }
 
 _NO_CPU: Final = 0xFFFFFFFF  # acks of kernels before 4.x carry cpu = -1 and no per-CPU seq
-#: The length ReceiveRing gives a datagram whose sender is not the kernel (connector.FORGED).
+_ZEROS: Final = bytes(RECORD_LEN)
+#: The length ReceiveRing gives a datagram whose sender is not the kernel.
 FORGED: Final = -2
 
 
@@ -76,8 +77,6 @@ def possible_cpus() -> int:
     except (OSError, ValueError):
         return os.cpu_count() or 1
 
-
-_ZEROS: Final = bytes(RECORD_LEN)
 
 Record = tuple[int, ...]
 #: What datagrams arrive in: bytes in tests and replays, the receive ring's ctypes buffer live.

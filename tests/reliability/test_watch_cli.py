@@ -218,6 +218,13 @@ def test_an_error_at_start_is_one_line_and_status_2(limit: int) -> None:
     assert run.stdout == ""
 
 
+def test_a_closed_stdout_is_one_line_and_status_2() -> None:
+    """Started with fd 1 closed (``watch >&-``): Python's sys.stdout is None."""
+    run = subprocess.run([*TOOL, "watch"], stderr=subprocess.PIPE, text=True, timeout=20,
+                         preexec_fn=lambda: os.close(1))  # fmt: skip
+    assert "standard output is closed" in one_line_error(run)
+
+
 # -- item 3: control characters in text mode -----------------------------------------------
 NASTY = b"two\nlines\x1b[31mred\x07\x7f\xc2\x9bC1\xe2\x80\xaeevil\xff"
 NASTY_SHOWN = r"two\nlines\x1b[31mred\x07\x7f\x9bC1\u202eevil\xff"

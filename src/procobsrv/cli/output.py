@@ -13,6 +13,7 @@ told through ``on_broken`` and ends quietly.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -30,7 +31,9 @@ PIECE = 4096
 class Output:
     """Lines to ``stream`` (its fd when it has one), written by a daemon thread."""
 
-    def __init__(self, stream: TextIO, on_broken: Callable[[], None]) -> None:
+    def __init__(self, stream: TextIO | None, on_broken: Callable[[], None]) -> None:
+        if stream is None:  # what sys.stdout is when the program started with fd 1 closed
+            raise OSError(errno.EBADF, "standard output is closed")
         stream.flush()
         self._write = _writer(stream)
         self._on_broken = on_broken

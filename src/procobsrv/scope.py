@@ -9,6 +9,7 @@ while at least one is attached and is released when the last one leaves.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import os
@@ -73,9 +74,15 @@ class _Session:
         self, platform: Platform, source: KernelSource, queue_limit: int, overflow: OverflowPolicy
     ) -> None:
         self.source = source
-        self.container = QueueContainer(platform, queue_limit, overflow)
-        self.retrieval = RetrievalThread(platform, self.container)
-        self.monitor = ProcessThreadMonitor(platform, source, self.container)
+        # Each part holds kernel objects (eventfds, events): if a later one cannot be made
+        # (no fds left), release the earlier ones rather than leak them.
+        with contextlib.ExitStack() as undo:
+            self.container = QueueContainer(platform, queue_limit, overflow)
+            undo.callback(self.container.close)
+            self.retrieval = RetrievalThread(platform, self.container)
+            undo.callback(self.retrieval.close)
+            self.monitor = ProcessThreadMonitor(platform, source, self.container)
+            undo.pop_all()
         self.stopped = threading.Event()
         self.stop_error: BaseException | None = None
         #: Every subscriber the session had, until its counts are folded into ``_done``.

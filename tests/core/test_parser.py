@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 
 from procobsrv.linux import parser as p
@@ -87,3 +88,15 @@ def test_wait_status() -> None:
     assert decode_wait_status(0x700) == (7, None, False)
     assert decode_wait_status(9) == (None, 9, False)
     assert decode_wait_status(0x86) == (None, 6, True)  # SIGABRT with core
+
+
+def test_only_possible_cpus_have_a_sequence() -> None:
+    """A record naming a CPU this machine cannot have (forged, or garbage) neither starts
+    nor follows a sequence: no made-up loss, however far its numbers jump."""
+    d = p.Decoder()
+    for seq in (0, 2**31 - 2, 5):
+        assert decode(fork(2, 1, cpu=4000, seq=seq), d) != []  # still delivered
+    decode(fork(2, 1, cpu=0, seq=7), d)
+    decode(fork(2, 1, cpu=0, seq=8), d)
+    assert d.take_lost() == 0 and 4000 not in d._last_seq
+    assert d.cpus == p.possible_cpus() >= (os.cpu_count() or 1)

@@ -10,10 +10,11 @@ import pytest
 
 from procobsrv import ApplicationScope, EventKind, MonitorError
 from procobsrv.linux import connector
+from procobsrv.linux.parser import Decoder
 from tests.conftest import Collector
 from tests.core.test_parser import fork
 from tests.reliability.support import ReplaySocket, ack, monitoring, replay_source
-from tests.reliability.test_fuzz import COUNTERS, Oracle, counters, datagram
+from tests.reliability.test_fuzz import COUNTERS, ORACLE_CPUS, Oracle, counters, datagram
 
 NO_CPU = 0xFFFFFFFF  # sentinels stay out of the sequence accounting the oracle predicts
 
@@ -22,6 +23,7 @@ def test_garbage_through_a_running_scope_leaves_the_monitor_thread_alive() -> No
     logging.getLogger("procobsrv.linux").setLevel(logging.ERROR)  # thousands of defects
     try:
         source, replay = replay_source()
+        source.decoder = Decoder(cpus=ORACLE_CPUS)
         handler = Collector()
         oracle = Oracle()
         rng = random.Random(20240607)

@@ -4,14 +4,10 @@
 from __future__ import annotations
 
 import abc
-import contextlib
 import errno
 import logging
 import os
-import signal
 import threading
-from collections.abc import Iterator
-from types import FrameType
 from typing import Any, TextIO
 
 from ..errors import MonitorError
@@ -132,25 +128,3 @@ def open_output(target: str, **nats_options: Any) -> Sink:
 
         return JetStreamSink(target, **nats_options)
     return FileSink(target)
-
-
-@contextlib.contextmanager
-def serving(sink: Sink | None) -> Iterator[None]:
-    """While the block runs, SIGHUP reopens ``sink``; at the end the sink is closed (after the
-    block, so after ``stop_monitoring`` delivered the last events)."""
-    if sink is None:
-        yield
-        return
-
-    def reopen(signum: int, frame: FrameType | None) -> None:
-        try:
-            sink.reopen()
-        except MonitorError as exc:  # keep the old file rather than stop monitoring
-            log.error("%s", exc)
-
-    previous = signal.signal(signal.SIGHUP, reopen)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGHUP, previous)
-        sink.close()

@@ -6,10 +6,10 @@ import shlex
 import signal
 import time
 
-from ..events import EventKind, QueuedItem
+from ..events import QueuedItem
 
-LABELS = {EventKind.CREATED: "start", EventKind.EXEC: "exec", EventKind.EXITED: "exit"}
-HEADER = f"{'TIME':<12} {'EVENT':<5} {'PID':>7} {'PPID':>7} {'EXIT':>8}  IMAGE / COMMAND LINE"
+#: The EVENT column shows the EventKind values: the names ``--kind`` takes and JSON says.
+HEADER = f"{'TIME':<12} {'EVENT':<7} {'PID':>7} {'PPID':>7} {'EXIT':>8}  IMAGE / COMMAND LINE"
 
 
 def describe_exit(item: QueuedItem) -> str:
@@ -24,7 +24,31 @@ def describe_exit(item: QueuedItem) -> str:
     return ""
 
 
+def _escapes() -> dict[int, str]:
+    """What text output must not print raw: C0 controls, DEL and C1 controls (a newline
+    would split an event in two, ESC starts a terminal sequence), the bidirectional
+    overrides (they reorder what the eye reads) and the lone surrogates that stand for
+    bytes which are not UTF-8 (unprintable, and an encoding error on a UTF-8 stream)."""
+    table = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+    table.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+    table.update({c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202A, 0x202F))})
+    table.update({c: f"\\u{c:04x}" for c in range(0x2066, 0x206A)})
+    table.update({0xDC00 + b: f"\\x{b:02x}" for b in range(0x80, 0x100)})  # os.fsdecode's
+    return table
+
+
+_ESCAPES = _escapes()
+
+
+def escape(text: str) -> str:
+    """``text`` with every character that could break a line or the terminal spelled out
+    (``\\n``, ``\\x1b``, ``\\u202e``). A backslash stays as it is, so Windows paths stay
+    readable: the price is that a literal ``\\n`` in an argument looks like an escaped one."""
+    return text if text.isprintable() else text.translate(_ESCAPES)
+
+
 def describe_program(item: QueuedItem) -> str:
+    """Image and command line for text output: escaped, so always exactly one line."""
     image = item.image or "?"
     if item.script is not None:
         image = f"{image} (script {item.script})"
@@ -32,14 +56,14 @@ def describe_program(item: QueuedItem) -> str:
         text = f"{image}  {shlex.join(item.command_line)}"
         if item.command_line_truncated:
             text += f" [truncated: {item.command_line_size} bytes]"
-        return text
-    return image
+        return escape(text)
+    return escape(image)
 
 
 def as_line(item: QueuedItem) -> str:
     clock = time.strftime("%H:%M:%S", time.localtime(item.timestamp))
     millis = int(item.timestamp * 1000) % 1000
     return (
-        f"{clock}.{millis:03d} {LABELS[item.kind]:<5} {item.process_id:>7} {item.parent_id:>7} "
+        f"{clock}.{millis:03d} {item.kind.value:<7} {item.process_id:>7} {item.parent_id:>7} "
         f"{describe_exit(item):>8}  {describe_program(item)}"
     )

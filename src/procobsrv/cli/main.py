@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import NoReturn
 
 from .. import __version__
 from ..agent import cli as agent_cli
@@ -12,8 +13,17 @@ from ..errors import MonitorError
 from . import demo, driver, watch
 
 
+class _Parser(argparse.ArgumentParser):
+    """Refuses a bad command line with one line (what is wrong and where help is), status 2.
+
+    argparse's default prints the whole usage first: a screenful for one typo."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="procobsrv",
         description="Tell, the moment it happens, that a process started or ended.",
     )
@@ -40,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
         return int(args.run(args))
-    except MonitorError as exc:
+    except (MonitorError, OSError) as exc:  # what went wrong and what to do: one line
         print(f"procobsrv: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,35 +1,42 @@
-"""``procobsrv watch``: live process events until Ctrl+C / SIGTERM, then a summary."""
+"""``procobsrv watch``: live process events until Ctrl+C / SIGTERM / SIGHUP, then a summary."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
+import math
 import re
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any
 
-from ..agent import RecordHandler, Sink, StreamSink
+from ..agent import RecordHandler, RecordMaker, Sink
 from ..agent.cli import add_output_options, output_from_args
-from ..agent.outputs import serving
+from ..agent.records import dumps
 from ..errors import MonitorError
-from ..events import EventKind
+from ..events import EventKind, QueuedItem
 from ..handler import CallbackHandler
-from ..handlers import FilterHandler, LinesHandler
+from ..handlers import FilterHandler
 from ..realtime import realtime_threads
 from ..scope import ApplicationScope
 from .format import HEADER, as_line
+from .output import Output
+
+log = logging.getLogger(__name__)
 
 
 class ConsoleHandler(FilterHandler):
-    """Matching events, one line each (aligned text or JSON), and a line for each loss; if
-    monitoring stops on an error, ``done`` is set so that the watch ends and says why."""
+    """Matching events, one line each (aligned text or JSON), and a line for each loss, to
+    an :class:`Output`; if monitoring stops on an error, ``done`` is set so that the watch
+    ends and says why."""
 
     def __init__(
         self,
-        out: TextIO,
+        output: Output,
         done: threading.Event,
         *,
         json_lines: bool = False,
@@ -38,10 +45,17 @@ class ConsoleHandler(FilterHandler):
         sink: Sink | None = None,
     ) -> None:
         lines: CallbackHandler
-        if sink is not None or json_lines:  # versioned records (procobsrv schema)
-            lines = RecordHandler(sink if sink is not None else StreamSink(out))
+        if sink is not None:  # --output FILE / nats://: versioned records (procobsrv schema)
+            lines = RecordHandler(sink)
+        elif json_lines:  # the same records, to stdout through the output thread
+            maker = RecordMaker()
+            lines = _Printer(
+                output,
+                lambda item: dumps(maker.event(item)),
+                lambda count: dumps(maker.lost(count)),
+            )
         else:
-            lines = LinesHandler(out, as_line, lambda count: f"!! {count} events lost")
+            lines = _Printer(output, as_line, lambda count: f"!! {count} events lost")
         super().__init__(lines, kinds=kinds, match=pattern)
         self.done = done
         self.error: BaseException | None = None
@@ -49,6 +63,22 @@ class ConsoleHandler(FilterHandler):
     def on_error(self, error: BaseException, param: Any) -> None:
         self.error = error
         self.done.set()
+
+
+class _Printer(CallbackHandler):
+    def __init__(
+        self, output: Output, render: Callable[[QueuedItem], str], render_lost: Callable[[int], str]
+    ) -> None:
+        self.output = output
+        self.render = render
+        self.render_lost = render_lost
+
+    def on_process_event(self, item: QueuedItem, param: Any) -> None:
+        if self.output.reserve():  # once stopping with no room: counted, not even rendered
+            self.output.put(self.render(item))
+
+    def on_events_lost(self, count: int, param: Any) -> None:
+        self.output.put(self.render_lost(count))
 
 
 def add_parser(sub: Any) -> None:
@@ -62,8 +92,13 @@ def add_parser(sub: Any) -> None:
         choices=[k.value for k in EventKind],
         help="only these kinds (repeatable); default: all",
     )
-    p.add_argument("--match", metavar="REGEX", help="only events whose image or command line match")
-    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    p.add_argument(
+        "--match",
+        type=_regex,
+        metavar="REGEX",
+        help="only events whose image or command line match",
+    )
+    p.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this long")
     p.add_argument(
         "--source",
         default="auto",
@@ -81,7 +116,8 @@ def add_parser(sub: Any) -> None:
 
 def fallback_note(requested: str, scope: ApplicationScope) -> str:
     """What the watch line says when "auto" had to fall back to the connector on Linux."""
-    if requested != "auto" or type(scope.source).__name__ != "ConnectorSource":
+    source = scope.source
+    if requested != "auto" or source is None or source.name != "connector":
         return ""
     return (
         " with the connector (command lines of short-lived processes may be missing; "
@@ -89,48 +125,115 @@ def fallback_note(requested: str, scope: ApplicationScope) -> str:
     )
 
 
+def _regex(text: str) -> re.Pattern[str]:
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"not a regular expression: {text!r} ({exc})") from exc
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return seconds
+
+
+#: Seconds the output may take, after a stop, to write what is queued; the rest is counted.
+GRACE = 0.3
+#: Exit status when the reader went away (``| head``): 128 + SIGPIPE, what a shell reports
+#: for ``cat`` in the same place.
+BROKEN_PIPE_STATUS = 141
+
+
+def signal_actions(
+    stop: Callable[[], None], reopen: Callable[[], None] | None = None
+) -> dict[int, Callable[[], None]]:
+    """What each signal does to a running watch: the one place that says it. Each stops it
+    with the summary (SIGHUP too: the terminal went away, or a service manager asks for a
+    stop), except that with ``--output`` SIGHUP ``reopen``s the output (logrotate)."""
+    names = ("SIGINT", "SIGTERM", "SIGHUP")  # SIGHUP does not exist on Windows
+    actions = {getattr(signal, name): stop for name in names if hasattr(signal, name)}
+    if reopen is not None and hasattr(signal, "SIGHUP"):
+        actions[signal.SIGHUP] = reopen
+    return actions
+
+
+@contextlib.contextmanager
+def handling(actions: dict[int, Callable[[], None]]) -> Iterator[None]:
+    """Signals run their action (on the main thread) while the block runs."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        actions[signum]()
+
+    previous = {s: signal.signal(s, handler) for s in actions}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def reopener(sink: Sink | None) -> Callable[[], None] | None:
+    """SIGHUP's action with ``--output``: open the path anew, keeping the old file if the new
+    one cannot be opened (monitoring goes on either way)."""
+    if sink is None:
+        return None
+
+    def reopen() -> None:
+        try:
+            sink.reopen()
+        except MonitorError as exc:
+            log.error("%s", exc)
+
+    return reopen
+
+
 def run(args: argparse.Namespace) -> int:
     sink = output_from_args(args)
-    with serving(sink):  # SIGHUP reopens the output; closed after the last event
-        return _watch(args, sink)
-
-
-def _watch(args: argparse.Namespace, sink: Sink | None) -> int:
+    reopen = reopener(sink)
     done = threading.Event()
+    output = Output(sys.stdout, on_broken=done.set)
     handler = ConsoleHandler(
-        sys.stdout,
+        output,
         done,
         json_lines=args.json,
         kinds={EventKind(k) for k in args.kind} if args.kind else None,
-        pattern=re.compile(args.match) if args.match else None,
+        pattern=args.match,
         sink=sink,
     )
-
-    def finish(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    previous = {s: signal.signal(s, finish) for s in (signal.SIGINT, signal.SIGTERM)}
     scope = ApplicationScope.get_instance(handler)
-    try:
-        with realtime_threads() if args.realtime else contextlib.nullcontext():
-            scope.start_monitoring(source=args.source)  # its threads inherit the policy
-        note = fallback_note(args.source, scope)
-        print(f"procobsrv: watching{note}; Ctrl+C to stop", file=sys.stderr, flush=True)
+    with handling(signal_actions(done.set, reopen)):
         if not args.json and sink is None:
-            print(HEADER, flush=True)
-        done.wait(args.duration)
-    finally:
-        scope.stop_monitoring()
-        for s, h in previous.items():
-            signal.signal(s, h)
+            output.put(HEADER)
+        try:
+            with realtime_threads() if args.realtime else contextlib.nullcontext():
+                scope.start_monitoring(source=args.source)  # its threads inherit the policy
+            output.start()
+            note = fallback_note(args.source, scope)
+            print(f"procobsrv: watching{note}; Ctrl+C to stop", file=sys.stderr, flush=True)
+            done.wait(args.duration)
+        finally:
+            output.stop_waiting()  # the stop must not wait for a reader that does not read
+            scope.stop_monitoring()
+            output.close(GRACE)
+            if sink is not None:
+                sink.close()  # delivers what is pending, so that the summary is final
+    if output.broken:
+        return BROKEN_PIPE_STATUS  # quietly, as cat does under head
     stats = scope.stats()  # every event delivered, matching or not
     seen = ", ".join(f"{stats.delivered.get(k, 0)} {k.value}" for k in EventKind)
-    print(f"procobsrv: {stats.total} events ({seen}), {stats.lost} lost", file=sys.stderr)
-    if sink is not None:
-        sink.close()  # delivers what is pending, so that the summary is final
-        summary = sink.summary()
-        if summary:
-            print(f"procobsrv: {summary}", file=sys.stderr)
+    unwritten = f", {output.unwritten} not written (output blocked)" if output.unwritten else ""
+    print(f"procobsrv: {stats.total} events ({seen}), {stats.lost} lost{unwritten}",
+          file=sys.stderr)  # fmt: skip
+    summary = sink.summary() if sink is not None else None
+    if summary:
+        print(f"procobsrv: {summary}", file=sys.stderr)
     if handler.error is not None:
         raise MonitorError(f"monitoring stopped: {handler.error}") from handler.error
+    if output.error is not None:
+        raise MonitorError(f"writing the output failed: {output.error}") from output.error
     return 0

@@ -13,12 +13,13 @@ import errno
 import logging
 import os
 import random
-import select
 import socket
 import struct
 import time
 
 from ..errors import MonitorError
+from .parser import FORGED
+from .sync import NO_FDS, is_readable, out_of_fds
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,20 @@ class _MsgHdr(ctypes.Structure):
     )
 
 
+class _SockaddrNl(ctypes.Structure):
+    _fields_ = (
+        ("nl_family", ctypes.c_uint16),
+        ("nl_pad", ctypes.c_uint16),
+        ("nl_pid", ctypes.c_uint32),  # the sender's port id: 0 is the kernel
+        ("nl_groups", ctypes.c_uint32),
+    )
+
+
+_NAME_SIZE = ctypes.sizeof(_SockaddrNl)
+#: The sender address of everything the kernel multicasts to the cn_proc group.
+_KERNEL_SENDER = _SockaddrNl(socket.AF_NETLINK, 0, 0, 1 << (CN_IDX_PROC - 1))
+
+
 class _MMsgHdr(ctypes.Structure):
     _fields_ = (("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint32))
 
@@ -90,24 +105,40 @@ _recvmmsg.restype = ctypes.c_int
 
 
 class ReceiveRing:
-    """Preallocated buffers so that one ``recvmmsg`` call fetches up to SLOTS datagrams."""
+    """Preallocated buffers so that one ``recvmmsg`` call fetches up to SLOTS datagrams.
+
+    Each datagram's sender address (``sockaddr_nl``) is read too: only the kernel, netlink
+    port id 0, is believed. Any process with CAP_NET_ADMIN can send datagrams to our port
+    id; those are reported as FORGED (the decoder counts and drops them).
+    """
 
     def __init__(self, slots: int = SLOTS, slot_size: int = SLOT_SIZE) -> None:
         self.slot_size = slot_size
         self.buffer = ctypes.create_string_buffer(slots * slot_size)
         self._iov = (_IoVec * slots)()
         self._msgs = (_MMsgHdr * slots)()
+        self._names = (_SockaddrNl * slots)()
         base = ctypes.addressof(self.buffer)
         for i in range(slots):
             self._iov[i].iov_base = base + i * slot_size
             self._iov[i].iov_len = slot_size
             self._msgs[i].msg_hdr.msg_iov = ctypes.pointer(self._iov[i])
             self._msgs[i].msg_hdr.msg_iovlen = 1
+            # netlink writes the whole sockaddr_nl for every datagram (and msg_namelen back
+            # as 12), so a sender's port id never lingers into the next call.
+            self._msgs[i].msg_hdr.msg_name = ctypes.addressof(self._names[i])
+            self._msgs[i].msg_hdr.msg_namelen = _NAME_SIZE
         self._slots = slots
         self._raw = memoryview(self._msgs).cast("B")
+        # The kernel's multicast address, once per slot: one comparison checks a whole batch.
+        self._senders = memoryview(self._names).cast("B")
+        self._from_kernel = memoryview(bytes(_KERNEL_SENDER) * slots)
 
     def receive(self, fd: int) -> list[tuple[int, int]]:
-        """(offset, length) of each datagram ready now; [] when none. Raises OSError (ENOBUFS)."""
+        """(offset, length) of each datagram ready now; [] when none. Raises OSError (ENOBUFS).
+
+        The length is -1 for a datagram larger than a slot, FORGED for one not sent by the
+        kernel."""
         n = _recvmmsg(fd, self._msgs, self._slots, MSG_DONTWAIT, None)
         if n < 0:
             err = ctypes.get_errno()
@@ -117,10 +148,15 @@ class ReceiveRing:
         # (msg_flags, msg_len) of each filled header, read in one pass over the raw array:
         # two ctypes attribute lookups per datagram cost more than decoding it.
         size = self.slot_size
-        return [
+        got = [
             (i * size, -1 if flags & MSG_TRUNC else length)  # -1: larger than a slot (malformed)
             for i, (flags, length) in enumerate(_FLAGS_LEN.iter_unpack(self._raw[: n * _MMSG_SIZE]))
         ]
+        end = n * _NAME_SIZE
+        if self._senders[:end] != self._from_kernel[:end]:  # rare: look at each sender
+            names = self._names
+            got = [(off, FORGED if names[i].nl_pid else ln) for i, (off, ln) in enumerate(got)]
+        return got
 
 
 class ConnectorSocket:
@@ -142,6 +178,8 @@ class ConnectorSocket:
         try:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
         except OSError as exc:
+            if exc.errno in NO_FDS:
+                raise out_of_fds("the netlink connector socket", exc) from exc
             if exc.errno in (errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT):
                 raise MonitorError(
                     "this kernel has no netlink connector: rebuild it with CONFIG_CONNECTOR=y "
@@ -193,10 +231,7 @@ class ConnectorSocket:
 
     def wait_readable(self, deadline: float) -> bool:
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        ready, _, _ = select.select([self.fd], [], [], remaining)
-        return bool(ready)
+        return remaining > 0 and is_readable(self.fd, remaining)
 
     @property
     def ack_timeout(self) -> float:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import struct
 from typing import Final, TypeAlias
 
@@ -62,6 +63,20 @@ UNION_LEN: Final = {
 
 _NO_CPU: Final = 0xFFFFFFFF  # acks of kernels before 4.x carry cpu = -1 and no per-CPU seq
 _ZEROS: Final = bytes(RECORD_LEN)
+#: The length ReceiveRing gives a datagram whose sender is not the kernel.
+FORGED: Final = -2
+
+
+def possible_cpus() -> int:
+    """How many CPU numbers this machine can ever use (``/sys/devices/system/cpu/possible``,
+    e.g. ``0-1`` or ``0-3,8-11``: one more than the highest)."""
+    try:
+        with open("/sys/devices/system/cpu/possible") as f:
+            ranges = f.read().strip()
+        return 1 + max(int(part.split("-")[-1]) for part in ranges.split(","))
+    except (OSError, ValueError):
+        return os.cpu_count() or 1
+
 
 Record = tuple[int, ...]
 #: What datagrams arrive in: bytes in tests and replays, the receive ring's ctypes buffer live.
@@ -71,12 +86,15 @@ Buffer: TypeAlias = "bytes | bytearray | memoryview | ctypes.Array[ctypes.c_char
 class Decoder:
     """Turns datagrams into records; keeps per-CPU sequence state and defect counters."""
 
-    def __init__(self) -> None:
+    def __init__(self, cpus: int | None = None) -> None:
+        #: Records naming a CPU at or above this are no sequence to follow (see _account).
+        self.cpus = possible_cpus() if cpus is None else cpus
         self._last_seq: dict[int, int] = {}
         self.lost = 0  # messages the kernel sent that never reached us (sequence gaps)
         self.malformed = 0  # truncated or inconsistent messages
         self.unknown = 0  # well-formed messages of a kind we do not know
         self.netlink_errors = 0  # NLMSG_ERROR / NLMSG_OVERRUN from the kernel
+        self.forged = 0  # datagrams another process sent to our port id: dropped
 
     def take_lost(self) -> int:
         lost, self.lost = self.lost, 0
@@ -101,7 +119,7 @@ class Decoder:
                 and cn_len >= EVENT_HEADER_LEN + need
             ):
                 cpu = rec[CPU]
-                if cpu != _NO_CPU:
+                if cpu < self.cpus:  # also skips _NO_CPU
                     seq = rec[CN_SEQ]
                     last = self._last_seq.get(cpu)
                     if last is None or (seq - last - 1) & 0xFFFFFFFF:
@@ -110,6 +128,10 @@ class Decoder:
                         self._last_seq[cpu] = seq
                 out.append(rec)
                 return
+        if length == FORGED:
+            self.forged += 1
+            log.debug("dropped a datagram that the kernel did not send (%d so far)", self.forged)
+            return
         if length < 0 or offset < 0 or offset + length > len(buf):
             self._defect("malformed", "datagram larger than its buffer (truncated)")
             return
@@ -163,7 +185,9 @@ class Decoder:
         out.append(rec)
 
     def _account(self, cpu: int, seq: int) -> None:
-        if cpu == _NO_CPU:
+        # Only real CPUs have a sequence: cpu -1 (old kernels' acks) or a number this machine
+        # cannot have never starts one, so it can neither fake a loss nor grow the table.
+        if cpu >= self.cpus:
             return
         last = self._last_seq.get(cpu)
         self._last_seq[cpu] = seq

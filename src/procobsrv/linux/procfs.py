@@ -8,13 +8,20 @@ and a fork inherits its parent's image without a read (a forked child runs the s
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import time
 from dataclasses import dataclass
 
 from ..events import EventKind, QueuedItem
 
+log = logging.getLogger(__name__)
+
 _O_RDONLY_CLOEXEC = os.O_RDONLY | os.O_CLOEXEC
+#: open() errors that say nothing about the process: this process (or the system) has no fd
+#: left. Passed on to ProcessTable, which counts them, instead of passing for "gone".
+_NO_FDS = (errno.EMFILE, errno.ENFILE)
 
 
 @dataclass(slots=True)
@@ -34,10 +41,13 @@ class ProcessInfo:
 
 def _read(path: str, size: int = 4096) -> bytes | None:
     """The whole file, ``size`` bytes per read (most command lines fit one page: a larger
-    first read would allocate, and free, a large buffer per exec)."""
+    first read would allocate, and free, a large buffer per exec). Raises OSError only when
+    no file descriptor is left."""
     try:
         fd = os.open(path, _O_RDONLY_CLOEXEC)
-    except OSError:
+    except OSError as exc:
+        if exc.errno in _NO_FDS:
+            raise
         return None
     try:
         chunks = []
@@ -59,6 +69,14 @@ def read_image(pid: int) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/exe")
     except OSError:  # gone, a zombie, a kernel thread, or not ours to read
+        return None
+
+
+def read_owner(pid: int) -> int | None:
+    """The owner of /proc/PID, its effective uid: known without opening a file."""
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
         return None
 
 
@@ -205,6 +223,8 @@ class ProcessTable:
         self._known: dict[int, ProcessInfo] = {}
         self._read_proc = read_proc
         self._capacity = capacity
+        #: /proc reads that failed because no file descriptor was left (EMFILE/ENFILE).
+        self.fd_exhausted = 0
 
     def __len__(self) -> int:
         return len(self._known)
@@ -220,8 +240,25 @@ class ProcessTable:
     def _lookup(self, pid: int) -> ProcessInfo | None:
         info = self._known.get(pid)
         if info is None and self._read_proc:
-            info = self._remember(pid, read_process(pid))
+            info = self._remember(pid, self._read_process(pid))
         return info
+
+    def _read_process(
+        self, pid: int, parent_id: int | None = None, start_ns: int = 0
+    ) -> ProcessInfo:
+        try:
+            return read_process(pid, parent_id, start_ns)
+        except OSError:  # no fd left to open /proc/<pid>/... with (_read passes only that on)
+            self.fd_exhausted += 1
+            if self.fd_exhausted == 1:
+                log.warning(
+                    "cannot read /proc/%d: no file descriptor left (EMFILE/ENFILE); command "
+                    "lines will be missing until fds are free again: raise `ulimit -n`",
+                    pid,
+                )
+            # What needs no fd: the image (readlink) and the owner of /proc/PID (its euid).
+            return ProcessInfo(read_image(pid), None, None, parent_id or 0, start_ns,
+                               euid=read_owner(pid))  # fmt: skip
 
     def forked(self, pid: int, parent_id: int, start_ns: int) -> ProcessInfo:
         parent = self._lookup(parent_id)
@@ -237,9 +274,9 @@ class ProcessTable:
         if not self._read_proc:
             info = before or ProcessInfo(None, None, None, 0, 0)
         elif before is None:
-            info = read_process(pid)
+            info = self._read_process(pid)
         else:
-            info = read_process(pid, before.parent_id, before.start_ns)
+            info = self._read_process(pid, before.parent_id, before.start_ns)
             if info.uid is None:
                 info.uid, info.euid = before.uid, before.euid
         return self._remember(pid, info)

@@ -105,6 +105,9 @@ class ConnectorSource(KernelSource):
         if self._is_open:
             self._is_open = False
             self._socket.close()
+            if self.processes.fd_exhausted:
+                log.warning("%d /proc reads failed: no file descriptor was left (EMFILE/ENFILE)",
+                            self.processes.fd_exhausted)  # fmt: skip
 
     # -- internals ----------------------------------------------------------------------
     def _subscribe(self) -> None:

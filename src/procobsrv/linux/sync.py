@@ -6,17 +6,27 @@ An event is an eventfd, so a thread can wait on it together with the netlink soc
 
 from __future__ import annotations
 
+import errno
+import math
 import os
+import resource
 import select
 import threading
 from collections.abc import Sequence
+
+from ..errors import MonitorError
 
 
 class EventFd:
     """A manual-reset event on an eventfd: readable (signalled) from ``set`` until ``clear``."""
 
     def __init__(self) -> None:
-        self._fd: int = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        try:
+            self._fd: int = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        except OSError as exc:
+            if exc.errno in NO_FDS:
+                raise out_of_fds("an eventfd", exc) from exc
+            raise
 
     @property
     def wait_handle(self) -> int:
@@ -32,13 +42,39 @@ class EventFd:
             pass  # was not set
 
     def is_set(self) -> bool:
-        ready, _, _ = select.select([self._fd], [], [], 0)
-        return bool(ready)
+        return is_readable(self._fd, 0.0)
 
     def close(self) -> None:
         fd, self._fd = self._fd, -1
         if fd >= 0:
             os.close(fd)
+
+
+#: errno values that mean "no file descriptor left": this process's limit, or the system's.
+NO_FDS = (errno.EMFILE, errno.ENFILE)
+
+
+def out_of_fds(what: str, exc: OSError) -> MonitorError:
+    """The MonitorError for creating ``what`` failed with EMFILE or ENFILE: which limit ran
+    out and how to raise it."""
+    if exc.errno == errno.ENFILE:
+        limit = "the system's file table is full: raise fs.file-max (sysctl) or close files"
+    else:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        limit = (
+            f"this process has used all its file descriptors (soft limit {soft}): raise it "
+            "with `ulimit -n` (e.g. `ulimit -n 4096`), LimitNOFILE= in a systemd unit, or "
+            "setrlimit(RLIMIT_NOFILE), or close files the program no longer needs"
+        )
+    return MonitorError(f"cannot create {what} to monitor processes ({exc.strerror}): {limit}")
+
+
+def is_readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` is (or within ``timeout`` seconds becomes) readable. ``poll``, not
+    ``select``: select cannot take fd numbers of FD_SETSIZE (1024) and above."""
+    waiter = select.poll()
+    waiter.register(fd, select.POLLIN)
+    return bool(waiter.poll(max(0, math.ceil(timeout * 1000))))
 
 
 class Lock:

@@ -83,14 +83,18 @@ def test_every_line_of_real_watch_json_runs_validates() -> None:
 
 def test_watch_json_of_the_old_format_is_gone(tmp_path: Path) -> None:
     """`--json` lines are records: the plain `as_dict` line had no schema_version."""
+    import threading
+
+    from procobsrv.cli.output import Output
     from procobsrv.cli.watch import ConsoleHandler
 
     out = tmp_path / "out"
-    import threading
-
     with out.open("w") as stream:
-        handler = ConsoleHandler(stream, threading.Event(), json_lines=True)
+        output = Output(stream, on_broken=lambda: None)
+        output.start()
+        handler = ConsoleHandler(output, threading.Event(), json_lines=True)
         handler.on_process_event(QueuedItem(EventKind.CREATED, 7, 1, 2.0, monotonic_ns=9), None)
         handler.on_events_lost(2, None)
+        output.close(5.0)
     records = validate_lines(out.read_text().splitlines())
     assert [r["kind"] for r in records] == ["created", "lost"]

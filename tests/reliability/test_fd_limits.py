@@ -122,7 +122,7 @@ def test_a_proc_read_that_fails_for_lack_of_fds_is_counted_and_warned_once() -> 
         limit_fds(64)
         collector = Collector()
         scope = ApplicationScope.get_instance(collector)
-        scope.start_monitoring()
+        scope.start_monitoring(source="connector")  # the source that reads /proc at exec
         source = scope._session.source
 
         def exec_of(*argv):

@@ -59,7 +59,7 @@ def forgeries(seq: int) -> list[bytes]:
 def test_forged_datagrams_are_dropped_and_counted(forger: socket.socket) -> None:
     collector = Collector()
     scope = ApplicationScope.get_instance(collector)
-    scope.start_monitoring()
+    scope.start_monitoring(source="connector")
     try:
         source = scope._session.source  # type: ignore[union-attr]
         assert isinstance(source, ConnectorSource)

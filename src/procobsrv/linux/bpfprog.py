@@ -15,6 +15,7 @@ from ..errors import MonitorError
 from . import libbpf
 from .ebpf_abi import OBJECT_PATH, po_drops, po_settings
 from .libbpf import Libbpf, LibbpfError
+from .sync import NO_FDS, out_of_fds
 
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
 #: The program's functions (bpftool lists them under these names).
@@ -50,6 +51,8 @@ class BpfProgram:
         try:
             data = self._object_path.read_bytes()
         except OSError as exc:
+            if exc.errno in NO_FDS:
+                raise out_of_fds("the eBPF object's file", exc) from exc
             raise MonitorError(
                 f"the eBPF object {self._object_path} is unreadable ({exc}): reinstall "
                 f"procobsrv, or rebuild it with `make -C bpf`"
@@ -114,6 +117,8 @@ class BpfProgram:
 def _explain(exc: LibbpfError, lines: list[str]) -> MonitorError:
     """The MonitorError that says what to do about a failed libbpf call."""
     err = exc.errno
+    if err in NO_FDS:
+        return out_of_fds(f"the eBPF program ({exc.function})", OSError(err, os.strerror(err)))
     if err in (errno.EPERM, errno.EACCES) and not _verifier_spoke(lines):
         return MonitorError(libbpf.NOT_PERMITTED.format(what=f"{exc.function}: {os.strerror(err)}"))
     if exc.function in ("bpf_object__load", "bpf_program__attach"):

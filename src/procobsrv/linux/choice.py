@@ -9,6 +9,7 @@ from ..errors import MonitorError
 from ..platform import KernelSource
 from .ebpf import EbpfSource
 from .source import ConnectorSource
+from .sync import OutOfFds
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ def open_named_source(name: str) -> KernelSource:
         try:
             ebpf.open()
             return ebpf
+        except OutOfFds:
+            raise  # the connector would fail alike: say what ran out
         except MonitorError as exc:
             if not _warned:  # said once per process: a loop of start/stop is not news
                 _warned.append(True)

@@ -17,6 +17,7 @@ import logging
 import select
 from pathlib import Path
 
+from ..errors import MonitorError
 from ..events import QueuedItem
 from ..platform import Batch, KernelSource
 from .bpfprog import BpfProgram
@@ -25,6 +26,7 @@ from .ebpf_decoder import Decoder, Programs
 from .libbpf import Libbpf
 from .procfs import as_created, snapshot
 from .ringbuf import RingReader, TimerFd
+from .sync import NO_FDS, out_of_fds
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,11 @@ class EbpfSource(KernelSource):
                 running = snapshot()
                 self.decoder.programs.seed(running)
                 self.running = as_created(running)
+        except OSError as exc:  # the ring's mmap, the timerfd, the epoll fd
+            self.close()
+            if exc.errno in NO_FDS:
+                raise out_of_fds("the eBPF source's ring buffer and timer", exc) from exc
+            raise MonitorError(f"cannot set up the eBPF source: {exc}") from exc
         except BaseException:
             self.close()
             raise

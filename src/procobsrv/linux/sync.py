@@ -54,7 +54,12 @@ class EventFd:
 NO_FDS = (errno.EMFILE, errno.ENFILE)
 
 
-def out_of_fds(what: str, exc: OSError) -> MonitorError:
+class OutOfFds(MonitorError):
+    """Monitoring cannot start: no file descriptor was left (every source would fail alike,
+    so "auto" does not fall back on this one)."""
+
+
+def out_of_fds(what: str, exc: OSError) -> OutOfFds:
     """The MonitorError for creating ``what`` failed with EMFILE or ENFILE: which limit ran
     out and how to raise it."""
     if exc.errno == errno.ENFILE:
@@ -66,7 +71,7 @@ def out_of_fds(what: str, exc: OSError) -> MonitorError:
             "with `ulimit -n` (e.g. `ulimit -n 4096`), LimitNOFILE= in a systemd unit, or "
             "setrlimit(RLIMIT_NOFILE), or close files the program no longer needs"
         )
-    return MonitorError(f"cannot create {what} to monitor processes ({exc.strerror}): {limit}")
+    return OutOfFds(f"cannot create {what} to monitor processes ({exc.strerror}): {limit}")
 
 
 def is_readable(fd: int, timeout: float) -> bool:

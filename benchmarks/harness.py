@@ -366,6 +366,8 @@ class Forkstat(Contender):
         return ["forkstat", "-e", "fork,exec,exit"]
 
     def start(self) -> None:
+        if shutil.which("forkstat") is None:
+            raise Unavailable("forkstat is not installed (apt-get install forkstat)")
         self._file = open(self.out, "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             self.command(), stdout=self._file, stderr=subprocess.STDOUT, text=True

@@ -42,11 +42,30 @@ class QueuedItem:
     signal: int | None = None
     #: True when the killing signal also dumped core.
     core_dumped: bool = False
-    #: Effective user id of the process when known.
+    #: Real user id of the process when known (``euid`` is the effective one).
     uid: int | None = None
-    #: Kernel timestamp (monotonic ns) of the process's creation, or 0 when it started before
-    #: monitoring began. Together with the pid it names one process even when pids are reused.
+    #: Kernel timestamp (monotonic ns) of the process's creation: exact from the eBPF source
+    #: (even for a process started before monitoring), from the fork event or /proc (a clock
+    #: tick's precision) with the connector, 0 when unknown. Together with the pid it names
+    #: one process even when pids are reused.
     start_ns: int = 0
+    #: Effective user id when known.
+    euid: int | None = None
+    #: The kernel's short name of the task (``comm``, at most 15 characters).
+    comm: str | None = None
+    #: Working directory at exec (or when learned).
+    cwd: str | None = None
+    #: EXEC of a ``#!`` script: the script as run, absolute; ``image`` is then the program the
+    #: kernel runs (the interpreter, as /proc/PID/exe says).
+    script: str | None = None
+    #: argv was longer than the capture limit and ``command_line`` holds its beginning.
+    command_line_truncated: bool = False
+    #: Full size in bytes of the argv area the program received (NUL separators included).
+    command_line_size: int | None = None
+    #: cgroup v2 id.
+    cgroup_id: int | None = None
+    #: cgroup v2 path, e.g. ``/system.slice/ssh.service``.
+    cgroup: str | None = None
 
     @property
     def create(self) -> bool:
@@ -79,4 +98,12 @@ class QueuedItem:
             "core_dumped": self.core_dumped,
             "uid": self.uid,
             "start_ns": self.start_ns,
+            "euid": self.euid,
+            "comm": self.comm,
+            "cwd": self.cwd,
+            "script": self.script,
+            "command_line_truncated": self.command_line_truncated,
+            "command_line_size": self.command_line_size,
+            "cgroup_id": self.cgroup_id,
+            "cgroup": self.cgroup,
         }

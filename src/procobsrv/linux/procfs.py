@@ -9,6 +9,7 @@ and a fork inherits its parent's image without a read (a forked child runs the s
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 _O_RDONLY_CLOEXEC = os.O_RDONLY | os.O_CLOEXEC
@@ -23,6 +24,10 @@ class ProcessInfo:
     uid: int | None
     parent_id: int
     start_ns: int
+    euid: int | None = None
+    comm: str | None = None
+    cwd: str | None = None
+    cgroup: str | None = None
 
 
 def _read(path: str, size: int = 4096) -> bytes | None:
@@ -62,11 +67,72 @@ def read_command_line(pid: int) -> list[str] | None:
     return [os.fsdecode(arg) for arg in data.rstrip(b"\0").split(b"\0")]
 
 
-def read_uid(pid: int) -> int | None:
+def read_status(pid: int) -> tuple[str | None, int | None, int | None]:
+    """(comm, real uid, effective uid) from /proc/<pid>/status."""
+    data = _read(f"/proc/{pid}/status")
+    comm = uid = euid = None
+    for line in (data or b"").splitlines():
+        if line.startswith(b"Name:"):
+            comm = os.fsdecode(line[5:].strip())
+        elif line.startswith(b"Uid:"):
+            ids = line.split()
+            if len(ids) >= 3:
+                uid, euid = int(ids[1]), int(ids[2])
+            break
+    return comm, uid, euid
+
+
+def read_cwd(pid: int) -> str | None:
     try:
-        return os.stat(f"/proc/{pid}").st_uid
+        return os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return None
+
+
+def read_cgroup(pid: int) -> str | None:
+    """The cgroup v2 path, e.g. ``/system.slice/ssh.service``."""
+    for line in (_read(f"/proc/{pid}/cgroup") or b"").splitlines():
+        if line.startswith(b"0::"):
+            return os.fsdecode(line[3:])
+    return None
+
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+_cgroup_ids: dict[str, int | None] = {}
+
+
+def cgroup_id(path: str | None) -> int | None:
+    """The cgroup v2 id of a cgroup path: the inode of its directory (cached; None if gone)."""
+    if path is None:
+        return None
+    if path not in _cgroup_ids:
+        if len(_cgroup_ids) > 4096:
+            _cgroup_ids.clear()
+        try:
+            _cgroup_ids[path] = os.stat(CGROUP_ROOT + path).st_ino
+        except OSError:
+            return None
+    return _cgroup_ids[path]
+
+
+def read_start_ns(pid: int) -> int | None:
+    """The process's start on CLOCK_MONOTONIC, from /proc/<pid>/stat (a clock tick's precision)."""
+    data = _read(f"/proc/{pid}/stat")
+    if not data:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        ticks = int(fields[19])
+    except (IndexError, ValueError):
+        return None
+    # stat counts from boot including suspend (CLOCK_BOOTTIME); events use CLOCK_MONOTONIC
+    boot_offset = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.monotonic_ns()
+    return ticks * 1_000_000_000 // _CLK_TCK - boot_offset
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: Two start times of one process read from /proc and from the kernel differ by less than this.
+START_NS_TOLERANCE = 2 * 1_000_000_000 // _CLK_TCK + 1_000_000
 
 
 def read_parent(pid: int) -> int | None:
@@ -90,7 +156,30 @@ def read_process(pid: int, parent_id: int | None = None, start_ns: int = 0) -> P
     """
     if parent_id is None:
         parent_id = read_parent(pid) or 0
-    return ProcessInfo(read_image(pid), read_command_line(pid), read_uid(pid), parent_id, start_ns)
+    comm, uid, euid = read_status(pid)
+    return ProcessInfo(read_image(pid), read_command_line(pid), uid, parent_id, start_ns, euid,
+                       comm, read_cwd(pid), read_cgroup(pid))  # fmt: skip
+
+
+def snapshot() -> dict[int, ProcessInfo]:
+    """Every process running now, as /proc shows it (``start_ns`` from /proc/<pid>/stat).
+
+    Read when monitoring starts, so that the exit of a process that was already running
+    still names its program, and a process tree can know it.
+    """
+    running: dict[int, ProcessInfo] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        start = read_start_ns(pid)
+        if start is None:
+            continue  # gone meanwhile
+        info = read_process(pid, start_ns=start)
+        if info.image is None and info.command_line is None:
+            continue  # a kernel thread (or gone): no program to name
+        running[pid] = info
+    return running
 
 
 class ProcessTable:
@@ -123,7 +212,8 @@ class ProcessTable:
         if parent is None:
             info = ProcessInfo(None, None, None, parent_id, start_ns)
         else:
-            info = ProcessInfo(parent.image, parent.command_line, parent.uid, parent_id, start_ns)
+            info = ProcessInfo(parent.image, parent.command_line, parent.uid, parent_id, start_ns,
+                               parent.euid, parent.comm, parent.cwd, parent.cgroup)  # fmt: skip
         return self._remember(pid, info)
 
     def executed(self, pid: int) -> ProcessInfo:
@@ -135,8 +225,14 @@ class ProcessTable:
         else:
             info = read_process(pid, before.parent_id, before.start_ns)
             if info.uid is None:
-                info.uid = before.uid
+                info.uid, info.euid = before.uid, before.euid
         return self._remember(pid, info)
+
+    def seed(self, running: dict[int, ProcessInfo]) -> None:
+        """Know the processes already running (a :func:`snapshot`)."""
+        for pid, info in running.items():
+            if pid not in self._known:  # an event since the subscription knows better
+                self._remember(pid, info)
 
     def exited(self, pid: int) -> ProcessInfo | None:
         return self._known.pop(pid, None)

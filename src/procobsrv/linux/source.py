@@ -31,7 +31,7 @@ from .parser import (
     Decoder,
     Record,
 )
-from .procfs import ProcessTable
+from .procfs import ProcessTable, cgroup_id, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class ConnectorSource(KernelSource):
         self._ring = ReceiveRing()
         self.decoder = Decoder()
         self.processes = ProcessTable(read_proc)
+        self._read_proc = read_proc
         self.overruns = 0  # ENOBUFS seen: the kernel dropped messages (counted by sequence gaps)
         self._pending: list[Record] = []
         self._acked = False
@@ -77,6 +78,8 @@ class ConnectorSource(KernelSource):
         self._is_open = True
         try:
             self._subscribe()
+            if self._read_proc:
+                self.processes.seed(snapshot())
         except BaseException:
             self.close()
             raise
@@ -153,13 +156,16 @@ class ConnectorSource(KernelSource):
                 parent = rec[U1]
                 info = processes.forked(pid, parent, ts)
                 append(new(CREATED, pid, parent, (ts + epoch_offset) / 1e9, ts, info.image,
-                           info.command_line, None, None, False, info.uid, ts))  # fmt: skip
+                           info.command_line, None, None, False, info.uid, ts, info.euid,
+                           info.comm, info.cwd, None, False, None, cgroup_id(info.cgroup),
+                           info.cgroup))  # fmt: skip
             elif what == PROC_EVENT_EXEC:
                 pid = rec[U1]
                 info = processes.executed(pid)
                 append(new(EXEC, pid, info.parent_id, (ts + epoch_offset) / 1e9, ts, info.image,
-                           info.command_line, None, None, False, info.uid,
-                           info.start_ns))  # fmt: skip
+                           info.command_line, None, None, False, info.uid, info.start_ns,
+                           info.euid, info.comm, info.cwd, None, False, None,
+                           cgroup_id(info.cgroup), info.cgroup))  # fmt: skip
             elif what == PROC_EVENT_EXIT:
                 pid = rec[U1]
                 if rec[U0] != pid:
@@ -175,27 +181,40 @@ class ConnectorSource(KernelSource):
                                code, sig, core, None, 0))  # fmt: skip
                 else:
                     append(new(EXITED, pid, rec[U5], (ts + epoch_offset) / 1e9, ts, gone.image,
-                               gone.command_line, code, sig, core, gone.uid,
-                               gone.start_ns))  # fmt: skip
+                               gone.command_line, code, sig, core, gone.uid, gone.start_ns,
+                               gone.euid, gone.comm, gone.cwd, None, False, None,
+                               cgroup_id(gone.cgroup), gone.cgroup))  # fmt: skip
         return items
 
 
 def _item_constructor() -> Callable[..., QueuedItem]:
-    """A function taking every QueuedItem field positionally, in declaration order.
+    """A function taking the QueuedItem fields positionally, in declaration order (the ones
+    with defaults may be left out).
 
-    QueuedItem is a frozen dataclass: its ``__init__`` sets each of its 12 fields through
+    QueuedItem is a frozen dataclass: its ``__init__`` sets each field through
     ``object.__setattr__``, the largest single cost of an event in the pipeline (measured in
     docs/performance.md). Filling the slots directly builds an identical object in about 60%
     of the time. Falls back to the class itself if it ever stops being a plain slotted
-    dataclass (a ``__post_init__``, no slots), so that behaviour cannot drift.
+    dataclass (a ``__post_init__``, no slots, a default factory), so that behaviour cannot drift.
     """
-    names = [f.name for f in dataclasses.fields(QueuedItem)]
-    if hasattr(QueuedItem, "__post_init__") or tuple(names) != getattr(QueuedItem, "__slots__", ()):
+    fields = dataclasses.fields(QueuedItem)
+    names = [f.name for f in fields]
+    if (
+        hasattr(QueuedItem, "__post_init__")
+        or tuple(names) != getattr(QueuedItem, "__slots__", ())
+        or any(f.default_factory is not dataclasses.MISSING for f in fields)
+    ):
         return QueuedItem
-    params = ", ".join(f"a{i}" for i in range(len(names)))
-    body = "".join(f"    s{i}(o, a{i})\n" for i in range(len(names)))
-    code = f"def make({params}):\n    o = new(cls)\n{body}    return o\n"
     scope: dict[str, Any] = {"new": object.__new__, "cls": QueuedItem}
+    params = []
+    for i, f in enumerate(fields):
+        if f.default is dataclasses.MISSING:
+            params.append(f"a{i}")
+        else:
+            scope[f"d{i}"] = f.default
+            params.append(f"a{i}=d{i}")
+    body = "".join(f"    s{i}(o, a{i})\n" for i in range(len(names)))
+    code = f"def make({', '.join(params)}):\n    o = new(cls)\n{body}    return o\n"
     scope.update({f"s{i}": getattr(QueuedItem, n).__set__ for i, n in enumerate(names)})
     exec(code, scope)
     make: Callable[..., QueuedItem] = scope["make"]

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: (MIT OR GPL-2.0) */
+/*
+ * The record layout shared by the kernel program (procobsrv.bpf.c) and user space
+ * (src/procobsrv/linux/ebpf_abi.py, checked against this file by
+ * tests/linux/test_ebpf_layout.py). Types only: no kernel headers, so that both sides
+ * compile it (the BPF side gets __u32 & co. from vmlinux.h, user space from <linux/types.h>).
+ */
+#ifndef PROCOBSRV_H
+#define PROCOBSRV_H
+
+/* Capture limits, in bytes (documented in docs/ebpf.md). */
+#define PO_ARGS_CAP 4096   /* argv: longer ones are cut here and flagged PO_F_ARGS_TRUNCATED */
+#define PO_PATH_CAP 4096   /* each path (image, script, cwd, cgroup) */
+#define PO_NAME_MAX 256    /* one path component, NUL included */
+#define PO_MAX_DEPTH 64    /* path components followed (power of 2) */
+#define PO_COMM_LEN 16
+
+/* po_event.kind */
+enum po_kind {
+	PO_FORK = 1, /* a new process (not a thread) */
+	PO_EXEC = 2, /* it now runs another program */
+	PO_EXIT = 3, /* the whole process ended (its last thread) */
+};
+
+/* po_event.flags */
+#define PO_F_ARGS_TRUNCATED   (1u << 0) /* argv longer than PO_ARGS_CAP */
+#define PO_F_IMAGE_TRUNCATED  (1u << 1) /* a path longer than its cap or deeper than PO_MAX_DEPTH */
+#define PO_F_SCRIPT_TRUNCATED (1u << 2)
+#define PO_F_CWD_TRUNCATED    (1u << 3)
+#define PO_F_CGROUP_TRUNCATED (1u << 4)
+#define PO_F_ARGS_FAULT       (1u << 5) /* argv could not be read */
+
+/*
+ * One record in the ring buffer: this fixed header, then `data` holding, back to back and
+ * without NULs around them, argv (args_len bytes, NUL-separated as in /proc/PID/cmdline),
+ * the image path, the script path, the cwd and the cgroup path. Each length may be 0
+ * (not captured for this kind). The record's size is sizeof(struct po_event) + the sum.
+ */
+struct po_event {
+	__u32 kind;
+	__u32 flags;
+	__u32 pid;         /* tgid */
+	__u32 ppid;        /* real parent's tgid */
+	__u32 uid;         /* real uid */
+	__u32 euid;        /* effective uid */
+	__u64 ts_ns;       /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u64 start_ns;    /* the process's (group leader's) start_time, CLOCK_MONOTONIC */
+	__u64 cgroup_id;   /* cgroup v2 id (the kernfs node id = the directory's inode) */
+	__u32 exit_status; /* PO_EXIT: the wait status (code << 8 | core 0x80 | signal) */
+	__u32 argc;        /* PO_EXEC: argc */
+	__u32 args_size;   /* PO_EXEC: full size of the argv area (arg_end - arg_start) */
+	__u16 args_len;
+	__u16 image_len;
+	__u16 script_len;
+	__u16 cwd_len;
+	__u16 cgroup_len;
+	__u16 reserved;
+	char comm[PO_COMM_LEN];
+	char data[];
+};
+
+/* Failed ring buffer writes, per CPU (one entry): exact loss, per kind. */
+struct po_drops {
+	__u64 fork;
+	__u64 exec;
+	__u64 exit;
+	__u64 reserved;
+};
+
+/* Settings written by user space after load, before attach (one entry). */
+struct po_settings {
+	__u64 wakeup_interval_ns; /* at most one wake-up of the consumer per interval... */
+	__u64 wakeup_bytes;       /* ...except when this much is waiting */
+	__u32 parent_filter;      /* 0, or report only processes whose parent is this tgid */
+	__u32 reserved;
+};
+
+#endif /* PROCOBSRV_H */

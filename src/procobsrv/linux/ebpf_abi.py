@@ -1,0 +1,92 @@
+"""The records of the eBPF program, as ctypes structures: the Python side of bpf/procobsrv.h.
+
+``tests/linux/test_ebpf_layout.py`` compiles ``_Static_assert``s generated from these
+structures against the header, so that the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+u16, u32, u64 = ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
+
+#: The shipped object (built by ``make -C bpf`` from bpf/procobsrv.bpf.c).
+OBJECT_PATH = Path(__file__).with_name("bpf") / "procobsrv.bpf.o"
+#: The ELF section holding the sha256 of the sources the object was built from.
+SOURCES_SECTION = "procobsrv_sources"
+
+PO_ARGS_CAP = 4096
+PO_PATH_CAP = 4096
+PO_NAME_MAX = 256
+PO_MAX_DEPTH = 64
+PO_COMM_LEN = 16
+
+PO_FORK, PO_EXEC, PO_EXIT = 1, 2, 3
+
+PO_F_ARGS_TRUNCATED = 1 << 0
+PO_F_IMAGE_TRUNCATED = 1 << 1
+PO_F_SCRIPT_TRUNCATED = 1 << 2
+PO_F_CWD_TRUNCATED = 1 << 3
+PO_F_CGROUP_TRUNCATED = 1 << 4
+PO_F_ARGS_FAULT = 1 << 5
+
+
+class po_event(ctypes.Structure):
+    """One ring buffer record's fixed header; ``data`` (argv, paths) follows it."""
+
+    _fields_ = (
+        ("kind", u32),
+        ("flags", u32),
+        ("pid", u32),
+        ("ppid", u32),
+        ("uid", u32),
+        ("euid", u32),
+        ("ts_ns", u64),
+        ("start_ns", u64),
+        ("cgroup_id", u64),
+        ("exit_status", u32),
+        ("argc", u32),
+        ("args_size", u32),
+        ("args_len", u16),
+        ("image_len", u16),
+        ("script_len", u16),
+        ("cwd_len", u16),
+        ("cgroup_len", u16),
+        ("reserved", u16),
+        ("comm", ctypes.c_char * PO_COMM_LEN),
+    )
+
+
+class po_drops(ctypes.Structure):
+    """Failed ring buffer writes of one CPU, per kind."""
+
+    _fields_ = (("fork", u64), ("exec", u64), ("exit", u64), ("reserved", u64))
+
+
+class po_settings(ctypes.Structure):
+    """What user space tells the program after loading it."""
+
+    _fields_ = (
+        ("wakeup_interval_ns", u64),
+        ("wakeup_bytes", u64),
+        ("parent_filter", u32),
+        ("reserved", u32),
+    )
+
+
+#: Structures declared here, by their C name (checked against the header).
+STRUCTURES: dict[str, type[ctypes.Structure]] = {
+    "po_event": po_event,
+    "po_drops": po_drops,
+    "po_settings": po_settings,
+}
+
+#: Constants declared here, by their C name (checked against the header).
+CONSTANTS: dict[str, int] = {
+    name: value
+    for name, value in globals().items()
+    if name.startswith("PO_") and isinstance(value, int)
+}
+
+HEADER_SIZE = ctypes.sizeof(po_event)

@@ -1,0 +1,177 @@
+"""Ring buffer records of the eBPF program -> QueuedItems, with what each process ran.
+
+The decoder never raises: a record that is too short, names an unknown kind, or whose
+lengths point outside it is counted in :attr:`Decoder.bad` and skipped. An exit record
+carries no argv (the kernel has already freed the process's memory then): the image, argv,
+cwd and script come from :class:`Programs`, which remembers each live process's exec (or
+the /proc snapshot taken at start), keyed by pid and checked against its start time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import time
+from dataclasses import dataclass
+
+from ..events import EventKind, QueuedItem
+from .ebpf_abi import HEADER_SIZE, PO_EXEC, PO_EXIT, PO_F_ARGS_FAULT, PO_F_ARGS_TRUNCATED, PO_FORK
+from .procfs import START_NS_TOLERANCE, ProcessInfo
+from .source import _new_item
+
+log = logging.getLogger(__name__)
+
+#: struct po_event's fixed part (bpf/procobsrv.h), little-endian as the kernel writes it.
+HEADER = struct.Struct("<6I3Q3I6H16s")
+assert HEADER.size == HEADER_SIZE
+
+CREATED, EXEC, EXITED = EventKind.CREATED, EventKind.EXEC, EventKind.EXITED
+_fsdecode = os.fsdecode
+
+
+@dataclass(slots=True)
+class Program:
+    """What a live process runs, as its last exec (or /proc) said."""
+
+    start_ns: int
+    image: str | None
+    command_line: list[str] | None
+    cwd: str | None
+    script: str | None = None
+    truncated: bool = False
+    size: int | None = None
+    #: start_ns came from /proc (a clock tick's precision), not from the kernel
+    approximate: bool = False
+
+
+class Programs:
+    """Live processes' programs by pid; bounded, so that lost exits cannot grow it."""
+
+    def __init__(self, capacity: int = 65536) -> None:
+        self._known: dict[int, Program] = {}
+        self._capacity = capacity
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def seed(self, running: dict[int, ProcessInfo]) -> None:
+        """The processes a /proc snapshot found (events since know better)."""
+        for pid, info in running.items():
+            if pid not in self._known:
+                self.set(pid, Program(info.start_ns, info.image, info.command_line, info.cwd,
+                                      approximate=True))  # fmt: skip
+
+    def set(self, pid: int, program: Program) -> None:
+        known = self._known
+        known.pop(pid, None)
+        if len(known) >= self._capacity:
+            del known[next(iter(known))]  # the oldest: its exit was most likely lost
+        known[pid] = program
+
+    def parent_of(self, pid: int) -> Program | None:
+        """The program of the live process with this pid (a fork names only its parent's pid)."""
+        return self._known.get(pid)
+
+    def pop(self, pid: int, start_ns: int) -> Program | None:
+        known = self._known.pop(pid, None)
+        if known is None or not _same(known, start_ns):
+            return None
+        return known
+
+
+def _same(known: Program, start_ns: int) -> bool:
+    if known.approximate:
+        return abs(known.start_ns - start_ns) <= START_NS_TOLERANCE
+    return known.start_ns == start_ns
+
+
+def split_argv(raw: bytes) -> list[str]:
+    """argv from the NUL-separated argv area (the last argument may be cut when truncated)."""
+    if not raw:
+        return []
+    if raw.endswith(b"\0"):
+        raw = raw[:-1]
+    return [_fsdecode(arg) for arg in raw.split(b"\0")]
+
+
+class Decoder:
+    """Turns the records of one read into QueuedItems (appended to ``out``)."""
+
+    def __init__(self, programs: Programs | None = None) -> None:
+        self.programs = programs if programs is not None else Programs()
+        #: records skipped because they were malformed
+        self.bad = 0
+        self._strings: dict[bytes, str] = {}  # comm and cgroup paths repeat: decode once
+
+    def _text(self, raw: bytes) -> str:
+        text = self._strings.get(raw)
+        if text is None:
+            if len(self._strings) > 4096:
+                self._strings.clear()
+            text = self._strings[raw] = _fsdecode(raw)
+        return text
+
+    def decode(self, data: bytes, spans: list[tuple[int, int]], out: list[QueuedItem]) -> None:
+        epoch_offset = time.time_ns() - time.monotonic_ns()
+        unpack = HEADER.unpack_from
+        programs, text, new, append = self.programs, self._text, _new_item, out.append
+        total = len(data)
+        for offset, length in spans:
+            if length < HEADER_SIZE or offset < 0 or offset + length > total:
+                self.bad += 1
+                continue
+            (kind, flags, pid, ppid, uid, euid, ts, start, cg_id, status, _argc, args_size,
+             args_len, image_len, script_len, cwd_len, cgroup_len, _, comm_raw) = unpack(
+                data, offset)  # fmt: skip
+            p = offset + HEADER_SIZE
+            if args_len + image_len + script_len + cwd_len + cgroup_len > length - HEADER_SIZE:
+                self.bad += 1
+                continue
+            q = p + args_len + image_len + script_len + cwd_len
+            cgroup = text(data[q : q + cgroup_len]) if cgroup_len else None
+            comm = text(comm_raw.split(b"\0", 1)[0])
+            when = (ts + epoch_offset) / 1e9
+            if kind == PO_EXEC:
+                truncated = bool(flags & PO_F_ARGS_TRUNCATED)
+                argv = None if flags & PO_F_ARGS_FAULT else split_argv(data[p : p + args_len])
+                p += args_len
+                image = _fsdecode(data[p : p + image_len]) if image_len else None
+                p += image_len
+                script = _fsdecode(data[p : p + script_len]) if script_len else None
+                p += script_len
+                cwd = _fsdecode(data[p : p + cwd_len]) if cwd_len else None
+                if script is not None and not script.startswith("/") and cwd is not None:
+                    script = os.path.normpath(os.path.join(cwd, script))
+                programs.set(pid, Program(start, image, argv, cwd, script, truncated, args_size))
+                append(new(EXEC, pid, ppid, when, ts, image, argv, None, None, False, uid, start,
+                           euid, comm, cwd, script, truncated, args_size, cg_id,
+                           cgroup))  # fmt: skip
+            elif kind == PO_FORK:
+                parent = programs.parent_of(ppid)
+                if parent is None:
+                    append(new(CREATED, pid, ppid, when, ts, None, None, None, None, False, uid,
+                               start, euid, comm, None, None, False, None, cg_id,
+                               cgroup))  # fmt: skip
+                    continue
+                programs.set(pid, Program(start, parent.image, parent.command_line, parent.cwd,
+                                          parent.script, parent.truncated, parent.size))  # fmt: skip
+                append(new(CREATED, pid, ppid, when, ts, parent.image, parent.command_line,
+                           None, None, False, uid, start, euid, comm, parent.cwd, parent.script,
+                           parent.truncated, parent.size, cg_id, cgroup))  # fmt: skip
+            elif kind == PO_EXIT:
+                if status & 0x7F == 0:
+                    code, sig, core = (status >> 8) & 0xFF, None, False
+                else:
+                    code, sig, core = None, status & 0x7F, bool(status & 0x80)
+                gone = programs.pop(pid, start)
+                if gone is None:
+                    append(new(EXITED, pid, ppid, when, ts, None, None, code, sig, core, uid,
+                               start, euid, comm, None, None, False, None, cg_id,
+                               cgroup))  # fmt: skip
+                else:
+                    append(new(EXITED, pid, ppid, when, ts, gone.image, gone.command_line, code,
+                               sig, core, uid, start, euid, comm, gone.cwd, gone.script,
+                               gone.truncated, gone.size, cg_id, cgroup))  # fmt: skip
+            else:
+                self.bad += 1

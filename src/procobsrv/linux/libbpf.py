@@ -1,0 +1,179 @@
+"""Every libbpf function procobsrv calls, declared once as data, and what their failures mean.
+
+Only symbols that libbpf 1.1 (Debian 12) and 1.5 (Debian 13) both export are used. Each
+:class:`Binding` names the function, its result and argument types and how it reports
+failure; :func:`api` applies the table to ``libbpf.so.1``. A failure raises
+:class:`~procobsrv.errors.MonitorError` saying what to do.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import MonitorError
+
+log = logging.getLogger(__name__)
+
+SONAME = "libbpf.so.1"
+ptr, c_int, c_size, c_str = ctypes.c_void_p, ctypes.c_int32, ctypes.c_size_t, ctypes.c_char_p
+
+NOT_INSTALLED = (
+    "the eBPF source needs libbpf ({soname}: {error}): install the package libbpf1 "
+    "(Debian/Ubuntu; libbpf on Fedora/Arch), or use source='connector'"
+)
+NOT_PERMITTED = (
+    "loading the eBPF program is not permitted ({what}): run as root, or grant the process "
+    "CAP_BPF and CAP_PERFMON (e.g. `setcap cap_bpf,cap_perfmon+ep` on its interpreter), or "
+    "use source='connector'"
+)
+NO_BTF = (
+    "the kernel has no BTF (/sys/kernel/btf/vmlinux is missing): the eBPF source needs a "
+    "kernel built with CONFIG_DEBUG_INFO_BTF=y (5.17 or newer); use source='connector'"
+)
+REJECTED = (
+    "the kernel refused the eBPF program ({what}: {error}); libbpf's log, with the "
+    "verifier's, is in {log_path}. A kernel older than 5.17 lacks bpf_loop; use "
+    "source='connector'"
+)
+
+PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_str, ptr)  # (level, fmt, va_list)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One libbpf function: name, result type, argument types, how it fails."""
+
+    name: str
+    restype: Any
+    argtypes: Sequence[Any]
+    #: "null": NULL result + errno; "negative": result < 0 is -errno; "": cannot fail.
+    fails: str = ""
+
+
+BINDINGS: tuple[Binding, ...] = (
+    Binding("libbpf_set_print", ptr, (PRINT_FN,)),
+    Binding("libbpf_num_possible_cpus", c_int, (), "negative"),
+    Binding("bpf_object__open_mem", ptr, (ptr, c_size, ptr), "null"),
+    Binding("bpf_object__load", c_int, (ptr,), "negative"),
+    Binding("bpf_object__close", None, (ptr,)),
+    Binding("bpf_object__find_map_by_name", ptr, (ptr, c_str), "null"),
+    Binding("bpf_object__next_program", ptr, (ptr, ptr)),
+    Binding("bpf_map__set_max_entries", c_int, (ptr, ctypes.c_uint32), "negative"),
+    Binding("bpf_map__fd", c_int, (ptr,), "negative"),
+    Binding("bpf_program__attach", ptr, (ptr,), "null"),
+    Binding("bpf_link__destroy", c_int, (ptr,), "negative"),
+    Binding("bpf_map_lookup_elem", c_int, (c_int, ptr, ptr), "negative"),
+    Binding("bpf_map_update_elem", c_int, (c_int, ptr, ptr, ctypes.c_uint64), "negative"),
+)
+
+
+class LibbpfError(MonitorError):
+    """A libbpf call failed; ``errno`` says why."""
+
+    def __init__(self, function: str, err: int) -> None:
+        super().__init__(f"{function} failed: {os.strerror(err)}")
+        self.function = function
+        self.errno = err
+
+
+def _errcheck(binding: Binding) -> Callable[..., Any]:
+    def check(result: Any, func: Any, args: Any) -> Any:
+        if binding.fails == "null" and not result:
+            raise LibbpfError(binding.name, ctypes.get_errno() or errno.EINVAL)
+        if binding.fails == "negative" and result < 0:
+            raise LibbpfError(binding.name, -result)
+        return result
+
+    return check
+
+
+class Libbpf:
+    """libbpf's functions as attributes, each raising LibbpfError on failure."""
+
+    def __init__(self, lib: Any) -> None:
+        for b in BINDINGS:
+            func = getattr(lib, b.name)
+            func.restype = b.restype
+            func.argtypes = list(b.argtypes)
+            if b.fails:
+                func.errcheck = _errcheck(b)
+            setattr(self, b.name, func)
+
+    def __getattr__(self, name: str) -> Any:  # for mypy: the bound functions above
+        raise AttributeError(name)
+
+
+_lock = threading.Lock()
+_api: list[Libbpf] = []
+
+
+def api() -> Libbpf:
+    """libbpf, loaded once; MonitorError naming the package when it is not installed."""
+    with _lock:
+        if not _api:
+            try:
+                lib = ctypes.CDLL(SONAME, use_errno=True)
+            except OSError as exc:
+                raise MonitorError(NOT_INSTALLED.format(soname=SONAME, error=exc)) from exc
+            _api.append(Libbpf(lib))
+            _api[0].libbpf_set_print(_print_callback)
+        return _api[0]
+
+
+# -- libbpf's messages ------------------------------------------------------------------
+_libc = ctypes.CDLL(None, use_errno=True)
+# vasprintf sizes its buffer itself: a va_list can be used only once, and the verifier's log
+# arrives as one long %s.
+_vasprintf = _libc.vasprintf
+_vasprintf.restype = c_int
+_vasprintf.argtypes = [ctypes.POINTER(ctypes.c_void_p), c_str, ptr]
+_free = _libc.free
+_free.restype = None
+_free.argtypes = [ptr]
+
+_capture = threading.local()
+
+
+@PRINT_FN
+def _print_callback(level: int, fmt: bytes, args: int) -> int:
+    out = ctypes.c_void_p()
+    n = _vasprintf(ctypes.byref(out), fmt, args)
+    if n < 0 or not out.value:
+        return 0
+    try:
+        text = ctypes.string_at(out.value, n).decode(errors="replace")
+    finally:
+        _free(out)
+    lines: list[str] | None = getattr(_capture, "lines", None)
+    if lines is not None:
+        lines.append(text)
+    log.debug("libbpf: %s", text.rstrip())
+    return n
+
+
+@contextmanager
+def captured() -> Iterator[list[str]]:
+    """libbpf's messages printed by this thread meanwhile (the verifier's log among them)."""
+    lines: list[str] = []
+    _capture.lines = lines
+    try:
+        yield lines
+    finally:
+        _capture.lines = None
+
+
+def write_log(lines: list[str]) -> str:
+    """Keep a failed load's messages in a file; its path."""
+    fd, path = tempfile.mkstemp(prefix="procobsrv-ebpf-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(lines))
+    return path

@@ -1,0 +1,148 @@
+"""Consuming a BPF ring buffer from Python: the two mappings, the positions, the records.
+
+The kernel's layout (``kernel/bpf/ringbuf.c``): at offset 0 of the map's fd, one read-write
+page whose first u64 is ``consumer_pos``; at offset one page, read-only, a page whose first
+u64 is ``producer_pos``, then the data area mapped twice in a row, so that any run of
+records is contiguous. Each record: a u32 length (bit 31: still being written; bit 30:
+discarded), a u32 the kernel uses, the sample, padded to 8 bytes.
+
+The positions are read and written as single aligned 8-byte loads and stores (ctypes
+``c_uint64``): on x86-64 and arm64 these are atomic, and x86's ordering makes "read
+producer_pos, then the records below it" and "copy the records, then store consumer_pos"
+safe without explicit barriers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+
+from ..errors import MonitorError
+
+BUSY = 1 << 31
+DISCARDED = 1 << 30
+HEADER = 8
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_mmap = _libc.mmap
+_mmap.restype = ctypes.c_void_p
+_mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int32,
+    ctypes.c_int32,
+    ctypes.c_int32,
+    ctypes.c_int64,
+]
+_munmap = _libc.munmap
+_munmap.restype = ctypes.c_int32
+_munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def _map(length: int, prot: int, fd: int, offset: int) -> int:
+    addr = _mmap(None, length, prot, mmap.MAP_SHARED, fd, offset)
+    if addr is None or addr == MAP_FAILED:
+        err = ctypes.get_errno()
+        raise MonitorError(f"mapping the eBPF ring buffer failed: {os.strerror(err)}")
+    return int(addr)
+
+
+class RingReader:
+    """Reads whole records from a BPF_MAP_TYPE_RINGBUF map fd of ``size`` bytes."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        if size <= 0 or size & (size - 1) or size % mmap.PAGESIZE:
+            raise ValueError(f"ring buffer size {size} is not a power-of-2 multiple of a page")
+        self.size = size
+        self._mask = size - 1
+        page = mmap.PAGESIZE
+        self._spans: list[tuple[int, int]] = []
+        cons = _map(page, mmap.PROT_READ | mmap.PROT_WRITE, fd, 0)
+        self._spans.append((cons, page))
+        try:
+            prod = _map(page + 2 * size, mmap.PROT_READ, fd, page)
+        except BaseException:
+            self.close()
+            raise
+        self._spans.append((prod, page + 2 * size))
+        self._consumer = ctypes.c_uint64.from_address(cons)
+        self._producer = ctypes.c_uint64.from_address(prod)
+        self._data = prod + page
+        self._words = (ctypes.c_uint32 * (size // 2)).from_address(self._data)
+
+    def pending(self) -> int:
+        """Bytes written and not yet consumed."""
+        return int(self._producer.value - self._consumer.value)
+
+    def read(self, limit: int, spans: list[tuple[int, int]]) -> bytes:
+        """Copy out the committed records (at most about ``limit`` bytes) and consume them.
+
+        Returns the copied bytes; ``spans`` gets (offset, length) of each sample in them.
+        """
+        start = self._consumer.value
+        end = self._producer.value
+        pos = start
+        words, mask = self._words, self._mask
+        while pos < end and pos - start < limit:
+            header = words[(pos & mask) >> 2]
+            if header & BUSY:
+                break  # still being written: the records after it wait for the next read
+            length = header & ~(BUSY | DISCARDED)
+            if not header & DISCARDED:
+                spans.append((pos - start + HEADER, length))
+            pos += (length + HEADER + 7) & ~7
+        if pos == start:
+            return b""
+        data = ctypes.string_at(self._data + (start & mask), pos - start)
+        self._consumer.value = pos
+        return data
+
+    def close(self) -> None:
+        spans, self._spans = self._spans, []
+        for addr, length in spans:
+            _munmap(addr, length)
+
+
+class TimerFd:
+    """A one-shot CLOCK_MONOTONIC timerfd: readable once ``arm``'s delay has passed."""
+
+    class _Spec(ctypes.Structure):
+        _fields_ = (
+            ("interval_s", ctypes.c_int64),
+            ("interval_ns", ctypes.c_int64),
+            ("value_s", ctypes.c_int64),
+            ("value_ns", ctypes.c_int64),
+        )
+
+    _create = _libc.timerfd_create
+    _create.restype = ctypes.c_int32
+    _create.argtypes = [ctypes.c_int32, ctypes.c_int32]
+    _settime = _libc.timerfd_settime
+    _settime.restype = ctypes.c_int32
+    _settime.argtypes = [ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p]
+
+    def __init__(self) -> None:
+        fd = self._create(1, os.O_NONBLOCK | os.O_CLOEXEC)  # CLOCK_MONOTONIC
+        if fd < 0:
+            raise MonitorError(f"timerfd_create failed: {os.strerror(ctypes.get_errno())}")
+        self.fd = fd
+        self.armed = False
+        self._spec = self._Spec()
+
+    def arm(self, delay_ns: int) -> None:
+        """Readable after ``delay_ns`` (re-arming also makes it unreadable until then)."""
+        self._spec.value_s, self._spec.value_ns = divmod(max(delay_ns, 1), 1_000_000_000)
+        self._settime(self.fd, 0, ctypes.addressof(self._spec), None)
+        self.armed = True
+
+    def disarm(self) -> None:
+        self._spec.value_s = self._spec.value_ns = 0
+        self._settime(self.fd, 0, ctypes.addressof(self._spec), None)
+        self.armed = False
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)

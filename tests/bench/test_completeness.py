@@ -51,6 +51,7 @@ def test_ebpf_source_reports_every_exact_argv_and_image() -> None:
     assert result.exact == {"argv": 100.0, "image": 100.0}
     assert result.completeness == {"fork": 100.0, "exec": 100.0, "exit": 100.0}
     assert (result.lost, result.wrong_exit_status) == (0, 0)
+    assert result.latency_ms["n"] == sum(result.captured.values())  # the storm's events only
     # bpf_stats saw the programs run during the storm (each hook at least once per process)
     # and the sysctl is back to what it was.
     hooks = {h: v for h, v in result.kernel_ns.items() if h != "all"}
@@ -67,6 +68,7 @@ def test_connector_source_is_scored_per_process() -> None:
     assert result.execed == 50
     assert result.exact["argv"] is not None and result.exact["argv"] > 0
     assert result.exact["image"] is not None and result.exact["image"] > 0
+    assert result.latency_ms["n"] == sum(result.captured.values())  # the storm's events only
 
 
 def test_execsnoop_output_is_parsed() -> None:

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 LINTED := src tests examples benchmarks scripts/render-diagrams scripts/mkdocs_hooks.py
 
-.PHONY: demo test venv system lint typecheck bench fuzz driver docs diagrams clean
+.PHONY: demo test venv system lint typecheck bench fuzz driver bpf docs diagrams clean
 
 $(PY): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: run 'sudo apt-get install python3-venv'"; exit 1; }
@@ -22,6 +22,8 @@ demo: $(PY)
 
 test: system $(PY)
 	$(MAKE) -C driver
+	$(MAKE) -C bpf
+	$(MAKE) -C bpf check
 	$(PY) -m ruff check $(LINTED)
 	$(PY) -m ruff format --check $(LINTED)
 	$(PY) -m mypy
@@ -37,6 +39,10 @@ typecheck: $(PY)
 
 driver:
 	$(MAKE) -C driver
+
+# The eBPF program, rebuilt and installed as the shipped object (commit it).
+bpf:
+	$(MAKE) -C bpf install
 
 # Full benchmark: every contender, medians of 3 runs, JSON + chart (docs/performance.md).
 bench: system $(PY)
@@ -56,4 +62,5 @@ docs: $(PY)
 
 clean:
 	$(MAKE) -C driver clean
+	$(MAKE) -C bpf clean
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -267,6 +267,28 @@ class ProcessTree(CallbackHandler):
             self.lost += count
         log.warning("%d process events were lost: the process tree may be incomplete", count)
 
+    def seed(self, running: Iterable[QueuedItem]) -> None:
+        """Know the processes that were running when monitoring began, e.g. the Linux
+        sources' ``running`` (CREATED items read from /proc at open): keyed ``(pid, 0)`` as
+        the rule above says, unless an event already named them."""
+        with self._lock:
+            for item in sorted(running, key=lambda i: i.start_ns):  # parents first
+                if item.process_id in self._by_pid:
+                    continue
+                parent = self._by_pid.get(item.parent_id) if item.parent_id else None
+                self._add(
+                    ProcessNode(
+                        (item.process_id, 0),
+                        item.process_id,
+                        item.parent_id,
+                        parent,
+                        start_time=item.timestamp,
+                        image=item.image,
+                        command_line=_argv(item),
+                        uid=item.uid,
+                    )
+                )
+
     # -- queries --------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._nodes)

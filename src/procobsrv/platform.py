@@ -106,6 +106,34 @@ class Platform:
     new_mutex: Callable[[], Mutex]
     new_waiter: Callable[[Sequence[int]], Waiter]
     new_source: Callable[[], KernelSource]
+    #: The name ``new_source``'s source answers to besides "auto" (e.g. "driver").
+    default_source: str = ""
+    #: Opens a source by name ("auto": the best one this process may use), when the platform
+    #: has several; else ``new_source`` is the only one.
+    open_named_source: Callable[[str], KernelSource] | None = None
+
+
+#: What ``start_monitoring(source=...)`` takes: a source, or a platform's name for one.
+SourceChoice = KernelSource | str
+
+
+def open_source(platform: Platform, source: SourceChoice | None) -> KernelSource:
+    """The opened kernel source: ``source`` itself, or the one its name picks (None: "auto").
+
+    Raises MonitorError saying what to do when it cannot open.
+    """
+    if isinstance(source, KernelSource):
+        source.open()
+        return source
+    name = source or "auto"
+    if platform.open_named_source is not None:
+        return platform.open_named_source(name)
+    if name not in ("auto", platform.default_source):
+        known = ", ".join(repr(n) for n in ("auto", platform.default_source) if n)
+        raise MonitorError(f"unknown source {name!r} on {platform.name}: use {known}")
+    opened = platform.new_source()
+    opened.open()
+    return opened
 
 
 def current_platform() -> Platform:

@@ -15,7 +15,7 @@ from .errors import MonitorError
 from .events import EventKind
 from .handler import CallbackHandler
 from .monitor import ProcessThreadMonitor
-from .platform import KernelSource, Platform, current_platform
+from .platform import KernelSource, Platform, SourceChoice, current_platform, open_source
 from .retrieval import RetrievalThread
 
 log = logging.getLogger(__name__)
@@ -143,25 +143,32 @@ class ApplicationScope:
     def is_monitoring(self) -> bool:
         return self._session is not None
 
+    @property
+    def source(self) -> KernelSource | None:
+        """The kernel source of the current session (which one "auto" picked), if any."""
+        session = self._session
+        return None if session is None else session.source
+
     def start_monitoring(
         self,
         param: Any = None,
         *,
-        source: KernelSource | None = None,
+        source: SourceChoice = "auto",
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
         overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
     ) -> bool:
         """Start; True if it started, False if already monitoring. Raises MonitorError.
 
-        ``source`` replaces the platform's kernel source (tests, replays); ``queue_limit``
-        and ``overflow`` bound the queue between the kernel and a slow handler.
+        ``source`` picks the kernel source by name (Linux: "auto", the default, takes the eBPF
+        source when this process may load it, else the connector; "ebpf"; "connector";
+        Windows: "auto" or "driver") or replaces it (tests, replays); ``queue_limit`` and
+        ``overflow`` bound the queue between the kernel and a slow handler.
         """
         with self._lock:
             if self._session is not None:
                 return False
             platform = current_platform()
-            source = source if source is not None else platform.new_source()
-            source.open()  # raises MonitorError saying what to do
+            source = open_source(platform, source)  # raises MonitorError saying what to do
             try:
                 session = _Session(platform, source, self._handler, param, queue_limit, overflow)
                 session.retrieval.on_failure = functools.partial(self._end_failed, session)

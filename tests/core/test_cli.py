@@ -69,7 +69,8 @@ def test_outside_the_initial_network_namespace_the_error_says_what_to_do() -> No
     unshare = shutil.which("unshare")
     if unshare is None or os.geteuid() != 0:
         unavailable("needs root and unshare(1) to create a network namespace")
-    run = subprocess.run([unshare, "--net", *TOOL, "watch"], capture_output=True, text=True,
+    run = subprocess.run([unshare, "--net", *TOOL, "watch", "--source", "connector"],
+                         capture_output=True, text=True,
                          timeout=20)  # fmt: skip
     assert run.returncode == 2
     assert "network namespace" in run.stderr and "host" in run.stderr
@@ -140,7 +141,7 @@ def test_watch_ends_with_status_2_when_the_kernel_side_fails(
     breaker = threading.Thread(target=break_the_socket)
     breaker.start()
     began = time.monotonic()
-    status = main(["watch", "--json", "--duration", "30"])
+    status = main(["watch", "--source", "connector", "--json", "--duration", "30"])
     breaker.join()
     assert status == 2 and time.monotonic() - began < 10
     err = capsys.readouterr().err

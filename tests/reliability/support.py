@@ -167,6 +167,7 @@ def monitoring(
     """ApplicationScope running ``handler`` (on the real connector unless ``source=`` is given)."""
     if "source" not in kw:
         require_connector()
+        kw["source"] = "connector"
     scope = ApplicationScope.get_instance(handler)
     assert scope.start_monitoring(param, **kw)
     try:

@@ -26,8 +26,13 @@ def describe_exit(item: QueuedItem) -> str:
 
 def describe_program(item: QueuedItem) -> str:
     image = item.image or "?"
+    if item.script is not None:
+        image = f"{image} (script {item.script})"
     if item.command_line:
-        return f"{image}  {shlex.join(item.command_line)}"
+        text = f"{image}  {shlex.join(item.command_line)}"
+        if item.command_line_truncated:
+            text += f" [truncated: {item.command_line_size} bytes]"
+        return text
     return image
 
 

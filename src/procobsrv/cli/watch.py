@@ -59,11 +59,27 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--match", metavar="REGEX", help="only events whose image or command line match")
     p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     p.add_argument(
+        "--source",
+        default="auto",
+        help="kernel source: auto (default: ebpf when this process may load it, else "
+        "connector), ebpf, connector (Linux); driver (Windows)",
+    )
+    p.add_argument(
         "--realtime",
         action="store_true",
         help="run the monitoring threads SCHED_FIFO for lower latency (root or CAP_SYS_NICE)",
     )
     p.set_defaults(run=run)
+
+
+def fallback_note(requested: str, scope: ApplicationScope) -> str:
+    """What the watch line says when "auto" had to fall back to the connector on Linux."""
+    if requested != "auto" or type(scope.source).__name__ != "ConnectorSource":
+        return ""
+    return (
+        " with the connector (command lines of short-lived processes may be missing; "
+        "root or CAP_BPF + CAP_PERFMON gives the eBPF source)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,8 +99,9 @@ def run(args: argparse.Namespace) -> int:
     scope = ApplicationScope.get_instance(handler)
     try:
         with realtime_threads() if args.realtime else contextlib.nullcontext():
-            scope.start_monitoring()  # the threads it starts inherit the policy
-        print("procobsrv: watching; Ctrl+C to stop", file=sys.stderr, flush=True)
+            scope.start_monitoring(source=args.source)  # its threads inherit the policy
+        print(f"procobsrv: watching{fallback_note(args.source, scope)}; Ctrl+C to stop",
+              file=sys.stderr, flush=True)  # fmt: skip
         if not args.json:
             print(HEADER, flush=True)
         done.wait(args.duration)

@@ -1,6 +1,9 @@
-"""Linux: the kernel's process-events connector feeds the framework."""
+"""Linux: procobsrv's eBPF program (``EbpfSource``) or the kernel's process-events connector
+(``ConnectorSource``) feeds the framework; "auto" takes the first this process may use."""
 
 from ..platform import Platform
+from .choice import open_named_source
+from .ebpf import EbpfSource
 from .source import ConnectorSource
 from .sync import EventFd, Lock, PollWaiter
 
@@ -10,6 +13,8 @@ PLATFORM = Platform(
     new_mutex=Lock,
     new_waiter=PollWaiter,
     new_source=ConnectorSource,
+    default_source="connector",
+    open_named_source=open_named_source,
 )
 
-__all__ = ["PLATFORM", "ConnectorSource", "EventFd", "Lock", "PollWaiter"]
+__all__ = ["PLATFORM", "ConnectorSource", "EbpfSource", "EventFd", "Lock", "PollWaiter"]

@@ -23,7 +23,7 @@ from .bpfprog import BpfProgram
 from .ebpf_abi import OBJECT_PATH, po_settings
 from .ebpf_decoder import Decoder, Programs
 from .libbpf import Libbpf
-from .procfs import snapshot
+from .procfs import as_created, snapshot
 from .ringbuf import RingReader, TimerFd
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ class EbpfSource(KernelSource):
         )
         self._ring_size = ring_size
         self._read_proc = read_proc
+        #: The processes running at open, as CREATED items (for ``ProcessTree.seed``).
+        self.running: list[QueuedItem] = []
         self.decoder = Decoder(Programs())
         self._ring: RingReader | None = None
         self._timer: TimerFd | None = None
@@ -80,7 +82,9 @@ class EbpfSource(KernelSource):
             self._epoll.register(self.program.events_fd, select.EPOLLIN)
             self._epoll.register(self._timer.fd, select.EPOLLIN)
             if self._read_proc:
-                self.decoder.programs.seed(snapshot())
+                running = snapshot()
+                self.decoder.programs.seed(running)
+                self.running = as_created(running)
         except BaseException:
             self.close()
             raise

@@ -134,7 +134,8 @@ class Decoder:
             when = (ts + epoch_offset) / 1e9
             if kind == PO_EXEC:
                 truncated = bool(flags & PO_F_ARGS_TRUNCATED)
-                argv = None if flags & PO_F_ARGS_FAULT else split_argv(data[p : p + args_len])
+                faulted = flags & PO_F_ARGS_FAULT
+                argv = None if faulted else split_argv(data[p : p + args_len])
                 p += args_len
                 image = _fsdecode(data[p : p + image_len]) if image_len else None
                 p += image_len
@@ -154,8 +155,9 @@ class Decoder:
                                start, euid, comm, None, None, False, None, cg_id,
                                cgroup))  # fmt: skip
                     continue
-                programs.set(pid, Program(start, parent.image, parent.command_line, parent.cwd,
-                                          parent.script, parent.truncated, parent.size))  # fmt: skip
+                programs.set(pid, Program(start, parent.image, parent.command_line,
+                                          parent.cwd, parent.script, parent.truncated,
+                                          parent.size))  # fmt: skip
                 append(new(CREATED, pid, ppid, when, ts, parent.image, parent.command_line,
                            None, None, False, uid, start, euid, comm, parent.cwd, parent.script,
                            parent.truncated, parent.size, cg_id, cgroup))  # fmt: skip

@@ -143,8 +143,7 @@ _free.argtypes = [ptr]
 _capture = threading.local()
 
 
-@PRINT_FN
-def _print_callback(level: int, fmt: bytes, args: int) -> int:
+def _print(level: int, fmt: bytes, args: int) -> int:
     out = ctypes.c_void_p()
     n = _vasprintf(ctypes.byref(out), fmt, args)
     if n < 0 or not out.value:
@@ -157,7 +156,10 @@ def _print_callback(level: int, fmt: bytes, args: int) -> int:
     if lines is not None:
         lines.append(text)
     log.debug("libbpf: %s", text.rstrip())
-    return n
+    return int(n)
+
+
+_print_callback = PRINT_FN(_print)  # kept alive here: libbpf holds the pointer
 
 
 @contextmanager

@@ -12,6 +12,8 @@ import os
 import time
 from dataclasses import dataclass
 
+from ..events import EventKind, QueuedItem
+
 _O_RDONLY_CLOEXEC = os.O_RDONLY | os.O_CLOEXEC
 
 
@@ -97,22 +99,36 @@ def read_cgroup(pid: int) -> str | None:
     return None
 
 
-CGROUP_ROOT = "/sys/fs/cgroup"
-_cgroup_ids: dict[str, int | None] = {}
+def cgroup2_root() -> str | None:
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid)."""
+    for line in (_read("/proc/self/mounts") or b"").splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == b"cgroup2":
+            return os.fsdecode(fields[1])
+    return None
+
+
+_cgroup_ids: dict[str, int] = {}
+_cgroup_root: list[str | None] = []
 
 
 def cgroup_id(path: str | None) -> int | None:
     """The cgroup v2 id of a cgroup path: the inode of its directory (cached; None if gone)."""
     if path is None:
         return None
-    if path not in _cgroup_ids:
+    known = _cgroup_ids.get(path)
+    if known is None:
+        if not _cgroup_root:
+            _cgroup_root.append(cgroup2_root())
+        if _cgroup_root[0] is None:
+            return None
         if len(_cgroup_ids) > 4096:
             _cgroup_ids.clear()
         try:
-            _cgroup_ids[path] = os.stat(CGROUP_ROOT + path).st_ino
+            known = _cgroup_ids[path] = os.stat(_cgroup_root[0] + path.rstrip("/")).st_ino
         except OSError:
             return None
-    return _cgroup_ids[path]
+    return known
 
 
 def read_start_ns(pid: int) -> int | None:
@@ -236,3 +252,17 @@ class ProcessTable:
 
     def exited(self, pid: int) -> ProcessInfo | None:
         return self._known.pop(pid, None)
+
+
+def as_created(running: dict[int, ProcessInfo]) -> list[QueuedItem]:
+    """A snapshot as CREATED items (what ``ProcessTree.seed`` takes)."""
+    epoch_offset = time.time_ns() - time.monotonic_ns()
+    items = []
+    for pid, info in running.items():
+        start = info.start_ns
+        items.append(QueuedItem(
+            EventKind.CREATED, pid, info.parent_id, (start + epoch_offset) / 1e9, start,
+            info.image, info.command_line, uid=info.uid, start_ns=start, euid=info.euid,
+            comm=info.comm, cwd=info.cwd, cgroup_id=cgroup_id(info.cgroup), cgroup=info.cgroup,
+        ))  # fmt: skip
+    return items

@@ -39,6 +39,12 @@ _munmap = _libc.munmap
 _munmap.restype = ctypes.c_int32
 _munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 MAP_FAILED = ctypes.c_void_p(-1).value
+_timerfd_create = _libc.timerfd_create
+_timerfd_create.restype = ctypes.c_int32
+_timerfd_create.argtypes = [ctypes.c_int32, ctypes.c_int32]
+_timerfd_settime = _libc.timerfd_settime
+_timerfd_settime.restype = ctypes.c_int32
+_timerfd_settime.argtypes = [ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p]
 
 
 def _map(length: int, prot: int, fd: int, offset: int) -> int:
@@ -116,15 +122,8 @@ class TimerFd:
             ("value_ns", ctypes.c_int64),
         )
 
-    _create = _libc.timerfd_create
-    _create.restype = ctypes.c_int32
-    _create.argtypes = [ctypes.c_int32, ctypes.c_int32]
-    _settime = _libc.timerfd_settime
-    _settime.restype = ctypes.c_int32
-    _settime.argtypes = [ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p]
-
     def __init__(self) -> None:
-        fd = self._create(1, os.O_NONBLOCK | os.O_CLOEXEC)  # CLOCK_MONOTONIC
+        fd = _timerfd_create(1, os.O_NONBLOCK | os.O_CLOEXEC)  # CLOCK_MONOTONIC
         if fd < 0:
             raise MonitorError(f"timerfd_create failed: {os.strerror(ctypes.get_errno())}")
         self.fd = fd
@@ -134,12 +133,12 @@ class TimerFd:
     def arm(self, delay_ns: int) -> None:
         """Readable after ``delay_ns`` (re-arming also makes it unreadable until then)."""
         self._spec.value_s, self._spec.value_ns = divmod(max(delay_ns, 1), 1_000_000_000)
-        self._settime(self.fd, 0, ctypes.addressof(self._spec), None)
+        _timerfd_settime(self.fd, 0, ctypes.addressof(self._spec), None)
         self.armed = True
 
     def disarm(self) -> None:
         self._spec.value_s = self._spec.value_ns = 0
-        self._settime(self.fd, 0, ctypes.addressof(self._spec), None)
+        _timerfd_settime(self.fd, 0, ctypes.addressof(self._spec), None)
         self.armed = False
 
     def close(self) -> None:

@@ -31,7 +31,7 @@ from .parser import (
     Decoder,
     Record,
 )
-from .procfs import ProcessTable, cgroup_id, snapshot
+from .procfs import ProcessTable, as_created, cgroup_id, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ class ConnectorSource(KernelSource):
         self.decoder = Decoder()
         self.processes = ProcessTable(read_proc)
         self._read_proc = read_proc
+        #: The processes running at open, as CREATED items (for ``ProcessTree.seed``).
+        self.running: list[QueuedItem] = []
         self.overruns = 0  # ENOBUFS seen: the kernel dropped messages (counted by sequence gaps)
         self._pending: list[Record] = []
         self._acked = False
@@ -79,7 +81,9 @@ class ConnectorSource(KernelSource):
         try:
             self._subscribe()
             if self._read_proc:
-                self.processes.seed(snapshot())
+                running = snapshot()
+                self.processes.seed(running)
+                self.running = as_created(running)
         except BaseException:
             self.close()
             raise

@@ -37,6 +37,7 @@ PLATFORM = Platform(
     new_mutex=_new_mutex,
     new_waiter=_new_waiter,
     new_source=_new_source,
+    default_source="driver",
 )
 
 __all__ = ["PLATFORM", "DriverSource", "Win32Event", "Win32Mutex", "Win32Waiter"]

@@ -10,7 +10,6 @@ argv and the absolute path of the program it ran.
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import json
 import os
@@ -287,14 +286,6 @@ class EbpfListener(ApiListener):
     bpf = True
 
 
-@functools.cache
-def watch_has_source_option() -> bool:
-    """Whether this checkout's ``procobsrv watch`` takes ``--source``."""
-    cmd = [PY, "-m", "procobsrv", "watch", "--help"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=ROOT).stdout
-    return "--source" in out
-
-
 class Watch(Contender):
     """``procobsrv watch --json --source connector``. stdout goes to a tmpfs file, not
     /dev/null, so that its completeness can be checked too (the same write system call)."""
@@ -303,11 +294,7 @@ class Watch(Contender):
     source = "connector"
 
     def command(self) -> list[str]:
-        if watch_has_source_option():
-            return [PY, "-m", "procobsrv", "watch", "--json", "--source", self.source]
-        if self.source != "connector":
-            raise Unavailable(f"{self.name}: this checkout's watch has no --source")
-        return [PY, "-m", "procobsrv", "watch", "--json"]  # the connector is all it has
+        return [PY, "-m", "procobsrv", "watch", "--json", "--source", self.source]
 
     def start(self) -> None:
         cmd = self.command()

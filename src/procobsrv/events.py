@@ -45,9 +45,9 @@ class QueuedItem:
     #: Real user id of the process when known (``euid`` is the effective one).
     uid: int | None = None
     #: Kernel timestamp (monotonic ns) of the process's creation: exact from the eBPF source
-    #: (even for a process started before monitoring), from the fork event or /proc (a clock
-    #: tick's precision) with the connector, 0 when unknown. Together with the pid it names
-    #: one process even when pids are reused.
+    #: (even for a process started before monitoring); with the connector, the fork event's,
+    #: or 0 when the fork was not seen (the process started before monitoring). Together with
+    #: the pid it names one process even when pids are reused.
     start_ns: int = 0
     #: Effective user id when known.
     euid: int | None = None

@@ -132,7 +132,7 @@ def test_process_started_before_monitoring_keeps_one_key() -> None:
     assert child.stdout.readline() == b"ready\n"  # the shell's own exec is long over
     handler = Collector()
     scope = ApplicationScope.get_instance(handler)
-    assert scope.start_monitoring()
+    assert scope.start_monitoring(source="connector")  # the eBPF source knows the start
     try:
         assert child.stdin is not None
         child.stdin.write(b"go\n")

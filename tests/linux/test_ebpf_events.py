@@ -263,3 +263,13 @@ def test_process_tree_knows_the_processes_running_at_start(name: str) -> None:
             scope.stop_monitoring()
     finally:
         child.kill()
+
+
+def test_records_the_program_does_not_announce_are_still_delivered() -> None:
+    """With a long wake-up interval, the fork wakes the consumer and the exec and exit that
+    follow within the interval are not announced: the re-check timer must bring them (the
+    filter keeps every other process's events, and their wake-ups, out)."""
+    with ebpf_monitoring(wakeup_interval=0.5) as handler:
+        child = run_child(["/bin/true", "unannounced"])
+        assert handler.wait_for(lambda: len(handler.of(child.pid)) == 3, timeout=5)
+    assert [i.kind for i in handler.of(child.pid)] == [CREATED, EXEC, EXITED]

@@ -25,7 +25,7 @@ def section(name: str) -> bytes:
 def test_shipped_object_was_built_from_these_sources() -> None:
     digest = hashlib.sha256(b"".join((BPF_DIR / s).read_bytes() for s in SOURCES)).hexdigest()
     carried = section(ebpf_abi.SOURCES_SECTION).rstrip(b"\0").decode()
-    assert carried == digest, "bpf/ changed: run `make -C bpf` and commit the object"
+    assert carried == digest, "bpf/ changed: run `make bpf` and commit the object"
 
 
 def test_shipped_object_is_stripped_but_keeps_btf_and_a_gpl_compatible_license() -> None:

@@ -190,7 +190,7 @@ def test_awatch_break_out_of_the_loop_stops_monitoring() -> None:
 
     async def main() -> None:
         child = subprocess.Popen(["sh", "-c", "sleep 0.2"])
-        async for event in awatch(timeout=5):
+        async for event in awatch(timeout=5, source="connector"):  # opens in microseconds
             if event.process_id == child.pid:
                 break
         child.wait()

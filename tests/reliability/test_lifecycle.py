@@ -44,12 +44,12 @@ def test_1000_start_stop_cycles_leave_fds_threads_and_memory_flat() -> None:
     scope = ApplicationScope.get_instance(Counting())
     scope.stop_monitoring()
     for _ in range(300):  # warm-up: imports, caches, allocator arenas
-        scope.start_monitoring()
+        scope.start_monitoring(source="connector")  # tests/linux cycles the eBPF source
         scope.stop_monitoring()
     threads, fds, rss = threads_now(), open_fds(), rss_bytes()
     began = time.monotonic()
     for _ in range(1000):
-        assert scope.start_monitoring()
+        assert scope.start_monitoring(source="connector")
         scope.stop_monitoring()
     elapsed = time.monotonic() - began
     grown = rss_bytes() - rss

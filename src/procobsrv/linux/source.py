@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ..errors import MonitorError
@@ -82,7 +83,8 @@ class ConnectorSource(KernelSource):
             self._subscribe()
             if self._read_proc:
                 running = snapshot()
-                self.processes.seed(running)
+                # start_ns stays 0 for these, as for any process whose fork was not seen
+                self.processes.seed({p: replace(i, start_ns=0) for p, i in running.items()})
                 self.running = as_created(running)
         except BaseException:
             self.close()

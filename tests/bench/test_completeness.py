@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from benchmarks.harness import (
     BpfStats,
+    Contender,
     Execsnoop,
     Forkstat,
     Observed,
@@ -17,24 +19,13 @@ from benchmarks.harness import (
     run_one,
     score,
 )
-from benchmarks.listener import new_source
 
-from procobsrv import MonitorError
 from tests.conftest import require_connector, require_tool, unavailable
+from tests.linux.support import require_ebpf
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(60)]
 
 TRUE = ["/bin/true", "TAG-7-0"]
-
-
-def require_ebpf() -> None:
-    """Skip (locally) or fail (CI) when the eBPF source cannot open here."""
-    try:
-        source = new_source("ebpf")
-        source.open()
-    except MonitorError as exc:
-        unavailable(f"eBPF source: {exc}")
-    source.close()
 
 
 def bpf_stats_setting() -> str:
@@ -104,34 +95,38 @@ def test_scoring_needs_the_exact_argv_and_image_of_that_pid() -> None:
     assert no_images.exact == {"argv": 0.0, "image": None}
 
 
-def test_text_contenders_output_is_split_into_argv(tmp_path: object) -> None:
+def parse(kind: type[Contender], tmp_path: Path, output: str) -> Observed:
+    """What the contender's scoring reads from this output (the tool is not run)."""
+    contender = kind.__new__(kind)
+    contender.out = str(tmp_path / kind.name)
+    Path(contender.out).write_text(output)
+    return contender.observed()
+
+
+def test_text_contenders_output_is_split_into_argv(tmp_path: Path) -> None:
     """forkstat and execsnoop print argv space-separated; execsnoop marks a cut with ' ...'."""
-    fs = Forkstat.__new__(Forkstat)
-    fs.out = os.path.join(str(tmp_path), "forkstat")
-    with open(fs.out, "w") as f:
-        f.write(
-            "Time     Event   PID Info   Duration Process\n"
-            "20:20:40 fork   6881 parent          bash /dev/fd/3 \n"
-            "20:20:40 fork   6895 child           bash /dev/fd/3 \n"
-            "20:20:40 exec   6895                 /bin/true TAG-a-1 \n"
-            "20:20:40 exit   6895      0   0.002s /bin/true TAG-a-1 \n"
-        )
-    obs = fs.observed()
+    obs = parse(
+        Forkstat,
+        tmp_path,
+        "Time     Event   PID Info   Duration Process\n"
+        "20:20:40 fork   6881 parent          bash /dev/fd/3 \n"
+        "20:20:40 fork   6895 child           bash /dev/fd/3 \n"
+        "20:20:40 exec   6895                 /bin/true TAG-a-1 \n"
+        "20:20:40 exit   6895      0   0.002s /bin/true TAG-a-1 \n",
+    )
     assert obs.counts == Counter({(6895, "fork"): 1, (6895, "exec"): 1, (6895, "exit"): 1})
     assert obs.command_lines[6895] == {("/bin/true", "TAG-a-1")}
     assert obs.exits[6895] == (0, None)
-    es = Execsnoop.__new__(Execsnoop)
-    es.out = os.path.join(str(tmp_path), "execsnoop")
-    with open(es.out, "w") as f:
-        f.write(
-            "PCOMM            PID    PPID   RET ARGS\n"
-            "true             6659   6650     0 /bin/true TAG-a-1 \n"
-            "true             6663   6661     0 /bin/true 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 "
-            "16 17 18 19  ...\n"
-            "nonexist         6670   6650    -2 ./nonexist \n"
-            "Lost 3 events on CPU #1!\n"
-        )
-    obs = es.observed()
+    obs = parse(
+        Execsnoop,
+        tmp_path,
+        "PCOMM            PID    PPID   RET ARGS\n"
+        "true             6659   6650     0 /bin/true TAG-a-1 \n"
+        "true             6663   6661     0 /bin/true 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 "
+        "16 17 18 19  ...\n"
+        "nonexist         6670   6650    -2 ./nonexist \n"
+        "Lost 3 events on CPU #1!\n",
+    )
     assert obs.counts == Counter({(6659, "exec"): 1, (6663, "exec"): 1})
     assert obs.command_lines[6659] == {("/bin/true", "TAG-a-1")}
     assert obs.command_lines[6663] == {("/bin/true", *map(str, range(1, 20)), "...")}

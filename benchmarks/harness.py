@@ -687,6 +687,7 @@ def run_one(name: str, k: int, total: int, mode: str = "spawn", interval: float 
     try:
         contender.start()  # raises Unavailable when it cannot run here
         proc = contender.proc
+        kernel_ns: dict[str, dict[str, float]] = {}
         with contextlib.ExitStack() as stack:
             bpf = None
             if proc is not None and contender.bpf and os.geteuid() == 0 and shutil.which("bpftool"):
@@ -702,13 +703,12 @@ def run_one(name: str, k: int, total: int, mode: str = "spawn", interval: float 
                     wait_quiet(proc.pid)
                 cpu = cpu_seconds(proc.pid) - cpu0
                 rss = peak_rss_mib(proc.pid)
-                kernel_ns = bpf.end() if bpf is not None else {}
+                if bpf is not None:
+                    kernel_ns = bpf.end()
                 contender.stop()
         obs = contender.observed()
         result = score(name, storm, obs)
-        result.cpu_seconds, result.peak_rss_mib = cpu, rss
-        if proc is not None:
-            result.kernel_ns = kernel_ns
+        result.cpu_seconds, result.peak_rss_mib, result.kernel_ns = cpu, rss, kernel_ns
         # Latency of the storm's own events only: on a shared machine the others' processes
         # (and the eBPF source's snapshot of processes already running) are not the workload.
         pids = {p[0] for p in storm.procs}

@@ -170,6 +170,9 @@ def machine() -> dict[str, Any]:
         "forkstat": forkstat.splitlines()[0] if forkstat else None,
         "execsnoop": f"execsnoop ({execsnoop})" if execsnoop else "execsnoop: not installed",
         "loadavg_at_start": load,
+        "commit": subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
 
@@ -571,7 +574,7 @@ def report(result: dict[str, Any]) -> str:
         f"completeness and argv/image = worst run; lost/silent = summed over runs)",
         f"Machine: {m['cpu_model']}, {m['cpus']} CPUs, {m['memory_gib']} GiB, Linux "
         f"{m['kernel']}, Python {m['python']}, {m['forkstat']}, {m['execsnoop']}; load average "
-        f"at start {' '.join(m['loadavg_at_start'])}; {m['date']}",
+        f"at start {' '.join(m['loadavg_at_start'])}; {m['date']}; commit {m.get('commit', '?')}",
     ]
     for name, why in result["skipped"].items():
         lines.append(f"Not measured: {name} ({why}).")

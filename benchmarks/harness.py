@@ -3,13 +3,18 @@
 Every contender runs in a process of its own: its CPU time (``/proc/<pid>/stat``, all
 threads) and peak RSS (``VmHWM``) are read from outside, from just before the storm until it
 has gone quiet after the storm (the monitor has caught up), so start-up and shutdown are
-not counted. Ground truth comes from the spawners: every pid and its wait status.
+not counted. Ground truth comes from the spawners: every pid, its wait status, its unique
+argv and the absolute path of the program it ran.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +29,17 @@ PY = sys.executable
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 KINDS = ("fork", "exec", "exit")
-CONTENDERS = ("none", "procobsrv-api", "procobsrv-watch", "forkstat", "psutil-poll")
+CONTENDERS = (
+    "none",
+    "procobsrv-api",
+    "procobsrv-watch",
+    "procobsrv-ebpf",
+    "procobsrv-ebpf-watch",
+    "forkstat",
+    "execsnoop",
+    "psutil-poll",
+)
+TRACEFS = "/sys/kernel/tracing"
 #: Scratch files live in RAM so that disk speed does not enter the figures.
 SCRATCH = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
@@ -37,8 +52,9 @@ class Storm:
     mode: str  # "spawn" (posix_spawn + wait of /bin/true) or "mixed"
     start_ns: int = 0
     end_ns: int = 0
-    #: (pid, raw wait status, kind) for every process the spawners started.
-    procs: list[tuple[int, int, str]] = field(default_factory=list)
+    #: (pid, raw wait status, kind, argv, image) for every process the spawners started
+    #: (argv empty and image "" for a fork without exec).
+    procs: list[tuple[int, int, str, list[str], str]] = field(default_factory=list)
 
     @property
     def seconds(self) -> float:
@@ -51,7 +67,11 @@ class Storm:
     def expected(self) -> dict[str, int]:
         """Events per kind the storm made (a fork-without-exec child has no exec)."""
         n = len(self.procs)
-        return {"fork": n, "exec": sum(1 for p in self.procs if p[2] != "fork"), "exit": n}
+        return {"fork": n, "exec": len(self.execed()), "exit": n}
+
+    def execed(self) -> list[tuple[int, int, str, list[str], str]]:
+        """The processes that ran a program of their own (those with an argv and image)."""
+        return [p for p in self.procs if p[3]]
 
     @property
     def events(self) -> int:
@@ -64,21 +84,25 @@ def _env() -> dict[str, str]:
     return env
 
 
+_storm_serial = itertools.count(1)
+
+
 def run_storm(k: int, total: int, mode: str = "spawn", interval: float = 0.0) -> Storm:
     """K spawner processes, started together, ``total`` processes between them."""
+    tag = f"{os.getpid() % 10_000}{next(_storm_serial):03d}"  # digits only: sleep's argv uses it
     tmp = tempfile.mkdtemp(prefix="storm-", dir=SCRATCH)
     outs = [os.path.join(tmp, f"s{i}.json") for i in range(k)]
     counts = [total // k + (1 if i < total % k else 0) for i in range(k)]
     workers = [
         subprocess.Popen(
-            [PY, "-m", "benchmarks.spawner", str(n), mode, out, str(interval)],
+            [PY, "-m", "benchmarks.spawner", str(n), mode, out, str(interval), f"{tag}{i}"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             env=_env(),
             cwd=ROOT,
         )
-        for n, out in zip(counts, outs, strict=True)
+        for i, (n, out) in enumerate(zip(counts, outs, strict=True))
     ]
     for w in workers:
         assert w.stdout is not None and w.stdout.readline().strip() == "ready"
@@ -96,7 +120,7 @@ def run_storm(k: int, total: int, mode: str = "spawn", interval: float = 0.0) ->
         os.unlink(out)
         storm.start_ns = min(storm.start_ns or data["start_ns"], data["start_ns"])
         storm.end_ns = max(storm.end_ns, data["end_ns"])
-        storm.procs.extend((p, s, kind) for p, s, kind in data["procs"])
+        storm.procs.extend((p, s, kind, argv, image) for p, s, kind, argv, image in data["procs"])
     os.rmdir(tmp)
     return storm
 
@@ -136,24 +160,45 @@ def wait_quiet(pid: int, timeout: float = 20.0, step: float = 0.1) -> None:
 
 
 # -- contenders ------------------------------------------------------------------------------
+class Unavailable(RuntimeError):
+    """A contender that cannot run on this machine or checkout (the run goes on without it)."""
+
+
 @dataclass
 class Observed:
-    """What one contender reported: per (pid, kind) counts, exit statuses, losses."""
+    """What one contender reported: per (pid, kind) counts, exit statuses, losses, and the
+    command lines and images it gave for each pid."""
 
     counts: Counter[tuple[int, str]] = field(default_factory=Counter)
     #: pid -> (exit_code, signal) as reported, where the contender reports it.
     exits: dict[int, tuple[int | None, int | None]] = field(default_factory=dict)
     lost: int = 0  # events the contender said it lost (a count)
     overflow_reports: int = 0  # forkstat: "nobufs" lines (it cannot say how many)
-    #: (kernel timestamp ns, handler ns) per event, where the contender exposes both.
-    latencies_ns: list[int] = field(default_factory=list)
+    #: (pid, handler ns - kernel timestamp ns) per event, where the contender exposes both.
+    latencies_ns: list[tuple[int, int]] = field(default_factory=list)
     kinds_supported: tuple[str, ...] = KINDS
+    #: pid -> every argv reported for it (text tools: their output split into words).
+    command_lines: defaultdict[int, set[tuple[str, ...]]] = field(
+        default_factory=lambda: defaultdict(set)
+    )
+    #: pid -> every image path reported for it.
+    images: defaultdict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
+    #: Which of "argv" and "image" the contender reports at all.
+    reports: tuple[str, ...] = ("argv", "image")
+
+    def saw(self, pid: int, argv: Iterable[str] | None, image: str | None) -> None:
+        if argv is not None:
+            self.command_lines[pid].add(tuple(argv))
+        if image is not None:
+            self.images[pid].add(image)
 
 
 class Contender:
     name = "none"
     poll_forever = False  # never quiet (a poller): wait a fixed time instead
     stop_signal = signal.SIGTERM
+    #: Whether its kernel side is BPF programs whose cost ``kernel.bpf_stats_enabled`` shows.
+    bpf = False
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[str] | None = None
@@ -175,6 +220,8 @@ class Contender:
     def wait_ready(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         line = self.proc.stdout.readline()
+        if line.startswith("unavailable:"):
+            raise Unavailable(f"{self.name}: {line.strip()}")
         if line.strip() != "ready":
             raise RuntimeError(f"{self.name} did not start: {line!r} {self.proc.stderr.read()!r}")
 
@@ -188,7 +235,7 @@ class Contender:
             self.proc.communicate()
 
     def observed(self) -> Observed:
-        return Observed()
+        return Observed(reports=())  # no monitor: nothing to score
 
     def cleanup(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -201,20 +248,24 @@ class Contender:
 
 
 class ApiListener(Contender):
+    """``ApplicationScope`` with the connector source forced (``benchmarks/listener.py``)."""
+
     name = "procobsrv-api"
+    source = "connector"
 
     def command(self) -> list[str]:
-        return [PY, "-m", "benchmarks.listener", self.out]
+        return [PY, "-m", "benchmarks.listener", self.out, "--source", self.source]
 
     def observed(self) -> Observed:
         with open(self.out) as f:
             data = json.load(f)
         obs = Observed(lost=data["lost"])
-        for kind, pid, code, sig, kernel_ns, handler_ns in data["events"]:
+        for kind, pid, code, sig, kernel_ns, handler_ns, image, argv in data["events"]:
             obs.counts[(pid, kind)] += 1
+            obs.saw(pid, argv, image)
             if kind == "exit":
                 obs.exits[pid] = (code, sig)
-            obs.latencies_ns.append(handler_ns - kernel_ns)
+            obs.latencies_ns.append((pid, handler_ns - kernel_ns))
         return obs
 
 
@@ -227,25 +278,40 @@ class ApiListenerRealtime(ApiListener):
         return [*super().command(), "--realtime"]
 
 
+class EbpfListener(ApiListener):
+    """``ApplicationScope`` with the eBPF source (``procobsrv.linux.EbpfSource``)."""
+
+    name = "procobsrv-ebpf"
+    source = "ebpf"
+    bpf = True
+
+
 class Watch(Contender):
-    """``procobsrv watch --json``. stdout goes to a tmpfs file, not /dev/null, so that its
-    completeness can be checked too (the cost of the write is the same system call)."""
+    """``procobsrv watch --json --source connector``. stdout goes to a tmpfs file, not
+    /dev/null, so that its completeness can be checked too (the same write system call)."""
 
     name = "procobsrv-watch"
+    source = "connector"
 
     def command(self) -> list[str]:
-        return [PY, "-m", "procobsrv", "watch", "--json"]
+        return [PY, "-m", "procobsrv", "watch", "--json", "--source", self.source]
 
     def start(self) -> None:
+        cmd = self.command()
         self._file = open(self.out, "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
-            self.command(), stdout=self._file, stderr=subprocess.PIPE, text=True, env=_env(),
-            cwd=ROOT,
-        )  # fmt: skip
+            cmd, stdout=self._file, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT
+        )
         assert self.proc.stderr is not None
         line = self.proc.stderr.readline()
+        # Other stderr lines (a source's notes) may come first; "watching" says it is ready.
+        while line and "watching" not in line and self.proc.poll() is None:
+            line = self.proc.stderr.readline()
         if "watching" not in line:
-            raise RuntimeError(f"watch did not start: {line!r}")
+            rest = self.proc.stderr.read()
+            self.proc.wait()
+            self._file.close()
+            raise Unavailable(f"{self.name} did not start: {(line + rest).strip()!r}")
 
     def stop(self) -> None:
         super().stop()
@@ -262,13 +328,23 @@ class Watch(Contender):
                     continue
                 kind = names[ev["kind"]]
                 obs.counts[(ev["pid"], kind)] += 1
+                obs.saw(ev["pid"], ev["command_line"], ev["image"])
                 if kind == "exit":
                     obs.exits[ev["pid"]] = (ev["exit_code"], ev["signal"])
         return obs
 
 
+class EbpfWatch(Watch):
+    """``procobsrv watch --json --source ebpf``."""
+
+    name = "procobsrv-ebpf-watch"
+    source = "ebpf"
+    bpf = True
+
+
 class Forkstat(Contender):
-    """The Debian ``forkstat`` (C, same connector, reads /proc per event)."""
+    """The Debian ``forkstat`` (C, same connector, reads /proc/PID/cmdline per event; it
+    prints the command line, not the image)."""
 
     name = "forkstat"
     stop_signal = signal.SIGINT  # its Ctrl+C path flushes the output
@@ -277,15 +353,15 @@ class Forkstat(Contender):
         return ["forkstat", "-e", "fork,exec,exit"]
 
     def start(self) -> None:
+        if shutil.which("forkstat") is None:
+            raise Unavailable("forkstat is not installed (apt-get install forkstat)")
         self._file = open(self.out, "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             self.command(), stdout=self._file, stderr=subprocess.STDOUT, text=True
         )
         # forkstat says nothing once subscribed (its header sits in a buffer): wait for its
         # netlink socket, then give it a moment to subscribe.
-        deadline = time.monotonic() + 5
-        while not _has_netlink_socket(self.proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        _wait_for_fd(self.proc.pid, "socket:")
         time.sleep(0.2)
 
     def stop(self) -> None:
@@ -293,7 +369,8 @@ class Forkstat(Contender):
         self._file.close()
 
     def observed(self) -> Observed:
-        obs = Observed()
+        # "HH:MM:SS exec  PID  <cmdline>", "HH:MM:SS exit  PID  STATUS  DURATION  <cmdline>"
+        obs = Observed(reports=("argv",))
         with open(self.out, errors="replace") as f:
             for line in f:
                 parts = line.split()
@@ -311,8 +388,10 @@ class Forkstat(Contender):
                     obs.counts[(pid, "fork")] += 1
                 elif event == "exec":
                     obs.counts[(pid, "exec")] += 1
+                    obs.saw(pid, parts[3:], None)
                 elif event == "exit":
                     obs.counts[(pid, "exit")] += 1
+                    obs.saw(pid, parts[5:], None)
                     try:
                         status = int(parts[3])
                     except ValueError:
@@ -321,17 +400,88 @@ class Forkstat(Contender):
         return obs
 
 
-def _has_netlink_socket(pid: int) -> bool:
-    try:
-        return any(
-            os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
-            for fd in os.listdir(f"/proc/{pid}/fd")
+class Execsnoop(Contender):
+    """``execsnoop`` from libbpf-tools (C + libbpf: argv read in the kernel at
+    ``sys_enter_execve``, exec only). Its ARGS column is the path as passed to execve
+    followed by argv[1:], at most 20 arguments (``--max-args``, then `` ...``) of at most
+    127 characters each, space-separated; it prints no absolute image."""
+
+    name = "execsnoop"
+    stop_signal = signal.SIGINT  # it flushes and detaches on Ctrl+C
+    bpf = True
+
+    def command(self) -> list[str]:
+        return ["execsnoop"]
+
+    def start(self) -> None:
+        if shutil.which("execsnoop") is None:
+            raise Unavailable("execsnoop is not installed (apt-get install libbpf-tools)")
+        ensure_tracefs()
+        self._file = open(self.out, "w")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            self.command(), stdout=self._file, stderr=subprocess.STDOUT, text=True
         )
+        # Its header sits in a stdio buffer: it is attached once its BPF links exist.
+        if not _wait_for_fd(self.proc.pid, "anon_inode:bpf_link"):
+            self.stop()
+            with open(self.out, errors="replace") as f:
+                raise Unavailable(f"execsnoop did not attach: {f.read().strip()!r}")
+        time.sleep(0.2)
+
+    def stop(self) -> None:
+        super().stop()
+        self._file.close()
+
+    def observed(self) -> Observed:
+        obs = Observed(kinds_supported=("exec",), reports=("argv",))
+        with open(self.out, errors="replace") as f:
+            for line in f:
+                if lost := _EXECSNOOP_LOST.search(line):
+                    obs.lost += int(lost.group(1))
+                    continue
+                # "%-16s %-6d %-6d %3d " comm, pid, ppid, return value, then the arguments
+                fields = line[17:].split()
+                if len(fields) < 3 or not fields[0].isdigit() or fields[2] != "0":
+                    continue
+                pid = int(fields[0])
+                obs.counts[(pid, "exec")] += 1
+                obs.saw(pid, fields[3:], None)
+        return obs
+
+
+_EXECSNOOP_LOST = re.compile(r"Lost (\d+) events")
+
+
+def ensure_tracefs() -> None:
+    """Mount tracefs where libbpf looks for tracepoints (root only; not mounted at boot)."""
+    if os.path.isdir(os.path.join(TRACEFS, "events")):
+        return
+    if os.geteuid() != 0:
+        raise Unavailable(f"tracefs is not mounted at {TRACEFS} and only root may mount it")
+    subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS], check=True)
+
+
+def _fd_targets(pid: int) -> list[str]:
+    try:
+        return [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
     except OSError:
-        return False
+        return []
+
+
+def _wait_for_fd(pid: int, prefix: str, timeout: float = 5.0) -> bool:
+    """Until process ``pid`` holds a file descriptor whose target starts with ``prefix``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(t.startswith(prefix) for t in _fd_targets(pid)):
+            return True
+        time.sleep(0.02)
+    return False
 
 
 class Poller(Contender):
+    """psutil every 10 ms; for each new pid it also asks ``cmdline()`` and ``exe()``, as a
+    user wanting the command line would."""
+
     name = "psutil-poll"
     poll_forever = True
 
@@ -346,12 +496,92 @@ class Poller(Contender):
             obs.counts[(pid, "fork")] += 1
         for pid in data["gone"]:
             obs.counts[(pid, "exit")] += 1
+        for pid, argv, image in data["identity"]:
+            obs.saw(pid, argv, image)
         return obs
 
 
 CONTENDER_TYPES: dict[str, type[Contender]] = {
-    c.name: c for c in (Contender, ApiListener, ApiListenerRealtime, Watch, Forkstat, Poller)
-}
+    c.name: c
+    for c in (
+        Contender, ApiListener, ApiListenerRealtime, EbpfListener, Watch, EbpfWatch,
+        Forkstat, Execsnoop, Poller,
+    )
+}  # fmt: skip
+
+
+# -- kernel-side cost of BPF programs -------------------------------------------------------
+def bpf_prog_ids(pid: int) -> set[int]:
+    """The ids of the BPF programs process ``pid`` holds open (from its fdinfo)."""
+    ids = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                for line in f:
+                    if line.startswith("prog_id:"):
+                        ids.add(int(line.split()[1]))
+        except OSError:
+            pass
+    return ids
+
+
+def bpf_prog_stats(ids: set[int]) -> dict[str, tuple[int, int]]:
+    """name -> (run_time_ns, run_cnt) of those programs, from ``bpftool prog show -j``."""
+    out = subprocess.run(["bpftool", "prog", "show", "-j"], capture_output=True, check=True)
+    stats: dict[str, tuple[int, int]] = {}
+    for prog in json.loads(out.stdout):
+        if prog["id"] in ids:
+            ns, cnt = stats.get(prog["name"], (0, 0))
+            stats[prog["name"]] = (ns + prog.get("run_time_ns", 0), cnt + prog.get("run_cnt", 0))
+    return stats
+
+
+class BpfStats:
+    """``kernel.bpf_stats_enabled=1`` for the duration (restored after), and the run time per
+    program invocation between :meth:`begin` and :meth:`end`."""
+
+    SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.before: dict[str, tuple[int, int]] = {}
+        self.ids: set[int] = set()
+
+    def __enter__(self) -> BpfStats:
+        with open(self.SYSCTL) as f:
+            self._previous = f.read().strip()
+        self._set("1")
+        return self
+
+    def _set(self, value: str) -> None:
+        with open(self.SYSCTL, "w") as f:
+            f.write(value)
+
+    def begin(self) -> None:
+        self.ids = bpf_prog_ids(self.pid)
+        self.before = bpf_prog_stats(self.ids)
+
+    def end(self) -> dict[str, dict[str, float]]:
+        """hook -> {"runs", "ns_per_run"} over the interval; "all" sums every hook."""
+        after = bpf_prog_stats(self.ids)
+        out: dict[str, dict[str, float]] = {}
+        total_ns = total_runs = 0
+        for name, (ns, cnt) in after.items():
+            ns0, cnt0 = self.before.get(name, (0, 0))
+            runs, spent = cnt - cnt0, ns - ns0
+            total_ns, total_runs = total_ns + spent, total_runs + runs
+            out[name] = {"runs": runs, "ns_per_run": spent / runs if runs else 0.0}
+        if out:
+            out["all"] = {
+                "runs": total_runs,
+                "ns_per_run": total_ns / total_runs if total_runs else 0.0,
+            }
+        return out
+
+    def __exit__(self, *exc: object) -> None:
+        self._set(self._previous)
 
 
 def _decode(status: int) -> tuple[int | None, int | None]:
@@ -382,6 +612,13 @@ class RunResult:
     unaccounted: int = 0
     wrong_exit_status: int = 0
     latency_ms: dict[str, float] = field(default_factory=dict)
+    #: Processes that exec'd (the ones with an argv and image of their own).
+    execed: int = 0
+    #: % of those whose exact argv / absolute image the contender reported (None: it does
+    #: not report that at all).
+    exact: dict[str, float | None] = field(default_factory=dict)
+    #: BPF contenders: hook -> {"runs", "ns_per_run"} during the storm (bpf_stats).
+    kernel_ns: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -409,14 +646,14 @@ def latency_summary(latencies_ns: Iterable[int]) -> dict[str, float]:
 def score(name: str, storm: Storm, obs: Observed) -> RunResult:
     expected = storm.expected()
     truth: dict[int, list[str]] = defaultdict(list)
-    for pid, _status, kind in storm.procs:
+    for pid, _status, kind, _argv, _image in storm.procs:
         truth[pid].extend(["fork", "exit"] if kind == "fork" else ["fork", "exec", "exit"])
     truth_count = Counter((pid, k) for pid, kinds in truth.items() for k in kinds)
     captured = dict.fromkeys(KINDS, 0)
     for key, want in truth_count.items():
         captured[key[1]] += min(want, obs.counts.get(key, 0))
     wrong = 0
-    for pid, status, _kind in storm.procs:
+    for pid, status, *_ in storm.procs:
         got = obs.exits.get(pid)
         if got is not None and got != _decode(status):
             wrong += 1
@@ -427,12 +664,20 @@ def score(name: str, storm: Storm, obs: Observed) -> RunResult:
         for k in KINDS
     }
     missing = sum(expected[k] - captured[k] for k in obs.kinds_supported)
+    execed = storm.execed()
+    exact_argv = sum(1 for p in execed if tuple(p[3]) in obs.command_lines.get(p[0], ()))
+    exact_image = sum(1 for p in execed if p[4] in obs.images.get(p[0], ()))
+    exact = {
+        "argv": 100.0 * exact_argv / len(execed) if "argv" in obs.reports else None,
+        "image": 100.0 * exact_image / len(execed) if "image" in obs.reports else None,
+    }
     return RunResult(
         contender=name, k=storm.k, mode=storm.mode, processes=len(storm.procs),
         events=storm.events, storm_seconds=storm.seconds, rate=storm.rate,
         expected=expected, captured=captured, completeness=completeness, missing=missing,
         lost=obs.lost, overflow_reports=obs.overflow_reports,
         unaccounted=max(0, missing - obs.lost), wrong_exit_status=wrong,
+        execed=len(execed), exact=exact if execed else {},
     )  # fmt: skip
 
 
@@ -440,25 +685,34 @@ def run_one(name: str, k: int, total: int, mode: str = "spawn", interval: float 
     """Start the contender, run the storm, let the contender catch up, score it."""
     contender = CONTENDER_TYPES[name]()
     try:
-        contender.start()
+        contender.start()  # raises Unavailable when it cannot run here
         proc = contender.proc
-        cpu0 = cpu_seconds(proc.pid) if proc else 0.0
-        storm = run_storm(k, total, mode, interval)
-        cpu = rss = None
-        if proc is not None:
-            if contender.poll_forever:
-                time.sleep(0.3)
-            else:
-                wait_quiet(proc.pid)
-            cpu = cpu_seconds(proc.pid) - cpu0
-            rss = peak_rss_mib(proc.pid)
-            contender.stop()
+        kernel_ns: dict[str, dict[str, float]] = {}
+        with contextlib.ExitStack() as stack:
+            bpf = None
+            if proc is not None and contender.bpf and os.geteuid() == 0 and shutil.which("bpftool"):
+                bpf = stack.enter_context(BpfStats(proc.pid))
+                bpf.begin()
+            cpu0 = cpu_seconds(proc.pid) if proc else 0.0
+            storm = run_storm(k, total, mode, interval)
+            cpu = rss = None
+            if proc is not None:
+                if contender.poll_forever:
+                    time.sleep(0.3)
+                else:
+                    wait_quiet(proc.pid)
+                cpu = cpu_seconds(proc.pid) - cpu0
+                rss = peak_rss_mib(proc.pid)
+                if bpf is not None:
+                    kernel_ns = bpf.end()
+                contender.stop()
         obs = contender.observed()
         result = score(name, storm, obs)
-        result.cpu_seconds, result.peak_rss_mib = cpu, rss
-        if obs.latencies_ns:
-            truth = {p for p, _s, _k in storm.procs}
-            result.latency_ms = latency_summary(obs.latencies_ns) if truth else {}
+        result.cpu_seconds, result.peak_rss_mib, result.kernel_ns = cpu, rss, kernel_ns
+        # Latency of the storm's own events only: on a shared machine the others' processes
+        # (and the eBPF source's snapshot of processes already running) are not the workload.
+        pids = {p[0] for p in storm.procs}
+        result.latency_ms = latency_summary(ns for pid, ns in obs.latencies_ns if pid in pids)
         return result
     finally:
         contender.cleanup()

@@ -1,25 +1,31 @@
 """procobsrv through its public API, in a process of its own so that its cost can be measured.
 
-Run as ``python -m benchmarks.listener OUT [QUEUE_LIMIT] [--realtime]`` (``--realtime``: the
-monitoring threads run SCHED_FIFO, as with ``procobsrv watch --realtime``). Prints ``ready``
-once subscribed; on SIGTERM stops monitoring and writes JSON to OUT:
-``{"events": [[kind, pid, exit_code, signal, kernel_ns, handler_ns], ...], "lost": N}``.
+Run as ``python -m benchmarks.listener OUT [--source connector|ebpf] [--queue-limit N]
+[--realtime]`` (``--realtime``: the monitoring threads run SCHED_FIFO, as with ``procobsrv
+watch --realtime``). Prints ``ready`` once subscribed, or ``unavailable: <why>`` and exits
+when the source cannot start here; on SIGTERM stops monitoring and writes JSON to OUT:
+``{"events": [[kind, pid, exit_code, signal, kernel_ns, handler_ns, image, argv], ...],
+"lost": N}``.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import signal
-import sys
 import threading
 import time
 from typing import Any
 
-from procobsrv import ApplicationScope, CallbackHandler, QueuedItem
+from procobsrv import ApplicationScope, CallbackHandler, MonitorError, QueuedItem
+from procobsrv.platform import KernelSource
 from procobsrv.realtime import realtime_threads
 
 KIND_CODE = {"created": "fork", "exec": "exec", "exited": "exit"}
+#: Source name (as ``start_monitoring(source=...)`` and ``watch --source`` spell it) -> the
+#: class in ``procobsrv.linux`` (benchmarks.opening times a fresh instance's open).
+SOURCES = {"connector": "ConnectorSource", "ebpf": "EbpfSource"}
 
 
 class RecordingHandler(CallbackHandler):
@@ -32,33 +38,44 @@ class RecordingHandler(CallbackHandler):
     def on_process_event(self, item: QueuedItem, param: Any) -> None:
         self.events.append(
             (item.kind, item.process_id, item.exit_code, item.signal, item.monotonic_ns,
-             time.monotonic_ns())
+             time.monotonic_ns(), item.image, item.command_line)
         )  # fmt: skip
 
     def on_events_lost(self, count: int, param: Any) -> None:
         self.lost += count
 
 
-def main() -> None:
-    args = sys.argv[1:]
-    realtime = "--realtime" in args
-    args = [a for a in args if a != "--realtime"]
-    out = args[0]
-    queue_limit = int(args[1]) if len(args) > 1 else None
+def new_source(name: str) -> KernelSource:
+    """A fresh Linux source by name (not opened)."""
+    from procobsrv import linux
+
+    source: KernelSource = getattr(linux, SOURCES[name])()
+    return source
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.listener")
+    p.add_argument("out")
+    p.add_argument("--source", choices=sorted(SOURCES), default="connector")
+    p.add_argument("--queue-limit", type=int)
+    p.add_argument("--realtime", action="store_true")
+    args = p.parse_args(argv)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     handler = RecordingHandler()
     scope = ApplicationScope.get_instance(handler)
-    with realtime_threads() if realtime else contextlib.nullcontext():
-        if queue_limit:
-            scope.start_monitoring(queue_limit=queue_limit)
-        else:
-            scope.start_monitoring()
+    kwargs: dict[str, Any] = {"queue_limit": args.queue_limit} if args.queue_limit else {}
+    try:
+        with realtime_threads() if args.realtime else contextlib.nullcontext():
+            scope.start_monitoring(source=args.source, **kwargs)
+    except MonitorError as exc:
+        print(f"unavailable: {exc}", flush=True)
+        return
     print("ready", flush=True)
     done.wait()
     scope.stop_monitoring()
     events = [[KIND_CODE[k.value], *rest] for k, *rest in handler.events]
-    with open(out, "w") as f:
+    with open(args.out, "w") as f:
         json.dump({"events": events, "lost": handler.lost}, f)
 
 

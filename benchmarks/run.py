@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -27,9 +28,11 @@ from procobsrv.realtime import realtime_threads
 from .harness import (
     CONTENDERS,
     KINDS,
+    PY,
     ROOT,
     SCRATCH,
     RunResult,
+    Unavailable,
     run_one,
     run_storm,
 )
@@ -82,6 +85,15 @@ def summarize(runs: list[RunResult], none_rate: float | None) -> dict[str, Any]:
         "overflow_reports": sum(r.overflow_reports for r in runs),
         "unaccounted": sum(r.unaccounted for r in runs),
         "wrong_exit_status": sum(r.wrong_exit_status for r in runs),
+        "execed": first.execed,
+        "exact_min": {
+            k: min(c) if (c := [r.exact[k] for r in runs if r.exact.get(k) is not None]) else None
+            for k in ("argv", "image")
+        },
+        "kernel_ns_per_run": {
+            hook: median([r.kernel_ns[hook]["ns_per_run"] for r in runs if hook in r.kernel_ns])
+            for hook in dict.fromkeys(h for r in runs for h in r.kernel_ns)
+        },
         "latency_ms": {
             q: median([r.latency_ms[q] for r in runs if r.latency_ms])
             for q in ("p50", "p99", "max")
@@ -142,6 +154,11 @@ def machine() -> dict[str, Any]:
     with open("/proc/meminfo") as f:
         mem_kib = int(f.readline().split()[1])
     forkstat = subprocess.run(["forkstat", "-h"], capture_output=True, text=True).stdout
+    execsnoop = subprocess.run(
+        ["dpkg-query", "-W", "-f=libbpf-tools ${Version}", "libbpf-tools"],
+        capture_output=True,
+        text=True,
+    ).stdout
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
     return {
@@ -151,7 +168,11 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "forkstat": forkstat.splitlines()[0] if forkstat else None,
+        "execsnoop": f"execsnoop ({execsnoop})" if execsnoop else "execsnoop: not installed",
         "loadavg_at_start": load,
+        "commit": subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
 
@@ -163,23 +184,30 @@ def fmt(v: float | None, spec: str = ".0f", missing: str = "-") -> str:
 def table(summary: list[dict[str, Any]]) -> str:
     head = (
         "| storm | contender | procs/s | tax % | CPU s/10k ev | peak RSS MiB | fork % | exec % "
-        "| exit % | lost | silent | lat p50/p99/max ms |"
+        "| exit % | argv % | image % | lost | silent | lat p50/p99/max ms |"
     )
-    rows = [head, "|" + "---|" * 12]
+    rows = [head, "|" + "---|" * 14]
     for s in summary:
-        c = s["completeness_min"]
+        c, x = s["completeness_min"], s["exact_min"]
         lat = s["latency_ms"]
-        silent = s["unaccounted"] if s["contender"] != "none" else None
+        monitor = s["contender"] != "none"
+        silent = s["unaccounted"] if monitor else None
         rows.append(
             f"| {s['scenario']} | {s['contender']} | {fmt(s['rate'])} | {fmt(s['tax_pct'], '.1f')} "
             f"| {fmt(s['cpu_s_per_10k'], '.3f')} | {fmt(s['peak_rss_mib'], '.1f')} "
-            + " ".join(f"| {fmt(c[k] if s['contender'] != 'none' else None, '.2f')}" for k in KINDS)
-            + f" | {s['lost'] if s['contender'] != 'none' else '-'}"
+            + " ".join(f"| {fmt(c[k] if monitor else None, '.2f')}" for k in KINDS)
+            + " "
+            + " ".join(f"| {fmt(x.get(k) if monitor else None, '.2f')}" for k in ("argv", "image"))
+            + f" | {s['lost'] if monitor else '-'}"
             + (f" ({s['overflow_reports']} nobufs)" if s["overflow_reports"] else "")
             + f" | {fmt(silent, 'd')} "
             + (f"| {lat['p50']:.2f} / {lat['p99']:.2f} / {lat['max']:.1f} |" if lat else "| - |")
         )
     return "\n".join(rows)
+
+
+#: The contenders compared with forkstat (tax and CPU ratios).
+PROCOBSRV = ("procobsrv-api", "procobsrv-watch", "procobsrv-ebpf", "procobsrv-ebpf-watch")
 
 
 def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -188,7 +216,7 @@ def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by = {(s["scenario"], s["contender"]): s for s in summary}
     for scenario in dict.fromkeys(s["scenario"] for s in summary):
         fs = by.get((scenario, "forkstat"))
-        for name in ("procobsrv-api", "procobsrv-watch"):
+        for name in PROCOBSRV:
             s = by.get((scenario, name))
             if not s or not fs:
                 continue
@@ -199,10 +227,21 @@ def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "tax_pct": s["tax_pct"],
                 "forkstat_tax_pct": fs["tax_pct"],
                 "cpu_vs_forkstat": s["cpu_s_per_10k"] / fs["cpu_s_per_10k"]
-                if fs["cpu_s_per_10k"]
+                if fs["cpu_s_per_10k"] and s["cpu_s_per_10k"] is not None
                 else None,
             })  # fmt: skip
     return out
+
+
+#: Latency runs: result key, label.
+LATENCIES = (
+    ("idle", "idle, connector (1 process / 20 ms)"),
+    ("storm_k4", "K=4 storm, connector"),
+    ("idle_realtime", "idle, connector, `--realtime` (SCHED_FIFO)"),
+    ("storm_k4_realtime", "K=4 storm, connector, `--realtime`"),
+    ("idle_ebpf", "idle, eBPF (1 process / 20 ms)"),
+    ("storm_k4_ebpf", "K=4 storm, eBPF"),
+)
 
 
 def chart(result: dict[str, Any], path: Path) -> None:
@@ -213,57 +252,48 @@ def chart(result: dict[str, Any], path: Path) -> None:
 
     summary = result["summary"]
     scen = list(dict.fromkeys(s["scenario"] for s in summary))
-    names = [c for c in CONTENDERS]
     by = {(s["scenario"], s["contender"]): s for s in summary}
-    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
-    width = 0.16
+    names = [c for c in CONTENDERS if any(n == c for _sc, n in by)]
+    colors = {n: f"C{i}" for i, n in enumerate(CONTENDERS)}
+    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
 
     def bars(
         ax: Any, key: Callable[[dict[str, Any]], float | None], title: str, skip_none: bool
     ) -> None:
         shown = [n for n in names if not (skip_none and n == "none")]
+        width = 0.8 / len(shown)
         for i, n in enumerate(shown):
             vals = [key(by[(sc, n)]) if (sc, n) in by else None for sc in scen]
             xs = [j + (i - len(shown) / 2 + 0.5) * width for j in range(len(scen))]
-            ax.bar(xs, [v or 0 for v in vals], width, label=n, color=f"C{names.index(n)}")
+            ax.bar(xs, [v or 0 for v in vals], width, label=n, color=colors[n])
         ax.set_xticks(range(len(scen)), scen)
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
 
     bars(axes[0][0], lambda s: s["rate"], "storm throughput (processes/s, higher is better)", False)
-    axes[0][0].legend(fontsize=8)
+    axes[0][0].legend(fontsize=7)
     bars(
         axes[0][1],
         lambda s: s["cpu_s_per_10k"],
         "monitor CPU s per 10,000 events (lower is better)",
         True,
     )
-    ax = axes[1][0]
-    scen4 = "K=4"
-    shown = [n for n in names if n != "none"]
-    for i, kind in enumerate(KINDS):
-        vals = [by[(scen4, n)]["completeness_min"][kind] or 0 for n in shown]
-        ax.bar([j + (i - 1) * 0.25 for j in range(len(shown))], vals, 0.25, label=kind)
-    ax.set_xticks(range(len(shown)), shown, fontsize=8)
-    ax.set_ylim(0, 105)
-    ax.set_title("K=4 storm: events captured (% of ground truth, worst run)")
-    ax.legend(fontsize=8)
+    bars(
+        axes[1][0],
+        lambda s: s["exact_min"].get("argv"),
+        "exact command line (% of exec'd processes, worst run)",
+        True,
+    )
+    axes[1][0].set_ylim(0, 105)
     ax = axes[1][1]
     lat = result["latency"]
-    labels, p50, p99 = [], [], []
-    for label, key in (
-        ("idle", "idle"),
-        ("K=4 storm", "storm_k4"),
-        ("idle\n--realtime", "idle_realtime"),
-        ("K=4 storm\n--realtime", "storm_k4_realtime"),
-    ):
-        if lat.get(key):
-            labels.append(label)
-            p50.append(lat[key]["p50"])
-            p99.append(lat[key]["p99"])
+    shown = [(label, key) for key, label in LATENCIES if lat.get(key)]
+    p50 = [lat[key]["p50"] for _l, key in shown]
+    p99 = [lat[key]["p99"] for _l, key in shown]
+    labels = [re.sub(r" \(.*\)|`", "", label).replace(", ", "\n") for label, _key in shown]
     ax.bar([x - 0.2 for x in range(len(labels))], p50, 0.4, label="p50")
     ax.bar([x + 0.2 for x in range(len(labels))], p99, 0.4, label="p99")
-    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xticks(range(len(labels)), labels, fontsize=7)
     ax.set_yscale("log")
     ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")  # the idle target
     ax.set_title("procobsrv latency, kernel timestamp -> handler (ms, log)")
@@ -290,6 +320,17 @@ def update_doc(text: str) -> None:
         DOC.write_text(f"{before}{START}\n{text}\n{END}{after}")
 
 
+def opening_times(n: int) -> dict[str, Any]:
+    """Open + close each Linux source n times in a fresh process (``benchmarks.opening``)."""
+    out = {}
+    for name in ("connector", "ebpf"):
+        cmd = [PY, "-m", "benchmarks.opening", name, str(n)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        lines = proc.stdout.strip().splitlines()
+        out[name] = json.loads(lines[-1]) if lines else {"unavailable": proc.stderr.strip()}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     p.add_argument("--quick", action="store_true", help="CI-sized: 2,000 processes, 1 run")
@@ -304,43 +345,68 @@ def main(argv: list[str] | None = None) -> int:
     args.replay_processes = args.total // 2
     args.replay_events = 100_000 if args.quick else 400_000
     contenders = args.contenders.split(",")
-    if "forkstat" in contenders and shutil.which("forkstat") is None:
-        print("forkstat is not installed (apt-get install forkstat); skipping it", file=sys.stderr)
-        contenders.remove("forkstat")
+    skipped: dict[str, str] = {}
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
+    def attempt(
+        name: str, k: int, total: int, mode: str = "spawn", interval: float = 0.0
+    ) -> RunResult | None:
+        """run_one, or None (and the contender dropped, with a note) when it cannot run."""
+        try:
+            return run_one(name, k, total, mode, interval)
+        except Unavailable as exc:
+            log(f"note: skipping {name}: {exc}")
+            skipped[name] = str(exc)
+            if name in contenders:
+                contenders.remove(name)
+            return None
+
     t0 = time.monotonic()
     info = machine()
     log(f"machine: {info}")
+    opening = opening_times(10)
+    log(f"opening a source (ms): {opening}")
     runs: dict[tuple[str, str], list[RunResult]] = {}
-    idle: list[RunResult] = []
-    idle_rt: list[RunResult] = []
-    storm_rt: list[RunResult] = []
+    latency_runs: dict[str, list[RunResult]] = {key: [] for key, _label in LATENCIES}
     for rep in range(args.reps):
         for label, k, total, mode in scenarios(args):
-            for name in contenders:
-                r = run_one(name, k, total, mode)
+            for name in list(contenders):
+                r = attempt(name, k, total, mode)
+                if r is None:
+                    continue
                 runs.setdefault((label, name), []).append(r)
                 log(
-                    f"[{time.monotonic() - t0:5.0f}s] run {rep + 1} {label:9} {name:16} "
+                    f"[{time.monotonic() - t0:5.0f}s] run {rep + 1} {label:9} {name:20} "
                     f"{r.rate:6.0f} procs/s cpu {r.cpu_seconds or 0:5.2f}s missing {r.missing} "
-                    f"lost {r.lost} silent {r.unaccounted}"
+                    f"lost {r.lost} silent {r.unaccounted} argv {r.exact.get('argv')} "
+                    f"image {r.exact.get('image')}"
+                    + (
+                        f" kernel ns/run {r.kernel_ns['all']['ns_per_run']:.0f}"
+                        if r.kernel_ns
+                        else ""
+                    )
                 )
         # Idle latency: one process every 20 ms, nothing else of ours running. Then the same
-        # and the K=4 storm with the monitoring threads SCHED_FIFO (`watch --realtime`).
+        # and the K=4 storm with the monitoring threads SCHED_FIFO (`watch --realtime`), and
+        # the eBPF source idle (its K=4 storm latency comes from the storm runs).
         idle_n = 100 if args.quick else 300
-        idle.append(run_one("procobsrv-api", 1, idle_n, "spawn", 0.02))
-        log(f"[{time.monotonic() - t0:5.0f}s] run {rep + 1} idle latency {idle[-1].latency_ms}")
+        plan = [("idle", "procobsrv-api", 1, idle_n, 0.02)]
         if realtime_allowed():
-            idle_rt.append(run_one("procobsrv-api-rt", 1, idle_n, "spawn", 0.02))
-            storm_rt.append(run_one("procobsrv-api-rt", 4, args.total))
-            log(
-                f"[{time.monotonic() - t0:5.0f}s] run {rep + 1} realtime latency idle "
-                f"{idle_rt[-1].latency_ms} K=4 {storm_rt[-1].latency_ms} "
-                f"missing {storm_rt[-1].missing}"
-            )
+            plan += [
+                ("idle_realtime", "procobsrv-api-rt", 1, idle_n, 0.02),
+                ("storm_k4_realtime", "procobsrv-api-rt", 4, args.total, 0.0),
+            ]
+        if "procobsrv-ebpf" in contenders:
+            plan.append(("idle_ebpf", "procobsrv-ebpf", 1, idle_n, 0.02))
+        for key, name, k, total, interval in plan:
+            r = attempt(name, k, total, "spawn", interval)
+            if r is not None:
+                latency_runs[key].append(r)
+                log(f"[{time.monotonic() - t0:5.0f}s] run {rep + 1} latency {key} {r.latency_ms}")
+    latency_runs["storm_k4"] = runs.get(("K=4", "procobsrv-api"), [])
+    latency_runs["storm_k4_ebpf"] = runs.get(("K=4", "procobsrv-ebpf"), [])
     summary = []
     for (label, _name), rs in runs.items():
         none = runs.get((label, "none"))
@@ -349,25 +415,21 @@ def main(argv: list[str] | None = None) -> int:
         summary.append(s)
     log(f"[{time.monotonic() - t0:5.0f}s] pipeline replay")
     replay = replay_capacity(args, log)
-    k4 = runs.get(("K=4", "procobsrv-api"), [])
     result: dict[str, Any] = {
         "command": "python -m benchmarks.run" + (" --quick" if args.quick else ""),
         "args": {k: v for k, v in vars(args).items()},
         "machine": info,
         "seconds": time.monotonic() - t0,
+        "skipped": skipped,
         "summary": summary,
         "ratios_vs_forkstat": ratios(summary),
-        "latency": {
-            "idle": {q: median([r.latency_ms[q] for r in idle]) for q in ("p50", "p99", "max")},
-            "storm_k4": summary_lat(k4),
-            "idle_realtime": summary_lat(idle_rt),
-            "storm_k4_realtime": summary_lat(storm_rt),
-        },
+        "latency": {key: summary_lat(rs) for key, rs in latency_runs.items()},
+        "opening_ms": opening,
         "replay": replay,
         "runs": {f"{a} / {b}": [r.as_dict() for r in rs] for (a, b), rs in runs.items()},
-        "idle_runs": [r.as_dict() for r in idle],
-        "realtime_runs": [r.as_dict() for r in idle_rt + storm_rt],
+        "latency_runs": {key: [r.as_dict() for r in rs] for key, rs in latency_runs.items()},
     }
+    result["targets"] = targets(result)
     text = report(result)
     print()
     print(text)
@@ -399,16 +461,138 @@ def summary_lat(runs: list[RunResult]) -> dict[str, float | None]:
     }
 
 
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target of issues 6 and 12 against this run's figures: measured + verdict."""
+    by = {(s["scenario"], s["contender"]): s for s in result["summary"]}
+    scen = list(dict.fromkeys(s["scenario"] for s in result["summary"]))
+    rat = {(r["scenario"], r["contender"]): r for r in result["ratios_vs_forkstat"]}
+    rows: list[dict[str, Any]] = []
+    Pairs = list[tuple[str, Any]]
+
+    def row(
+        target: str, pairs: Pairs, spec: str, unit: str, ok: Callable[[str, Any], bool]
+    ) -> None:
+        """One target: its value per storm, met when ok(storm, value) holds for every one."""
+        measured = ", ".join(f"{sc} {fmt(v, spec)}" for sc, v in pairs) + unit if pairs else "-"
+        met = all(v is not None and ok(sc, v) for sc, v in pairs) if pairs else None
+        verdict = "not measured" if met is None else ("met" if met else "**not met**")
+        rows.append({"target": target, "measured": measured, "verdict": verdict})
+
+    def each(name: str, value: Callable[[dict[str, Any]], Any]) -> Pairs:
+        return [(sc, value(by[(sc, name)])) for sc in scen if (sc, name) in by]
+
+    def vs_forkstat(name: str, key: str) -> Pairs:
+        return [(sc, r[key]) for (sc, n), r in rat.items() if n == name]
+
+    ebpf = "procobsrv-ebpf"
+    for name in ("procobsrv-api", ebpf):
+        row(
+            f"{name}: no silent loss (every miss counted)",
+            each(name, lambda s: s["unaccounted"]),
+            "d",
+            " silent",
+            lambda sc, v: v == 0,
+        )
+    for key, label in (("argv", "exact command line"), ("image", "absolute image")):
+        row(
+            f"eBPF: {label} for 100 % of processes (>= 99.9 % at K=4)",
+            each(ebpf, lambda s, key=key: s["exact_min"].get(key)),
+            ".2f",
+            " %",
+            lambda sc, v: v >= (99.9 if sc == "K=4" else 100.0),
+        )
+    row(
+        "eBPF: forks, execs, exits 100 %",
+        each(ebpf, lambda s: min(v for v in s["completeness_min"].values() if v is not None)),
+        ".2f",
+        " % (worst kind)",
+        lambda sc, v: v == 100.0,
+    )
+    for name, limit in (("procobsrv-api", 1.0), (ebpf, 0.3)):
+        row(
+            f"{name}: listener CPU per 10k events <= {limit}x forkstat's",
+            vs_forkstat(name, "cpu_vs_forkstat"),
+            ".2f",
+            "x",
+            lambda sc, v, lim=limit: v <= lim,
+        )
+        tax = [
+            (sc, r["tax_pct"] - r["forkstat_tax_pct"]) for (sc, n), r in rat.items() if n == name
+        ]
+        row(
+            f"{name}: storm tax no higher than forkstat's",
+            tax,
+            "+.1f",
+            " points over forkstat's",
+            lambda sc, v: v <= 0,
+        )
+    row(
+        "eBPF: kernel-side cost <= 2 us per event (worst hook, bpf_stats)",
+        each(ebpf, lambda s: max(s["kernel_ns_per_run"].values(), default=None)),
+        ",.0f",
+        " ns",
+        lambda sc, v: v <= 2000,
+    )
+    for key, limit, label in (
+        ("idle", 1.0, "connector: idle latency p99 < 1 ms (default scheduler)"),
+        ("idle_ebpf", 1.0, "eBPF: idle latency p99 < 1 ms without --realtime"),
+        ("storm_k4", 10.0, "connector: K=4 storm latency p99 < 10 ms"),
+        ("storm_k4_ebpf", 10.0, "eBPF: K=4 storm latency p99 < 10 ms"),
+    ):
+        p99 = (result["latency"].get(key) or {}).get("p99")
+        row(
+            label,
+            [("p99", p99)] if p99 is not None else [],
+            ".3f",
+            " ms",
+            lambda sc, v, lim=limit: v < lim,
+        )
+    opening = result["opening_ms"].get("ebpf", {})
+    times = [(q, opening[f"{q}_ms"]) for q in ("first", "median", "max") if f"{q}_ms" in opening]
+    row(
+        "eBPF: opening the source (load + attach) < 100 ms",
+        times,
+        ".1f",
+        " ms",
+        lambda sc, v: v < 100,
+    )
+    cap = result["replay"]["events_per_s"]
+    row(
+        "pipeline capacity >= 250,000 events/s on one core",
+        [("replay", cap)],
+        ",.0f",
+        " events/s",
+        lambda sc, v: v >= 250_000,
+    )
+    return rows
+
+
 def report(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
         f"Command: `{result['command']}` ({result['args']['reps']} runs each, medians; "
-        f"completeness = worst run; lost/silent = summed over runs)",
+        f"completeness and argv/image = worst run; lost/silent = summed over runs)",
         f"Machine: {m['cpu_model']}, {m['cpus']} CPUs, {m['memory_gib']} GiB, Linux "
-        f"{m['kernel']}, Python {m['python']}, {m['forkstat']}; load average at start "
-        f"{' '.join(m['loadavg_at_start'])}; {m['date']}",
+        f"{m['kernel']}, Python {m['python']}, {m['forkstat']}, {m['execsnoop']}; load average "
+        f"at start {' '.join(m['loadavg_at_start'])}; {m['date']}; commit {m.get('commit', '?')}",
+    ]
+    for name, why in result["skipped"].items():
+        lines.append(f"Not measured: {name} ({why}).")
+    lines += [
         "",
         table(result["summary"]),
+        "",
+        "argv % / image %: exec'd processes of the storm whose exact argv (`/bin/true "
+        "TAG-<storm>-<i>`, each unique) / absolute image (`/usr/bin/true`) the contender "
+        "reported for that pid; `-`: the contender does not report it.",
+        "",
+        "Targets (issues 6 and 12), against this run:",
+        "",
+        "| target | measured | verdict |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {t['target']} | {t['measured']} | {t['verdict']} |" for t in result["targets"]]
+    lines += [
         "",
         "Ratios to forkstat, same run (below 1.00: procobsrv costs less):",
         "",
@@ -421,21 +605,41 @@ def report(result: dict[str, Any]) -> str:
             f"({fmt(r['forkstat_tax_pct'], '.1f')}) | {fmt(r['tax_vs_forkstat'], '.2f')} "
             f"| {fmt(r['cpu_vs_forkstat'], '.2f')} |"
         )
+    kernel = [s for s in result["summary"] if s["kernel_ns_per_run"]]
+    if kernel:
+        lines += [
+            "",
+            "Kernel-side cost of the BPF programs during the storm (`kernel.bpf_stats_enabled=1`, "
+            "run_time_ns / run_cnt per program, median of the runs; charged to the traced "
+            "processes, not to the listener's CPU above):",
+            "",
+            "| storm | contender | ns per run, per hook |",
+            "|---|---|---|",
+        ]
+        for s in kernel:
+            hooks = ", ".join(
+                f"{hook} {fmt(ns, ',.0f')}" for hook, ns in s["kernel_ns_per_run"].items()
+            )
+            lines.append(f"| {s['scenario']} | {s['contender']} | {hooks} |")
     lat = result["latency"]
     lines += ["", "procobsrv latency, kernel timestamp -> handler call (ms):", ""]
     lines += ["| when | p50 | p99 | max |", "|---|---|---|---|"]
-    for label, key in (
-        ("idle (1 process / 20 ms)", "idle"),
-        ("K=4 storm", "storm_k4"),
-        ("idle, `--realtime` (SCHED_FIFO)", "idle_realtime"),
-        ("K=4 storm, `--realtime`", "storm_k4_realtime"),
-    ):
+    for key, label in LATENCIES:
         v = lat.get(key) or {}
         if v:
             lines.append(
                 f"| {label} | {fmt(v['p50'], '.3f')} | {fmt(v['p99'], '.3f')} "
                 f"| {fmt(v['max'], '.2f')} |"
             )
+    lines += ["", "Opening a source (open + close 10 times in a fresh process):", ""]
+    for name, o in result["opening_ms"].items():
+        if "first_ms" in o:
+            lines.append(
+                f"- {name}: first {o['first_ms']:.1f} ms, median {o['median_ms']:.1f} ms, "
+                f"max {o['max_ms']:.1f} ms"
+            )
+        else:
+            lines.append(f"- {name}: not measured ({o.get('unavailable', '?')})")
     cap = result["replay"]
     lines += [
         "",

@@ -1,10 +1,15 @@
 """One storm worker: starts and reaps short processes as fast as it can; records the truth.
 
-Run as ``python -m benchmarks.spawner COUNT MODE OUT``; prints ``ready``, waits for a line on
-stdin (the start signal, so that K workers start together), then writes JSON to OUT:
-``{"start_ns", "end_ns", "procs": [[pid, wait_status, kind], ...]}``. Kinds: ``spawn`` (fork +
-exec + exit), ``fork`` (fork without exec: fork + exit), ``fail`` (non-zero exit), ``kill``
-(killed by SIGKILL).
+Run as ``python -m benchmarks.spawner COUNT MODE OUT [INTERVAL [TAG]]``; prints ``ready``,
+waits for a line on stdin (the start signal, so that K workers start together), then writes
+JSON to OUT: ``{"start_ns", "end_ns", "procs": [[pid, wait_status, kind, argv, image], ...]}``.
+Kinds: ``spawn`` (fork + exec + exit), ``fork`` (fork without exec: fork + exit; argv and image
+empty), ``fail`` (non-zero exit), ``kill`` (killed by SIGKILL).
+
+Every exec'd process gets an argv of its own (``/bin/true TAG-<tag>-<i>``; ``sleep`` takes a
+unique number instead), so that a monitor reporting the command line of another process, or
+the parent's, cannot score; ``image`` is the absolute path the kernel runs (``/bin`` may be a
+symlink: ``/usr/bin/true``).
 """
 
 from __future__ import annotations
@@ -37,18 +42,27 @@ def _wait_asleep(pid: int, timeout: float = 2.0) -> None:
         time.sleep(0)
 
 
-def spawn_one(kind: str, env: dict[str, str]) -> tuple[int, int]:
-    """Start one process of the given kind, reap it; (pid, raw wait status)."""
+def argv_for(kind: str, tag: str, i: int) -> list[str]:
+    """The unique argv of the i-th process (empty for a fork without exec)."""
     if kind == "spawn":
-        pid = os.posix_spawn(TRUE, [TRUE], env)
-    elif kind == "fail":
-        pid = os.posix_spawn(FALSE, [FALSE], env)
+        return [TRUE, f"TAG-{tag}-{i}"]
+    if kind == "fail":
+        return [FALSE, f"TAG-{tag}-{i}"]
+    if kind == "kill":  # sleep sums its arguments: 30 s plus a unique fraction
+        return [SLEEP, "30", f"0.{tag}{i:07d}"]
+    return []
+
+
+def spawn_one(kind: str, argv: list[str], env: dict[str, str]) -> tuple[int, int]:
+    """Start one process of the given kind, reap it; (pid, raw wait status)."""
+    if kind in ("spawn", "fail"):
+        pid = os.posix_spawn(argv[0], argv, env)
     elif kind == "fork":
         pid = os.fork()
         if pid == 0:
             os._exit(7)  # a forked worker that never execs
     elif kind == "kill":
-        pid = os.posix_spawn(SLEEP, [SLEEP, "30"], env)
+        pid = os.posix_spawn(argv[0], argv, env)
         _wait_asleep(pid)
         os.kill(pid, signal.SIGKILL)
     else:
@@ -57,16 +71,18 @@ def spawn_one(kind: str, env: dict[str, str]) -> tuple[int, int]:
     return pid, status
 
 
-def storm(count: int, mode: str, interval: float = 0.0) -> dict[str, object]:
+def storm(count: int, mode: str, interval: float = 0.0, tag: str = "0") -> dict[str, object]:
     env = {"PATH": "/usr/bin:/bin"}
     kinds = MIXED if mode == "mixed" else ("spawn",)
-    procs: list[tuple[int, int, str]] = []
+    argvs = [argv_for(kinds[i % len(kinds)], tag, i) for i in range(count)]
+    images = {p: os.path.realpath(p) for p in (TRUE, FALSE, SLEEP)}
+    procs: list[tuple[int, int, str, list[str], str]] = []
     append = procs.append
     start = time.monotonic_ns()
     for i in range(count):
-        kind = kinds[i % len(kinds)]
-        pid, status = spawn_one(kind, env)
-        append((pid, status, kind))
+        kind, argv = kinds[i % len(kinds)], argvs[i]
+        pid, status = spawn_one(kind, argv, env)
+        append((pid, status, kind, argv, images[argv[0]] if argv else ""))
         if interval:
             time.sleep(interval)
     end = time.monotonic_ns()
@@ -76,9 +92,10 @@ def storm(count: int, mode: str, interval: float = 0.0) -> dict[str, object]:
 def main() -> None:
     count, mode, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     interval = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+    tag = sys.argv[5] if len(sys.argv) > 5 else "0"
     print("ready", flush=True)
     sys.stdin.readline()
-    result = storm(count, mode, interval)
+    result = storm(count, mode, interval, tag)
     with open(out, "w") as f:
         json.dump(result, f)
 

@@ -36,7 +36,11 @@ def test_scoring_flags_a_silent_miss_and_accepts_a_reported_one() -> None:
 
     from benchmarks.harness import Observed, Storm, score
 
-    storm = Storm(1, 2, "mixed", 0, 1, [(100, 0, "spawn"), (101, 7 << 8, "fork")])
+    procs = [
+        (100, 0, "spawn", ["/bin/true", "TAG-1-0"], "/usr/bin/true"),
+        (101, 7 << 8, "fork", [], ""),
+    ]
+    storm = Storm(1, 2, "mixed", 0, 1, procs)
     seen = Counter({(100, "fork"): 1, (100, "exec"): 1, (100, "exit"): 1, (101, "fork"): 1})
     silent = score("x", storm, Observed(counts=seen, exits={100: (0, None)}))
     assert (silent.missing, silent.unaccounted) == (1, 1)

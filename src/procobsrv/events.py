@@ -14,6 +14,11 @@ class EventKind(enum.Enum):
     EXEC = "exec"  # the process now runs another program (Linux only)
     EXITED = "exited"  # the process ended
 
+    # Members are singletons compared by identity, so the identity hash is the right one;
+    # Enum's own __hash__ is Python code (hash of the name), run for every event the
+    # delivery counts by kind, per subscriber.
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True, slots=True)
 class QueuedItem:

@@ -76,7 +76,9 @@ struct kernfs_node___old {
 	struct kernfs_node *parent;
 } __attribute__((preserve_access_index));
 
-__u64 last_wakeup_ns = 0;
+/* Failed writes, all CPUs and kinds, atomically: user space reads this word through an
+ * mmap of .bss on every fetch (no syscall) and reads the per-CPU `drops` only when it moved. */
+__u64 dropped = 0;
 
 static __always_inline struct scratch *get_scratch(void)
 {
@@ -232,26 +234,20 @@ static __always_inline int wanted(__u32 ppid)
 
 /*
  * Wake-up moderation (as the driver signals only when its queue goes from empty to
- * non-empty): wake the consumer only when the buffer was empty before this record, and at
- * most once per wakeup_interval_ns, unless wakeup_bytes are waiting. Records not announced
- * are found by the consumer's timed re-check, which it arms after each batch for the same
- * interval: see EbpfSource. An idle record therefore wakes at once; a storm costs at most
- * one wake-up per interval.
+ * non-empty): with flags 0 the kernel wakes the consumer only when it had consumed
+ * everything before this record (consumer_pos == the record's position, checked at commit,
+ * race-free). While the consumer lingers (ProcessThreadMonitor's storm coalescing) nothing
+ * wakes it; its next wait returns at once since the fd polls readable while data is
+ * unconsumed. A backlog of wakeup_bytes forces a wake-up so that a lingering consumer is
+ * not left behind by a burst.
  */
 static __always_inline __u64 wakeup_flag(void)
 {
 	__u32 zero = 0;
 	struct po_settings *cfg = bpf_map_lookup_elem(&settings, &zero);
-	if (!cfg)
-		return 0;
-	__u64 waiting = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	__u64 now = bpf_ktime_get_ns();
-	if ((waiting == 0 || waiting >= cfg->wakeup_bytes) &&
-	    now - last_wakeup_ns >= cfg->wakeup_interval_ns) {
-		last_wakeup_ns = now;
+	if (cfg && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg->wakeup_bytes)
 		return BPF_RB_FORCE_WAKEUP;
-	}
-	return BPF_RB_NO_WAKEUP;
+	return 0;
 }
 
 static __always_inline void submit(struct scratch *s)
@@ -273,6 +269,7 @@ static __always_inline void submit(struct scratch *s)
 		d->exec++;
 	else
 		d->exit++;
+	__sync_fetch_and_add(&dropped, 1); /* after the per-kind count: user space reads it first */
 }
 
 _Static_assert(__builtin_offsetof(struct scratch, data) == sizeof(struct po_event),

@@ -69,8 +69,8 @@ struct po_drops {
 
 /* Settings written by user space after load, before attach (one entry). */
 struct po_settings {
-	__u64 wakeup_interval_ns; /* at most one wake-up of the consumer per interval... */
-	__u64 wakeup_bytes;       /* ...except when this much is waiting */
+	__u64 reserved0;
+	__u64 wakeup_bytes;       /* force a wake-up when this much is waiting */
 	__u32 parent_filter;      /* 0, or report only processes whose parent is this tgid */
 	__u32 reserved;
 };

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ..errors import MonitorError
 from . import libbpf
 from .ebpf_abi import OBJECT_PATH, po_drops, po_settings
 from .libbpf import Libbpf, LibbpfError
+from .ringbuf import map_shared, unmap
 from .sync import NO_FDS, out_of_fds
 
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
@@ -43,6 +45,11 @@ class BpfProgram:
         self._drops_fd = -1
         self._cpus = 0
         self._drops_buf: ctypes.Array[po_drops] | None = None
+        self._bss = 0
+        #: the program's ``dropped`` word (.bss, mmapped): all failed writes, read without a syscall
+        self._dropped: ctypes.c_uint64 | None = None
+        self._drops_seen = 0
+        self._drops_total = 0
 
     def open(self) -> None:
         """Load the object and attach its programs; on failure nothing stays loaded."""
@@ -80,6 +87,9 @@ class BpfProgram:
         settings_fd = lib.bpf_map__fd(lib.bpf_object__find_map_by_name(self._obj, b"settings"))
         lib.bpf_map_update_elem(settings_fd, ctypes.byref(zero), ctypes.byref(self._settings), 0)
         self._cpus = lib.libbpf_num_possible_cpus()
+        bss_fd = lib.bpf_map__fd(lib.bpf_object__find_map_by_name(self._obj, b".bss"))
+        self._bss = map_shared(mmap.PAGESIZE, mmap.PROT_READ, bss_fd, 0)
+        self._dropped = ctypes.c_uint64.from_address(self._bss)  # .bss holds only `dropped`
         self._drops_buf = (po_drops * self._cpus)()
         with libbpf.captured() as lines:
             prog = lib.bpf_object__next_program(self._obj, None)
@@ -91,7 +101,21 @@ class BpfProgram:
                 prog = lib.bpf_object__next_program(self._obj, prog)
 
     def drops(self) -> int:
-        """Records the program could not write since it was loaded (all CPUs, all kinds)."""
+        """Records the program could not write since it was loaded (all CPUs, all kinds).
+
+        Costs one memory read while nothing was dropped: the per-CPU counters (a syscall)
+        are read only when the program's ``dropped`` word says a drop happened since.
+        """
+        dropped = self._dropped
+        if dropped is None:
+            return 0
+        seen = dropped.value
+        if seen != self._drops_seen:
+            self._drops_seen = seen  # read before the counters: the program adds after them
+            self._drops_total = self._count_drops()
+        return self._drops_total
+
+    def _count_drops(self) -> int:
         buf, lib = self._drops_buf, self._lib
         if buf is None or lib is None:
             return 0
@@ -106,6 +130,10 @@ class BpfProgram:
         obj, self._obj = self._obj, None
         self.events_fd = self._drops_fd = -1
         self._drops_buf = None
+        self._dropped = None
+        bss, self._bss = self._bss, 0
+        if bss:
+            unmap(bss, mmap.PAGESIZE)
         if lib is None:
             return
         for link in links:

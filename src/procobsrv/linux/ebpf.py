@@ -4,17 +4,17 @@
 scheduler tracepoints, and reads their records from the ring buffer: every exec carries its
 argv, captured in the kernel before the process can end, and its absolute image.
 
-Waking up: the program wakes the consumer when a record lands in an empty buffer, at most
-once per ``wakeup_interval``. Records it does not announce are picked up by a timer this
-source arms for the same interval after each non-empty batch; :attr:`wait_handle` is an
-epoll fd over the ring buffer and that timer. An isolated event wakes the consumer at once;
-a storm costs at most one wake-up per interval.
+Waking up: the kernel wakes the consumer only when a record lands in a buffer the consumer
+had emptied (and when a quarter of it is waiting); :attr:`wait_handle` is the ring buffer's
+fd, readable while anything is unconsumed. An isolated event wakes the consumer at once;
+during a storm ProcessThreadMonitor lingers before each fetch, and the records written
+meanwhile wake nobody. A fetch costs no system call: records and the drop count are read
+from mapped memory.
 """
 
 from __future__ import annotations
 
 import logging
-import select
 from pathlib import Path
 
 from ..errors import MonitorError
@@ -25,13 +25,12 @@ from .ebpf_abi import OBJECT_PATH, po_settings
 from .ebpf_decoder import Decoder, Programs
 from .libbpf import Libbpf
 from .procfs import as_created, snapshot
-from .ringbuf import RingReader, TimerFd
+from .ringbuf import RingReader
 from .sync import NO_FDS, out_of_fds
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RING_SIZE = 8 << 20
-DEFAULT_WAKEUP_INTERVAL = 0.00025
 #: Bytes consumed per fetch at most: bounds the time before a batch is handed on.
 MAX_FETCH_BYTES = 1 << 20
 
@@ -49,15 +48,12 @@ class EbpfSource(KernelSource):
         self,
         *,
         ring_size: int = DEFAULT_RING_SIZE,
-        wakeup_interval: float = DEFAULT_WAKEUP_INTERVAL,
         parent_filter: int = 0,
         read_proc: bool = True,
         object_path: Path = OBJECT_PATH,
         libbpf: Libbpf | None = None,
     ) -> None:
-        self._interval_ns = int(wakeup_interval * 1e9)
         settings = po_settings(
-            wakeup_interval_ns=self._interval_ns,
             wakeup_bytes=ring_size // 4,
             parent_filter=parent_filter,
         )
@@ -70,8 +66,6 @@ class EbpfSource(KernelSource):
         self.running: list[QueuedItem] = []
         self.decoder = Decoder(Programs())
         self._ring: RingReader | None = None
-        self._timer: TimerFd | None = None
-        self._epoll: select.epoll | None = None
         self._drops = 0
         self._bad = 0
         self._spans: list[tuple[int, int]] = []
@@ -81,18 +75,14 @@ class EbpfSource(KernelSource):
         try:
             self.program.open()
             self._ring = RingReader(self.program.events_fd, self._ring_size)
-            self._timer = TimerFd()
-            self._epoll = select.epoll()
-            self._epoll.register(self.program.events_fd, select.EPOLLIN)
-            self._epoll.register(self._timer.fd, select.EPOLLIN)
             if self._read_proc:
                 running = snapshot()
                 self.decoder.programs.seed(running)
                 self.running = as_created(running)
-        except OSError as exc:  # the ring's mmap, the timerfd, the epoll fd
+        except OSError as exc:  # the ring's mmap, /proc
             self.close()
             if exc.errno in NO_FDS:
-                raise out_of_fds("the eBPF source's ring buffer and timer", exc) from exc
+                raise out_of_fds("the eBPF source's ring buffer", exc) from exc
             raise MonitorError(f"cannot set up the eBPF source: {exc}") from exc
         except BaseException:
             self.close()
@@ -100,30 +90,21 @@ class EbpfSource(KernelSource):
 
     @property
     def wait_handle(self) -> int:
-        assert self._epoll is not None, "open() first"
-        return self._epoll.fileno()
+        assert self._ring is not None, "open() first"
+        return self.program.events_fd
 
     def fetch_batch(self) -> Batch:
-        ring, timer = self._ring, self._timer
-        assert ring is not None and timer is not None, "open() first"
+        ring = self._ring
+        assert ring is not None, "open() first"
         spans = self._spans
         spans.clear()
         data = ring.read(MAX_FETCH_BYTES, spans)
         items: list[QueuedItem] = []
         if spans:
             self.decoder.decode(data, spans, items)
-            timer.arm(self._interval_ns)  # records the program did not announce: see above
-        elif timer.armed:
-            timer.disarm()
         return Batch(items, self._lost())
 
     def close(self) -> None:
-        epoll, self._epoll = self._epoll, None
-        if epoll is not None:
-            epoll.close()
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.close()
         ring, self._ring = self._ring, None
         if ring is not None:
             ring.close()

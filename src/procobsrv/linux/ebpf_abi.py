@@ -68,7 +68,7 @@ class po_settings(ctypes.Structure):
     """What user space tells the program after loading it."""
 
     _fields_ = (
-        ("wakeup_interval_ns", u64),
+        ("reserved0", u64),
         ("wakeup_bytes", u64),
         ("parent_filter", u32),
         ("reserved", u32),

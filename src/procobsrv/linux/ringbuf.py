@@ -39,20 +39,18 @@ _munmap = _libc.munmap
 _munmap.restype = ctypes.c_int32
 _munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 MAP_FAILED = ctypes.c_void_p(-1).value
-_timerfd_create = _libc.timerfd_create
-_timerfd_create.restype = ctypes.c_int32
-_timerfd_create.argtypes = [ctypes.c_int32, ctypes.c_int32]
-_timerfd_settime = _libc.timerfd_settime
-_timerfd_settime.restype = ctypes.c_int32
-_timerfd_settime.argtypes = [ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p]
 
 
-def _map(length: int, prot: int, fd: int, offset: int) -> int:
+def map_shared(length: int, prot: int, fd: int, offset: int) -> int:
     addr = _mmap(None, length, prot, mmap.MAP_SHARED, fd, offset)
     if addr is None or addr == MAP_FAILED:
         err = ctypes.get_errno()
-        raise MonitorError(f"mapping the eBPF ring buffer failed: {os.strerror(err)}")
+        raise MonitorError(f"mapping the eBPF program's memory failed: {os.strerror(err)}")
     return int(addr)
+
+
+def unmap(addr: int, length: int) -> None:
+    _munmap(addr, length)
 
 
 class RingReader:
@@ -65,10 +63,10 @@ class RingReader:
         self._mask = size - 1
         page = mmap.PAGESIZE
         self._spans: list[tuple[int, int]] = []
-        cons = _map(page, mmap.PROT_READ | mmap.PROT_WRITE, fd, 0)
+        cons = map_shared(page, mmap.PROT_READ | mmap.PROT_WRITE, fd, 0)
         self._spans.append((cons, page))
         try:
-            prod = _map(page + 2 * size, mmap.PROT_READ, fd, page)
+            prod = map_shared(page + 2 * size, mmap.PROT_READ, fd, page)
         except BaseException:
             self.close()
             raise
@@ -108,40 +106,4 @@ class RingReader:
     def close(self) -> None:
         spans, self._spans = self._spans, []
         for addr, length in spans:
-            _munmap(addr, length)
-
-
-class TimerFd:
-    """A one-shot CLOCK_MONOTONIC timerfd: readable once ``arm``'s delay has passed."""
-
-    class _Spec(ctypes.Structure):
-        _fields_ = (
-            ("interval_s", ctypes.c_int64),
-            ("interval_ns", ctypes.c_int64),
-            ("value_s", ctypes.c_int64),
-            ("value_ns", ctypes.c_int64),
-        )
-
-    def __init__(self) -> None:
-        fd = _timerfd_create(1, os.O_NONBLOCK | os.O_CLOEXEC)  # CLOCK_MONOTONIC
-        if fd < 0:
-            raise MonitorError(f"timerfd_create failed: {os.strerror(ctypes.get_errno())}")
-        self.fd = fd
-        self.armed = False
-        self._spec = self._Spec()
-
-    def arm(self, delay_ns: int) -> None:
-        """Readable after ``delay_ns`` (re-arming also makes it unreadable until then)."""
-        self._spec.value_s, self._spec.value_ns = divmod(max(delay_ns, 1), 1_000_000_000)
-        _timerfd_settime(self.fd, 0, ctypes.addressof(self._spec), None)
-        self.armed = True
-
-    def disarm(self) -> None:
-        self._spec.value_s = self._spec.value_ns = 0
-        _timerfd_settime(self.fd, 0, ctypes.addressof(self._spec), None)
-        self.armed = False
-
-    def close(self) -> None:
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
+            unmap(addr, length)

@@ -4,19 +4,14 @@ The classes mirror the article "Detecting Windows NT/2K process execution": subc
 :class:`CallbackHandler`, then ``ApplicationScope.get_instance(handler).start_monitoring()``.
 """
 
+from .callback import CallbackHandler
 from .container import OverflowPolicy, QueueContainer
 from .errors import MonitorError
 from .events import EventKind, QueuedItem
-from .handler import CallbackHandler
-from .handlers import (
-    EventFilter,
-    FilterHandler,
-    JsonLinesHandler,
-    LinesHandler,
-    ProcessNode,
-    ProcessTree,
-)
-from .monitor import ProcessThreadMonitor
+from .filters import EventFilter, FilterHandler
+from .lines import JsonLinesHandler, LinesHandler
+from .process_monitor import ProcessThreadMonitor
+from .process_tree import ProcessNode, ProcessTree
 from .retrieval import RetrievalThread
 from .scope import ApplicationScope, MonitorStats
 from .streams import AsyncEventStream, EventStream, awatch, monitor, watch

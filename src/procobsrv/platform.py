@@ -1,6 +1,6 @@
 """The small interface between the article's framework and the kernel that feeds it.
 
-The framework (``monitor``, ``container``, ``retrieval``, ``scope``) only ever talks to a
+The framework (``process_monitor``, ``container``, ``retrieval``, ``scope``) only ever talks to a
 :class:`Platform`: kernel objects to wait on (events, a mutex, a way to wait for any of
 several at once) and a :class:`KernelSource` that publishes process events. Each kernel
 provides one: ``procobsrv.linux`` (the process-events connector, fds and ``poll``) and

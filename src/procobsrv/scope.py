@@ -19,12 +19,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .callback import CallbackHandler
 from .container import DEFAULT_QUEUE_LIMIT, OverflowPolicy, QueueContainer
 from .errors import MonitorError
 from .events import EventKind
-from .handler import CallbackHandler
-from .monitor import ProcessThreadMonitor
 from .platform import KernelSource, Platform, SourceChoice, current_platform, open_source
+from .process_monitor import ProcessThreadMonitor
 from .retrieval import RetrievalThread
 from .subscription import DEFAULT_STOP_TIMEOUT, HandlerSubscription, Subscription
 

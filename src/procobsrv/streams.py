@@ -19,10 +19,10 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from .callback import CallbackHandler
 from .errors import MonitorError
 from .events import EventKind, QueuedItem
-from .handler import CallbackHandler
-from .handlers import kind_set
+from .filters import kind_set
 from .scope import ApplicationScope, MonitorStats
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .callback import CallbackHandler
 from .container import OverflowPolicy
 from .events import EventKind, QueuedItem
-from .handler import CallbackHandler
 
 if TYPE_CHECKING:
     from .scope import ApplicationScope, MonitorStats

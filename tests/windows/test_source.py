@@ -204,7 +204,7 @@ def test_start_times_of_processes_are_bounded(fake: FakeWindows) -> None:
 def test_lifetime_of_a_live_windows_process_is_positive(fake: FakeWindows) -> None:
     # Issue 13 item 16: the driver's wall-clock FILETIME was passed on as monotonic_ns, so
     # ProcessNode.lifetime of a process started 5 s earlier came out as -1.34e10 s.
-    from procobsrv.handlers import ProcessTree
+    from procobsrv.process_tree import ProcessTree
 
     driver = fake.start_driver_directly()
     tree = ProcessTree()

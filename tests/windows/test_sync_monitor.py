@@ -8,8 +8,8 @@ import time
 import pytest
 
 from procobsrv.container import QueueContainer
-from procobsrv.monitor import ProcessThreadMonitor
 from procobsrv.platform import Platform
+from procobsrv.process_monitor import ProcessThreadMonitor
 from procobsrv.windows import contract, winapi
 from procobsrv.windows.source import DriverSource
 from procobsrv.windows.sync import Win32Event, Win32Mutex, Win32Waiter, wait_milliseconds

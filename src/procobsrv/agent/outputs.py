@@ -10,9 +10,9 @@ import os
 import threading
 from typing import Any, TextIO
 
+from ..callback import CallbackHandler
 from ..errors import MonitorError
 from ..events import QueuedItem
-from ..handler import CallbackHandler
 from .records import Record, RecordMaker, dumps
 
 log = logging.getLogger(__name__)

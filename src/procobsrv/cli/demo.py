@@ -9,8 +9,8 @@ import threading
 from collections import defaultdict
 from typing import Any
 
+from ..callback import CallbackHandler
 from ..events import EventKind, QueuedItem
-from ..handler import CallbackHandler
 from ..scope import ApplicationScope
 from .format import describe_exit, describe_program
 

@@ -17,10 +17,10 @@ from typing import Any
 from ..agent import RecordHandler, RecordMaker, Sink
 from ..agent.cli import add_output_options, output_from_args
 from ..agent.records import dumps
+from ..callback import CallbackHandler
 from ..errors import MonitorError
 from ..events import EventKind, QueuedItem
-from ..handler import CallbackHandler
-from ..handlers import FilterHandler
+from ..filters import FilterHandler
 from ..realtime import realtime_threads
 from ..scope import ApplicationScope
 from .format import HEADER, as_line

@@ -1,194 +1,28 @@
-"""Ready-made CallbackHandlers: JSON lines, filtering, and a process-tree tracker.
+"""A process-tree tracker: :class:`ProcessTree` follows parents, children and lifetimes.
 
-Each is an ordinary :class:`CallbackHandler`: pass it to ``ApplicationScope.get_instance``
-or to :func:`procobsrv.monitor`, and compose them (a :class:`FilterHandler` wraps any other
-handler).
+It is an ordinary :class:`CallbackHandler`: pass it to ``ApplicationScope.get_instance``
+or to :func:`procobsrv.monitor`, or wrap it in a :class:`~procobsrv.filters.FilterHandler`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
-import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, TextIO
+from typing import Any
 
+from .callback import CallbackHandler
 from .events import EventKind, QueuedItem
-from .handler import CallbackHandler
 
 log = logging.getLogger(__name__)
 
-#: A regular expression, as text or compiled; it is *searched* (``re.search``), not matched.
-Pattern = str | re.Pattern[str]
 #: What names one process, even when pids are reused: ``QueuedItem.key``.
 Key = tuple[int, int]
 
 
-# -- JSON lines ---------------------------------------------------------------------------
-def json_line(item: QueuedItem) -> str:
-    """One compact JSON object (``QueuedItem.as_dict``), the format of ``watch --json``."""
-    return json.dumps(item.as_dict(), separators=(",", ":"))
-
-
-def json_lost_line(count: int) -> str:
-    """The JSON line that reports lost events: ``{"kind":"lost","count":N}``."""
-    return json.dumps({"kind": "lost", "count": count}, separators=(",", ":"))
-
-
-class LinesHandler(CallbackHandler):
-    """Writes one line per event to a text stream (``render`` turns an item into the line).
-
-    Losses are written too when ``render_lost`` is given, else logged. Each line is flushed
-    by default so that a pipe (``| jq``, a log shipper) sees it at once.
-    """
-
-    def __init__(
-        self,
-        stream: TextIO | None = None,
-        render: Callable[[QueuedItem], str] = json_line,
-        render_lost: Callable[[int], str] | None = json_lost_line,
-        *,
-        flush: bool = True,
-    ) -> None:
-        self.stream = stream if stream is not None else sys.stdout
-        self.render = render
-        self.render_lost = render_lost
-        self.flush = flush
-
-    def on_process_event(self, item: QueuedItem, param: Any) -> None:
-        self._write(self.render(item))
-
-    def on_events_lost(self, count: int, param: Any) -> None:
-        if self.render_lost is None:
-            super().on_events_lost(count, param)
-        else:
-            self._write(self.render_lost(count))
-
-    def _write(self, line: str) -> None:
-        self.stream.write(line + "\n")
-        if self.flush:
-            self.stream.flush()
-
-
-class JsonLinesHandler(LinesHandler):
-    """JSON lines: one object per event (see :func:`json_line`), and
-    ``{"kind":"lost","count":N}`` when events were lost. Default stream: ``sys.stdout``."""
-
-    def __init__(self, stream: TextIO | None = None, *, flush: bool = True) -> None:
-        super().__init__(stream, json_line, json_lost_line, flush=flush)
-
-
-# -- filtering ----------------------------------------------------------------------------
-def _compile(pattern: Pattern | None) -> re.Pattern[str] | None:
-    if pattern is None or isinstance(pattern, re.Pattern):
-        return pattern
-    return re.compile(pattern)
-
-
-def kind_set(
-    kinds: Iterable[EventKind | str] | EventKind | str | None,
-) -> frozenset[EventKind] | None:
-    """EventKinds (or their values, ``"exec"``), one or several, as a set; None stays None."""
-    if kinds is None:
-        return None
-    if isinstance(kinds, (str, EventKind)):
-        kinds = [kinds]
-    return frozenset(EventKind(k) for k in kinds)
-
-
-class EventFilter:
-    """A predicate on QueuedItems; every criterion given must hold (none given: all pass).
-
-    - ``kinds``: EventKinds (or their values, ``"exec"``).
-    - ``image``: searched in the program's path.
-    - ``command_line``: searched in the arguments joined by spaces.
-    - ``match``: searched in the path and the arguments joined by spaces (``watch --match``).
-    - ``uids``: effective user ids.
-
-    An item that lacks the field a criterion needs (image, argv or uid could not be read
-    before a short-lived process vanished) does not pass that criterion.
-    """
-
-    __slots__ = ("command_line", "image", "kinds", "match", "uids")
-
-    def __init__(
-        self,
-        *,
-        kinds: Iterable[EventKind | str] | None = None,
-        image: Pattern | None = None,
-        command_line: Pattern | None = None,
-        match: Pattern | None = None,
-        uids: Iterable[int] | None = None,
-    ) -> None:
-        self.kinds = kind_set(kinds)
-        self.image = _compile(image)
-        self.command_line = _compile(command_line)
-        self.match = _compile(match)
-        self.uids = None if uids is None else frozenset(uids)
-
-    def __call__(self, item: QueuedItem) -> bool:
-        if self.kinds is not None and item.kind not in self.kinds:
-            return False
-        if self.uids is not None and item.uid not in self.uids:
-            return False
-        if self.image is not None and (item.image is None or not self.image.search(item.image)):
-            return False
-        if self.command_line is not None and (
-            item.command_line is None or not self.command_line.search(" ".join(item.command_line))
-        ):
-            return False
-        if self.match is not None:
-            text = " ".join(filter(None, [item.image, *(item.command_line or ())]))
-            return self.match.search(text) is not None
-        return True
-
-
-class FilterHandler(CallbackHandler):
-    """Passes to ``inner`` only the events that pass the filter; losses and errors always pass.
-
-    Keyword arguments are those of :class:`EventFilter`; ``predicate`` adds a test of your own.
-    """
-
-    def __init__(
-        self,
-        inner: CallbackHandler,
-        *,
-        kinds: Iterable[EventKind | str] | None = None,
-        image: Pattern | None = None,
-        command_line: Pattern | None = None,
-        match: Pattern | None = None,
-        uids: Iterable[int] | None = None,
-        predicate: Callable[[QueuedItem], bool] | None = None,
-    ) -> None:
-        self.inner = inner
-        self.filter = EventFilter(
-            kinds=kinds, image=image, command_line=command_line, match=match, uids=uids
-        )
-        self.predicate = predicate
-        self.passed = 0
-        self.rejected = 0
-
-    def on_process_event(self, item: QueuedItem, param: Any) -> None:
-        if self.filter(item) and (self.predicate is None or self.predicate(item)):
-            self.passed += 1
-            self.inner.on_process_event(item, param)
-        else:
-            self.rejected += 1
-
-    def on_events_lost(self, count: int, param: Any) -> None:
-        # Unknown events may have matched: the inner handler must hear of the loss.
-        self.inner.on_events_lost(count, param)
-
-    def on_error(self, error: BaseException, param: Any) -> None:
-        self.inner.on_error(error, param)
-
-
-# -- process tree -------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ProcessNode:
     """A snapshot of what the tracker knows about one process."""

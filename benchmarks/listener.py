@@ -19,8 +19,8 @@ import time
 from typing import Any
 
 from procobsrv import ApplicationScope, CallbackHandler, MonitorError, QueuedItem
+from procobsrv.linux.realtime import realtime_threads
 from procobsrv.platform import KernelSource
-from procobsrv.realtime import realtime_threads
 
 KIND_CODE = {"created": "fork", "exec": "exec", "exited": "exit"}
 #: Source name (as ``start_monitoring(source=...)`` and ``watch --source`` spell it) -> the

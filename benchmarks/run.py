@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from procobsrv.errors import MonitorError
-from procobsrv.realtime import realtime_threads
+from procobsrv.linux.realtime import realtime_threads
 
 from .harness import (
     CONTENDERS,

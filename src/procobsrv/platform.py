@@ -2,17 +2,20 @@
 
 The framework (``process_monitor``, ``container``, ``retrieval``, ``scope``) only ever talks to a
 :class:`Platform`: kernel objects to wait on (events, a mutex, a way to wait for any of
-several at once) and a :class:`KernelSource` that publishes process events. Each kernel
-provides one: ``procobsrv.linux`` (the process-events connector, fds and ``poll``) and
-``procobsrv.windows`` (ProcObsrv.sys, HANDLEs and ``WaitForMultipleObjects``).
+several at once) and a :class:`KernelSource` that publishes process events, and the few
+things the system does to a process (real-time threads, what a forked child inherits).
+Each kernel provides one: ``procobsrv.linux`` (the process-events connector, fds and
+``poll``) and ``procobsrv.windows`` (ProcObsrv.sys, HANDLEs and ``WaitForMultipleObjects``).
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -117,9 +120,26 @@ class KernelSource(abc.ABC):
         self.close()
 
 
+@contextlib.contextmanager
+def no_realtime_threads() -> Iterator[None]:
+    """The default ``Platform.realtime_threads``: the system offers none."""
+    raise MonitorError("real-time scheduling (SCHED_FIFO) is available on Linux only")
+    yield  # a generator, so that the error comes on entering the block
+
+
+def no_fork(hook: Callable[[], None]) -> None:
+    """The default ``Platform.at_fork_in_child``: the system has no ``fork()``, so no
+    process ever inherits another's monitoring; ``hook`` is never called."""
+
+
+def nothing_inherited(handles: Sequence[int]) -> None:
+    """The default ``Platform.close_inherited``: without ``fork()`` nothing is inherited."""
+
+
 @dataclass(frozen=True)
 class Platform:
-    """Kernel objects and the event source of one operating system."""
+    """Kernel objects and the event source of one operating system, and what the system
+    does to a process (the defaults: a system without real-time threads or ``fork()``)."""
 
     name: str
     new_event: Callable[[], SyncEvent]
@@ -131,6 +151,16 @@ class Platform:
     #: Opens a source by name ("auto": the best one this process may use), when the platform
     #: has several; else ``new_source`` is the only one.
     open_named_source: Callable[[str], KernelSource] | None = None
+    #: ``with platform.realtime_threads():`` threads started in the block run with real-time
+    #: priority (``procobsrv watch --realtime``); raises MonitorError saying what to do when
+    #: the system refuses or has none.
+    realtime_threads: Callable[[], AbstractContextManager[None]] = no_realtime_threads
+    #: Registers a hook run in the child of every later ``fork()``, on the thread that forked:
+    #: the child has the parent's handles but none of its other threads.
+    at_fork_in_child: Callable[[Callable[[], None]], None] = no_fork
+    #: In such a child: release the parent's handles it inherited (wait handles of the
+    #: parent's session, which the child must not use; their numbers may be reused).
+    close_inherited: Callable[[Sequence[int]], None] = nothing_inherited
 
 
 #: What ``start_monitoring(source=...)`` takes: a source, or a platform's name for one.

@@ -12,7 +12,6 @@ import atexit
 import contextlib
 import functools
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -73,6 +72,7 @@ class _Session:
     def __init__(
         self, platform: Platform, source: KernelSource, queue_limit: int, overflow: OverflowPolicy
     ) -> None:
+        self.platform = platform
         self.source = source
         # Each part holds kernel objects (eventfds, events): if a later one cannot be made
         # (no fds left), release the earlier ones rather than leak them.
@@ -214,6 +214,7 @@ class ApplicationScope:
     @classmethod
     def _shared(cls) -> ApplicationScope:
         """The one instance, created without a handler if need be (for the streams)."""
+        _watch_forks()  # before the scope's first lock is taken: a fork may copy it held
         with cls._instance_lock:
             if cls._instance is None:
                 cls._instance = cls(None, _TOKEN)
@@ -451,18 +452,15 @@ class ApplicationScope:
         return session.stats() if session is not None else MonitorStats()
 
     def _forget_after_fork(self) -> None:
-        """In a forked child: the threads did not come along; drop the parent's session."""
+        """In a forked child: the threads did not come along; drop the parent's session and
+        release the handles the child inherited from it."""
         session, self._session = self._session, None
         self._last = self._primary = self._last_primary = None
         self._lock = threading.RLock()
         if session is not None:
             for subscription in session.members:
                 subscription._forget_after_fork()
-            for fd in _session_fds(session):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            session.platform.close_inherited(_session_handles(session))
 
 
 def _runs(running: KernelSource, wanted: SourceChoice | None) -> bool:
@@ -476,7 +474,8 @@ def _left(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-def _session_fds(session: _Session) -> list[int]:
+def _session_handles(session: _Session) -> list[int]:
+    """The session's wait handles: what a forked child inherits of it."""
     handles = [
         session.monitor.shutdown.wait_handle,
         session.retrieval.shutdown.wait_handle,
@@ -505,6 +504,23 @@ def _after_fork_in_child() -> None:
         instance._forget_after_fork()
 
 
+#: Whether ``_after_fork_in_child`` is registered with the platform (once per process).
+_forks_watched = False
+
+
+def _watch_forks() -> None:
+    """From the scope's first use on: a forked child forgets the parent's session, through
+    the platform (a system without ``fork()`` registers nothing)."""
+    global _forks_watched
+    if _forks_watched:
+        return
+    try:
+        platform = current_platform()
+    except MonitorError:
+        return  # a system procobsrv cannot monitor: no session will ever start here
+    # Two threads may both get here: the hook then runs twice in a child, which is harmless.
+    platform.at_fork_in_child(_after_fork_in_child)
+    _forks_watched = True
+
+
 atexit.register(_stop_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -119,8 +119,8 @@ def wait_exit(h, pid):
 parent = Collector()
 scope = ApplicationScope.get_instance(parent)
 scope.start_monitoring()
-from procobsrv.scope import _session_fds
-session_fds = _session_fds(scope._session)  # the netlink socket and three eventfds
+from procobsrv.scope import _session_handles
+session_fds = _session_handles(scope._session)  # the netlink socket and three eventfds
 
 def is_open(fd):
     try:

@@ -21,7 +21,7 @@ from ..callback import CallbackHandler
 from ..errors import MonitorError
 from ..events import EventKind, QueuedItem
 from ..filters import FilterHandler
-from ..realtime import realtime_threads
+from ..platform import current_platform
 from ..scope import ApplicationScope
 from .format import HEADER, as_line
 from .output import Output
@@ -210,7 +210,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.json and sink is None:
             output.put(HEADER)
         try:
-            with realtime_threads() if args.realtime else contextlib.nullcontext():
+            realtime = current_platform().realtime_threads if args.realtime else None
+            with realtime() if realtime else contextlib.nullcontext():
                 scope.start_monitoring(source=args.source)  # its threads inherit the policy
             output.start()
             note = fallback_note(args.source, scope)

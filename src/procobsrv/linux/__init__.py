@@ -4,6 +4,8 @@
 from ..platform import Platform
 from .choice import open_named_source
 from .ebpf import EbpfSource
+from .fork import at_fork_in_child, close_inherited
+from .realtime import realtime_threads
 from .source import ConnectorSource
 from .sync import EventFd, Lock, PollWaiter
 
@@ -15,6 +17,9 @@ PLATFORM = Platform(
     new_source=ConnectorSource,
     default_source="connector",
     open_named_source=open_named_source,
+    realtime_threads=realtime_threads,
+    at_fork_in_child=at_fork_in_child,
+    close_inherited=close_inherited,
 )
 
 __all__ = ["PLATFORM", "ConnectorSource", "EbpfSource", "EventFd", "Lock", "PollWaiter"]

@@ -1,4 +1,7 @@
-"""Real-time scheduling for the monitoring threads (``procobsrv watch --realtime``).
+"""Linux: real-time scheduling for the monitoring threads (``procobsrv watch --realtime``).
+
+The Linux ``Platform.realtime_threads``; the framework and the command line reach it
+through the platform (``current_platform().realtime_threads()``).
 
 Measured in docs/performance.md: under the default scheduler a woken monitor thread often
 waits for the process it reports on (a child busy in ``exec``) to leave the CPU, which puts
@@ -12,7 +15,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-from .errors import MonitorError
+from ..errors import MonitorError
 
 #: Low among real-time priorities: above every normal task, below the kernel's own threads.
 DEFAULT_PRIORITY = 10
@@ -28,8 +31,6 @@ def realtime_threads(priority: int = DEFAULT_PRIORITY) -> Iterator[None]:
     retrieval threads, not the application's. Raises MonitorError saying what to do when
     the system refuses.
     """
-    if not hasattr(os, "sched_setscheduler"):
-        raise MonitorError("real-time scheduling (SCHED_FIFO) is available on Linux only")
     old_policy, old_param = os.sched_getscheduler(0), os.sched_getparam(0)
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))

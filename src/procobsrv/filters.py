@@ -43,12 +43,13 @@ class EventFilter:
     - ``command_line``: searched in the arguments joined by spaces.
     - ``match``: searched in the path and the arguments joined by spaces (``watch --match``).
     - ``uids``: effective user ids.
+    - ``predicate``: a test of your own, asked last.
 
     An item that lacks the field a criterion needs (image, argv or uid could not be read
     before a short-lived process vanished) does not pass that criterion.
     """
 
-    __slots__ = ("command_line", "image", "kinds", "match", "uids")
+    __slots__ = ("command_line", "image", "kinds", "match", "predicate", "uids")
 
     def __init__(
         self,
@@ -58,12 +59,14 @@ class EventFilter:
         command_line: Pattern | None = None,
         match: Pattern | None = None,
         uids: Iterable[int] | None = None,
+        predicate: Callable[[QueuedItem], bool] | None = None,
     ) -> None:
         self.kinds = kind_set(kinds)
         self.image = _compile(image)
         self.command_line = _compile(command_line)
         self.match = _compile(match)
         self.uids = None if uids is None else frozenset(uids)
+        self.predicate = predicate
 
     def __call__(self, item: QueuedItem) -> bool:
         if self.kinds is not None and item.kind not in self.kinds:
@@ -78,37 +81,28 @@ class EventFilter:
             return False
         if self.match is not None:
             text = " ".join(filter(None, [item.image, *(item.command_line or ())]))
-            return self.match.search(text) is not None
-        return True
+            if self.match.search(text) is None:
+                return False
+        return self.predicate is None or self.predicate(item)
 
 
 class FilterHandler(CallbackHandler):
-    """Passes to ``inner`` only the events that pass the filter; losses and errors always pass.
+    """Passes to ``inner`` only the events ``event_filter`` accepts; losses and errors
+    always pass.
 
-    Keyword arguments are those of :class:`EventFilter`; ``predicate`` adds a test of your own.
+    ``event_filter`` is an :class:`EventFilter` (``FilterHandler(inner,
+    EventFilter(kinds=["exec"], image="python"))``) or any predicate on QueuedItems.
+    ``passed`` and ``rejected`` count the events either way.
     """
 
-    def __init__(
-        self,
-        inner: CallbackHandler,
-        *,
-        kinds: Iterable[EventKind | str] | None = None,
-        image: Pattern | None = None,
-        command_line: Pattern | None = None,
-        match: Pattern | None = None,
-        uids: Iterable[int] | None = None,
-        predicate: Callable[[QueuedItem], bool] | None = None,
-    ) -> None:
+    def __init__(self, inner: CallbackHandler, event_filter: Callable[[QueuedItem], bool]) -> None:
         self.inner = inner
-        self.filter = EventFilter(
-            kinds=kinds, image=image, command_line=command_line, match=match, uids=uids
-        )
-        self.predicate = predicate
+        self.filter = event_filter
         self.passed = 0
         self.rejected = 0
 
     def on_process_event(self, item: QueuedItem, param: Any) -> None:
-        if self.filter(item) and (self.predicate is None or self.predicate(item)):
+        if self.filter(item):
             self.passed += 1
             self.inner.on_process_event(item, param)
         else:

@@ -58,7 +58,9 @@ def test_json_lines_handler_writes_one_parsable_object_per_event() -> None:
 def test_filter_handler_passes_only_matching_events_of_real_processes() -> None:
     require_connector()
     inner = Collector()
-    handler = FilterHandler(inner, kinds=["exec", "exited"], command_line=r"procobsrv-needle")
+    handler = FilterHandler(
+        inner, EventFilter(kinds=["exec", "exited"], command_line=r"procobsrv-needle")
+    )
     with leaves_nothing_behind(), monitor(handler):
         # Each lives 0.1 s, so that its command line is read from /proc at exec.
         needle = subprocess.Popen(["sh", "-c", "sleep 0.1; true procobsrv-needle"])
@@ -82,14 +84,18 @@ def test_event_filter_criteria() -> None:
     assert EventFilter(uids=[1000])(sleep) and not EventFilter(uids={0})(sleep)
     for criterion in ({"image": "."}, {"command_line": "."}, {"match": "."}, {"uids": [0]}):
         assert not EventFilter(**criterion)(anon)  # type: ignore[arg-type]
-    both = FilterHandler(Collector(), image="sleep", predicate=lambda i: i.process_id == 6)
+    mine = EventFilter(predicate=lambda i: i.uid == 1000)
+    assert mine(sleep) and not mine(anon) and not EventFilter(match="sleep", predicate=mine)(anon)
+    both = FilterHandler(
+        Collector(), EventFilter(image="sleep", predicate=lambda i: i.process_id == 6)
+    )
     both.on_process_event(sleep, None)
     assert (both.passed, both.rejected) == (0, 1)
 
 
 def test_filter_handler_forwards_losses() -> None:
     inner = Collector()
-    FilterHandler(inner, kinds=[CREATED]).on_events_lost(4, None)
+    FilterHandler(inner, EventFilter(kinds=[CREATED])).on_events_lost(4, None)
     assert inner.lost == 4
 
 

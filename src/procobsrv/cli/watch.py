@@ -20,7 +20,7 @@ from ..agent.records import dumps
 from ..callback import CallbackHandler
 from ..errors import MonitorError
 from ..events import EventKind, QueuedItem
-from ..filters import FilterHandler
+from ..filters import EventFilter, FilterHandler
 from ..platform import current_platform
 from ..scope import ApplicationScope
 from .format import HEADER, as_line
@@ -56,7 +56,7 @@ class ConsoleHandler(FilterHandler):
             )
         else:
             lines = _Printer(output, as_line, lambda count: f"!! {count} events lost")
-        super().__init__(lines, kinds=kinds, match=pattern)
+        super().__init__(lines, EventFilter(kinds=kinds, match=pattern))
         self.done = done
         self.error: BaseException | None = None
 

@@ -7,36 +7,20 @@ Linux), but calling into kernel32/advapi32 needs Windows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
 
-from ..platform import KernelSource, Mutex, Platform, SyncEvent, Waiter
+from ..platform import Platform
 from .source import DriverSource
 from .sync import Win32Event, Win32Mutex, Win32Waiter
 
-
-def _new_event() -> SyncEvent:
-    return Win32Event()
-
-
-def _new_mutex() -> Mutex:
-    return Win32Mutex()
-
-
-def _new_waiter(handles: Sequence[int]) -> Waiter:
-    return Win32Waiter(handles)
-
-
-def _new_source() -> KernelSource:
-    # As the article's ConsCtl: load the bundled driver when it is not running, undo on close.
-    return DriverSource(load_driver=True)
-
-
+#: No real-time threads and no fork(): the Platform's defaults say so.
 PLATFORM = Platform(
     name="windows",
-    new_event=_new_event,
-    new_mutex=_new_mutex,
-    new_waiter=_new_waiter,
-    new_source=_new_source,
+    new_event=Win32Event,
+    new_mutex=Win32Mutex,
+    new_waiter=Win32Waiter,
+    # As the article's ConsCtl: load the bundled driver when it is not running, undo on close.
+    new_source=functools.partial(DriverSource, load_driver=True),
     default_source="driver",
 )
 

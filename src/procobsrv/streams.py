@@ -51,9 +51,6 @@ def monitor(
         subscription.close()
 
 
-#: How often a consumer waiting for events re-checks its deadline and its stream.
-_POLL = 0.2
-
 #: An async consumer yields to the event loop after this many events that were ready at once:
 #: during a process storm events are always ready, and other tasks (and a cancel) must run.
 _YIELD_EVERY = 64
@@ -286,9 +283,10 @@ class AsyncEventStream(_Stream):
                 if left is not None and left <= 0:
                     break
                 self._ready_in_a_row = 0  # about to wait: the loop runs the other tasks
-                # asyncio.wait, not wait_for: wait_for (before 3.12) can swallow a cancel
-                # that comes as the wake-up does, and the consumer would never end.
-                await asyncio.wait((waiter,), timeout=_POLL if left is None else min(left, _POLL))
+                # Every change of the window wakes us (an offer, the end, a close): the only
+                # timeout is the stream's own. asyncio.wait, not wait_for: wait_for (before
+                # 3.12) can swallow a cancel that comes as the wake-up does.
+                await asyncio.wait((waiter,), timeout=left)
             except asyncio.CancelledError:
                 # Cancelling the consumer ends the stream, as it ends an async generator.
                 self.close()

@@ -53,8 +53,11 @@ class CommandLineAlert(CallbackHandler):
             self.alert(item, line)
 
     def alert(self, item: QueuedItem, line: str) -> None:
-        print(f"ALERT pid {item.process_id} parent {item.parent_id} "
-              f"user {user_name(item.uid)}: {line}", flush=True)  # fmt: skip
+        print(
+            f"ALERT pid {item.process_id} parent {item.parent_id} "
+            f"user {user_name(item.uid)}: {line}",
+            flush=True,
+        )
 
     def on_events_lost(self, count: int, param: Any) -> None:
         print(f"WARNING {count} events lost: a match may have been missed", flush=True)
@@ -73,8 +76,11 @@ def main() -> int:
     scope = ApplicationScope.get_instance(handler)
     scope.start_monitoring()
     try:
-        print(f"cmdline_alert: watching for /{args.pattern}/; Ctrl+C to stop", file=sys.stderr,
-              flush=True)  # fmt: skip
+        print(
+            f"cmdline_alert: watching for /{args.pattern}/; Ctrl+C to stop",
+            file=sys.stderr,
+            flush=True,
+        )
         stop.wait(args.duration)
     except KeyboardInterrupt:
         pass

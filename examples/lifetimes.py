@@ -49,8 +49,10 @@ class LifetimeMeter(CallbackHandler):
         print(f"{'PROGRAM':<24} {'COUNT':>6} {'MEDIAN ms':>10} {'MAX ms':>10}")
         ranked = sorted(self.by_program.items(), key=lambda kv: -sum(kv[1]))
         for program, times in ranked:
-            print(f"{program:<24} {len(times):>6} {statistics.median(times):>10.1f} "
-                  f"{max(times):>10.1f}")  # fmt: skip
+            print(
+                f"{program:<24} {len(times):>6} {statistics.median(times):>10.1f} "
+                f"{max(times):>10.1f}"
+            )
         print(f"({self.unknown_start} exits of processes whose start is unknown)")
 
 

@@ -19,6 +19,10 @@ from typing import Any
 
 from procobsrv import ApplicationScope, CallbackHandler, EventKind, QueuedItem
 
+#: Exit statuses, as timeout(1) and a shell report them: timed out, interrupted (Ctrl+C).
+TIMED_OUT_STATUS = 124
+INTERRUPTED_STATUS = 130
+
 
 class TreeWatcher(CallbackHandler):
     """Follows one process tree, given its root's pid."""
@@ -96,16 +100,21 @@ def main() -> int:
         watcher.set_root(child.pid)
         code = child.wait()
         if not watcher.ended.wait(args.timeout):
-            print(f"tree of {child.pid}: still running after {args.timeout} s: "
-                  f"{sorted(watcher.depth)}", file=sys.stderr)  # fmt: skip
-            return 124
+            print(
+                f"tree of {child.pid}: still running after {args.timeout} s: "
+                f"{sorted(watcher.depth)}",
+                file=sys.stderr,
+            )
+            return TIMED_OUT_STATUS
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED_STATUS
     finally:
         scope.stop_monitoring()
     seconds = (watcher.ended_ns - watcher.started_ns) / 1e9
-    print(f"tree of {child.pid} ended: {watcher.members} processes in {seconds:.3f} s, "
-          f"command exit code {code}")  # fmt: skip
+    print(
+        f"tree of {child.pid} ended: {watcher.members} processes in {seconds:.3f} s, "
+        f"command exit code {code}"
+    )
     return code
 
 

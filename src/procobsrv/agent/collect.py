@@ -23,7 +23,12 @@ from .jetstream import SUBJECT_PREFIX, connect, ensure_stream, server_urls, stre
 from .outputs import FileSink, Sink, StreamSink
 from .records import Record
 
+#: Messages fetched from the stream at a time.
 BATCH = 256
+#: Messages handed out but not yet acknowledged, at most: this many fetches' worth.
+ACK_PENDING_BATCHES = 10
+#: How long one fetch waits for messages before the loop looks at ``stop`` again.
+FETCH_TIMEOUT = 0.5
 log = logging.getLogger(__name__)
 
 
@@ -50,9 +55,13 @@ class RecordFilter:
 
 
 async def collect_into(
-    sink: Sink, servers: list[str], durable: str, keep: RecordFilter, options: dict[str, object],
+    sink: Sink,
+    servers: list[str],
+    durable: str,
+    keep: RecordFilter,
+    options: dict[str, object],
     stop: asyncio.Event,
-) -> int:  # fmt: skip
+) -> int:
     """Copies the stream to ``sink`` until ``stop`` is set; returns the lines written."""
     connecting = asyncio.ensure_future(connect(servers, f"procobsrv collect {durable}"))
     stopping = asyncio.ensure_future(stop.wait())
@@ -81,12 +90,12 @@ async def collect_into(
                 durable_name=durable,
                 ack_policy=AckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
-                max_ack_pending=10 * BATCH,
+                max_ack_pending=ACK_PENDING_BATCHES * BATCH,
             ),
         )
         while not stop.is_set():
             try:
-                msgs = await sub.fetch(BATCH, timeout=0.5)
+                msgs = await sub.fetch(BATCH, timeout=FETCH_TIMEOUT)
             except asyncio.TimeoutError:  # nats-py raises both kinds; its own is a subclass
                 continue
             for msg in msgs:

@@ -36,6 +36,13 @@ log = logging.getLogger(__name__)
 SUBJECT_PREFIX = "procobsrv"
 #: How long JetStream remembers a Nats-Msg-Id to drop a retried publish.
 DUPLICATE_WINDOW = 120.0
+#: Seconds to wait for a server's answer on connecting, and between reconnection attempts.
+CONNECT_TIMEOUT = 1
+RECONNECT_WAIT = 0.2
+#: Seconds between two attempts to publish a batch that failed.
+RETRY_PAUSE = 0.1
+#: Seconds the close gives the cancelled publisher, then the loop's thread, to end.
+CANCEL_TIMEOUT = 5.0
 #: One buffered message: (subject, Nats-Msg-Id, payload, is an event).
 Message = tuple[str, str, bytes, bool]
 
@@ -85,8 +92,8 @@ async def connect(servers: list[str], name: str) -> Client:
     return await nats.connect(
         servers=servers,
         name=name,
-        connect_timeout=1,
-        reconnect_time_wait=0.2,
+        connect_timeout=CONNECT_TIMEOUT,
+        reconnect_time_wait=RECONNECT_WAIT,
         max_reconnect_attempts=-1,
         error_cb=quiet,
     )
@@ -181,7 +188,7 @@ class JetStreamSink(Sink):
                 except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
                     log.debug("publish failed (%s); retrying", exc)
                     ensured = not isinstance(exc, nats.js.errors.NoStreamResponseError)
-                    await asyncio.sleep(0.1)
+                    await asyncio.sleep(RETRY_PAUSE)
         finally:
             await nc.close()
 
@@ -251,12 +258,14 @@ class JetStreamSink(Sink):
             self._task.result(timeout=max(0.0, deadline - time.monotonic()))
         except Exception as exc:  # timeout or a failure: what is left counts as unsent
             log.debug("nats output stopped: %r", exc)
-            asyncio.run_coroutine_threadsafe(self._cancel(), self._loop).result(timeout=5)
+            asyncio.run_coroutine_threadsafe(self._cancel(), self._loop).result(
+                timeout=CANCEL_TIMEOUT
+            )
         with self._lock:
             self.unsent = sum(1 for m in self._buffer if m[3])
             self._buffer.clear()
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=CANCEL_TIMEOUT)
 
     def summary(self) -> str:
         text = f"{self.published} events published to {self.target} ({self.config.name})"

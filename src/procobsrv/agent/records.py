@@ -17,6 +17,9 @@ from ..events import QueuedItem
 SCHEMA_VERSION = 1
 SCHEMA_FILE = "event.schema.json"
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+#: Random bytes of the stand-in boot id (as many as a UUID has) and of a maker's nonce.
+BOOT_ID_BYTES = 16
+NONCE_BYTES = 8
 
 #: A JSON-ready line (``json.dumps`` of it is what the outputs write).
 Record = dict[str, object]
@@ -34,7 +37,7 @@ def read_boot_id(path: str = BOOT_ID_PATH) -> str:
         with open(path, encoding="ascii") as f:
             return f.read().strip()
     except OSError:
-        raw = os.urandom(16).hex()
+        raw = os.urandom(BOOT_ID_BYTES).hex()
         return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
 
 
@@ -58,7 +61,7 @@ class RecordMaker:
     def __init__(self, host: str | None = None, boot_id: str | None = None) -> None:
         self.host = host if host is not None else socket.gethostname()
         self.boot_id = boot_id if boot_id is not None else read_boot_id()
-        self._nonce = os.urandom(8).hex()
+        self._nonce = os.urandom(NONCE_BYTES).hex()
         self._local = itertools.count(1)
 
     def _local_id(self, kind: str) -> str:

@@ -18,6 +18,8 @@ COUNT = 10
 #: Something short-lived and visible on each platform; the demo ends them itself.
 PROGRAM = ["notepad.exe"] if sys.platform == "win32" else ["sleep", "60"]
 TIMEOUT = 5.0
+#: How long to wait for a child's exec (its image) once its start was seen.
+EXEC_TIMEOUT = 1.0
 
 
 class Recorder(CallbackHandler):
@@ -43,10 +45,11 @@ class Recorder(CallbackHandler):
 
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
-        "demo", help="launch 10 processes and show them start and end",
+        "demo",
+        help="launch 10 processes and show them start and end",
         description=f"Start monitoring, launch {COUNT} x {' '.join(PROGRAM)}, end them, "
         "and check that every start and exit was observed.",
-    )  # fmt: skip
+    )
     p.set_defaults(run=run)
 
 
@@ -67,9 +70,12 @@ def run(args: argparse.Namespace) -> int:
                 continue
             starts += 1
             # On Linux the program's image is known once it has exec'd.
-            shown = recorder.wait_for(child.pid, EventKind.EXEC, 1.0) or created
-            print(f"[{n:2}/{COUNT}] started pid {child.pid:<7} parent {created.parent_id:<7} "
-                  f"{describe_program(shown)}", flush=True)  # fmt: skip
+            shown = recorder.wait_for(child.pid, EventKind.EXEC, EXEC_TIMEOUT) or created
+            print(
+                f"[{n:2}/{COUNT}] started pid {child.pid:<7} parent {created.parent_id:<7} "
+                f"{describe_program(shown)}",
+                flush=True,
+            )
         for n, child in enumerate(children, 1):
             child.terminate()
             child.wait()
@@ -78,8 +84,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"[{n:2}/{COUNT}] exit of pid {child.pid} NOT observed", flush=True)
                 continue
             exits += 1
-            print(f"[{n:2}/{COUNT}] ended   pid {child.pid:<7} by {describe_exit(exited)}",
-                  flush=True)  # fmt: skip
+            print(
+                f"[{n:2}/{COUNT}] ended   pid {child.pid:<7} by {describe_exit(exited)}", flush=True
+            )
     finally:
         for child in children:
             if child.poll() is None:

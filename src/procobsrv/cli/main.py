@@ -12,6 +12,13 @@ from ..agent import cli as agent_cli
 from ..errors import MonitorError
 from . import demo, driver, watch
 
+#: Exit status of a refused command line, or of a failure the message explains.
+USAGE_STATUS = 2
+#: Exit status after Ctrl+C: 128 + SIGINT, what a shell reports for an interrupted command.
+INTERRUPTED_STATUS = 130
+#: The highest ``-v`` count that means more (``-vv``: debug).
+MOST_VERBOSE = 2
+
 
 class _Parser(argparse.ArgumentParser):
     """Refuses a bad command line with one line (what is wrong and where help is), status 2.
@@ -19,7 +26,7 @@ class _Parser(argparse.ArgumentParser):
     argparse's default prints the whole usage first: a screenful for one typo."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+        self.exit(USAGE_STATUS, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,16 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     level = (
         logging.ERROR
         if args.quiet
-        else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+        else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, MOST_VERBOSE)]
     )
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
         return int(args.run(args))
     except (MonitorError, OSError) as exc:  # what went wrong and what to do: one line
         print(f"procobsrv: {exc}", file=sys.stderr)
-        return 2
+        return USAGE_STATUS
     except KeyboardInterrupt:
-        return 130
+        return INTERRUPTED_STATUS
 
 
 if __name__ == "__main__":

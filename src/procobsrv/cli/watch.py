@@ -228,8 +228,9 @@ def run(args: argparse.Namespace) -> int:
     stats = scope.stats()  # every event delivered, matching or not
     seen = ", ".join(f"{stats.delivered.get(k, 0)} {k.value}" for k in EventKind)
     unwritten = f", {output.unwritten} not written (output blocked)" if output.unwritten else ""
-    print(f"procobsrv: {stats.total} events ({seen}), {stats.lost} lost{unwritten}",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"procobsrv: {stats.total} events ({seen}), {stats.lost} lost{unwritten}", file=sys.stderr
+    )
     summary = sink.summary() if sink is not None else None
     if summary:
         print(f"procobsrv: {summary}", file=sys.stderr)

@@ -247,8 +247,8 @@ class Subscription:
         # No lock: a thread that did not come along may hold it.
         self._state = _State.ABANDONED
         self._abandoned = True
-        if self.wake is not None:
-            self.wake()  # a consumer on an event loop in the child ends instead of waiting
+        # No wake-up: an event loop does not run on in a forked child (asyncio refuses to,
+        # "no running event loop"), so no awatch() consumer there waits for one.
 
     def __repr__(self) -> str:
         return f"<Subscription {self.name}{' closed' if self.closed else ''}>"

@@ -75,12 +75,24 @@ class KernelSource(abc.ABC):
     Lifecycle: :meth:`open`, then repeatedly wait on :attr:`wait_handle` and call
     :meth:`fetch_batch`, then :meth:`close`. Only the monitor thread calls these.
 
+    The contract every source honours (``tests/test_source_contract.py`` checks it for each):
+
+    - Its dependencies (the kernel's API, a socket, a library) are keyword arguments of its
+      constructor, with the production ones as defaults; nothing else swaps them.
+    - :meth:`close` is safe before :meth:`open` and twice. :meth:`open` on an open source
+      raises MonitorError ("... already open") and changes nothing; a closed source may be
+      opened again, and then counts as a new subscription (see ``lost``).
+    - :attr:`wait_handle` and :meth:`fetch_batch` of a source that is not open raise
+      MonitorError. :meth:`fetch_batch` with nothing ready returns an empty Batch at once.
+    - :meth:`close` releases every fd, mapping and handle that :meth:`open` took.
+    - ``Batch.lost`` is exact: the events the kernel dropped since the previous batch, each
+      counted once; events of a time the source was closed are not losses.
+
     Which clock: every item's ``QueuedItem.monotonic_ns`` and ``start_ns`` are nanoseconds
     on the source's monotonic clock (one that is never set and never goes back), which
     :meth:`monotonic_now_ns` reads; ``QueuedItem.timestamp`` is wall time, seconds since the
     Unix epoch. An event that happens between two calls of :meth:`monotonic_now_ns` carries
-    a ``monotonic_ns`` between their results (``tests/core/test_source_clock.py`` checks
-    this for every source).
+    a ``monotonic_ns`` between their results.
     """
 
     #: The name ``start_monitoring(source=...)`` knows this source by ("" if none).

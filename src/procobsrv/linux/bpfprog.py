@@ -53,6 +53,8 @@ class BpfProgram:
 
     def open(self) -> None:
         """Load the object and attach its programs; on failure nothing stays loaded."""
+        if self._obj is not None:
+            raise MonitorError("the eBPF program is already loaded")
         if not BTF_PATH.exists():
             raise MonitorError(libbpf.NO_BTF)
         try:
@@ -131,6 +133,7 @@ class BpfProgram:
         self.events_fd = self._drops_fd = -1
         self._drops_buf = None
         self._dropped = None
+        self._drops_seen = self._drops_total = 0  # a program loaded again counts from zero
         bss, self._bss = self._bss, 0
         if bss:
             unmap(bss, mmap.PAGESIZE)

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RING_SIZE = 8 << 20
 #: Bytes consumed per fetch at most: bounds the time before a batch is handed on.
 MAX_FETCH_BYTES = 1 << 20
+NOT_OPEN = "the eBPF source is not open"
 
 
 class EbpfSource(KernelSource):
@@ -72,6 +73,12 @@ class EbpfSource(KernelSource):
 
     # -- KernelSource -----------------------------------------------------------------
     def open(self) -> None:
+        if self._ring is not None:
+            raise MonitorError("the eBPF source is already open")
+        # A new session: the program loaded now counts its drops from zero, and the
+        # processes known from an earlier session may have gone meanwhile.
+        self.decoder = Decoder(Programs())
+        self._drops = self._bad = 0
         try:
             self.program.open()
             self._ring = RingReader(self.program.events_fd, self._ring_size)
@@ -90,12 +97,14 @@ class EbpfSource(KernelSource):
 
     @property
     def wait_handle(self) -> int:
-        assert self._ring is not None, "open() first"
+        if self._ring is None:
+            raise MonitorError(NOT_OPEN)
         return self.program.events_fd
 
     def fetch_batch(self) -> Batch:
         ring = self._ring
-        assert ring is not None, "open() first"
+        if ring is None:
+            raise MonitorError(NOT_OPEN)
         spans = self._spans
         spans.clear()
         data = ring.read(MAX_FETCH_BYTES, spans)

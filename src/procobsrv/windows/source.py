@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import ExitStack
 
 from ..errors import MonitorError
 from ..events import QueuedItem
@@ -56,7 +57,8 @@ class DriverSource(KernelSource):
         self._service = service
         self._buffer_size = buffer_size
         self._activate_flags = activate_flags
-        self._loaded: LoadedDriver | None = None
+        #: Undoes what open() did to load the driver (nothing when it was running already).
+        self._loaded: ExitStack | None = None
         self._device: Device | None = None
         self._event: int | None = None
         self._active = False
@@ -74,11 +76,12 @@ class DriverSource(KernelSource):
     def open(self) -> None:
         if self._device is not None:
             raise MonitorError("the driver source is already open")
+        self._gaps = self._reported = 0  # a new session: its losses are counted from here
         try:
             if self._load_driver:
                 service = self._service or DriverService(api=self._api)
-                self._loaded = LoadedDriver(service)
-                self._loaded.__enter__()
+                self._loaded = ExitStack()
+                self._loaded.enter_context(LoadedDriver(service))
             self._device = Device(self._api, buffer_size=self._buffer_size)
             self._device.open()
             stats = self._device.check_abi()
@@ -143,7 +146,7 @@ class DriverSource(KernelSource):
         if event is not None:
             steps.append(("close the driver's event", lambda: self._api.CloseHandle(event)))
         if loaded is not None:
-            steps.append(("unload the driver", lambda: loaded.__exit__(None, None, None)))
+            steps.append(("unload the driver", loaded.close))
         failures: list[tuple[str, Exception]] = []
         for what, step in steps:
             try:

@@ -17,7 +17,6 @@ from procobsrv.windows.device import (
     ProtocolError,
     decode_records,
     filetime_to_unix,
-    nt_to_dos_path,
     split_command_line,
 )
 from tests.windows.win_fakes import FakeWindows, make_record
@@ -114,10 +113,8 @@ def test_to_item_create_and_exit() -> None:
     assert (classic.to_item().image, classic.to_item().command_line) == (None, None)
 
 
-def test_filetime_and_paths() -> None:
+def test_filetime_to_unix() -> None:
     assert filetime_to_unix(116_444_736_000_000_000) == 0.0
-    assert nt_to_dos_path("\\??\\C:\\x.exe") == "C:\\x.exe"
-    assert nt_to_dos_path("\\Device\\HarddiskVolume3\\x.exe") == "\\Device\\HarddiskVolume3\\x.exe"
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from ..errors import MonitorError
 from ..events import EventKind, QueuedItem
 from . import contract, winapi
 from .clock import UNIT_NS
+from .paths import nt_to_dos_path
 from .winapi import WinApi, WinApiError
 
 log = logging.getLogger(__name__)
@@ -83,14 +84,6 @@ class DriverRecord:
 def filetime_to_unix(filetime: int) -> float:
     """Seconds since the Unix epoch for a FILETIME."""
     return (filetime - FILETIME_UNIX_EPOCH) / 10_000_000
-
-
-def nt_to_dos_path(path: str) -> str:
-    r"""``\??\C:\x`` -> ``C:\x``; other forms unchanged."""
-    for prefix in ("\\??\\", "\\\\?\\"):
-        if path.startswith(prefix) and len(path) > len(prefix) + 1 and path[len(prefix) + 1] == ":":
-            return path[len(prefix) :]
-    return path
 
 
 def split_command_line(line: str) -> list[str]:

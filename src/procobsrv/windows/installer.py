@@ -39,8 +39,6 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "ProcObsrv"
 #: WCHARs of GetSystemDirectoryW's buffer (MAX_PATH).
 MAX_PATH = 260
-#: Bytes of one WCHAR (UTF-16 code unit); ``ctypes.c_wchar`` is 4 bytes off Windows.
-WCHAR_SIZE = 2
 #: How long :meth:`DriverService.stop` waits for STOPPED by default (seconds).
 STOP_TIMEOUT = 15.0
 #: How often :meth:`DriverService.stop` asks whether STOP_PENDING is over (seconds).
@@ -176,14 +174,14 @@ class DriverService:
         environment could point anywhere.
         """
         if self._path is None:
-            buffer = ctypes.create_string_buffer(WCHAR_SIZE * MAX_PATH)
+            buffer = ctypes.create_string_buffer(winapi.WCHAR_BYTES * MAX_PATH)
             try:
                 length = int(self._api.GetSystemDirectoryW(buffer, MAX_PATH))
             except WinApiError as exc:
                 raise DriverError(f"cannot locate the system directory: {exc}") from exc
             if length >= MAX_PATH:
                 raise DriverError(f"the system directory's path is longer than {MAX_PATH}")
-            system = buffer.raw[: WCHAR_SIZE * length].decode("utf-16-le")
+            system = buffer.raw[: winapi.WCHAR_BYTES * length].decode("utf-16-le")
             self._path = os.path.join(system, "drivers", f"{self.name}.sys")
         return self._path
 
@@ -474,8 +472,8 @@ def utf16z_in(buffer: ctypes.Array[ctypes.c_char], address: int | None) -> str:
     if not 0 <= offset < len(raw):
         raise ValueError("string pointer outside the returned buffer")
     end = offset
-    while end + 1 < len(raw) and raw[end : end + WCHAR_SIZE] != b"\0\0":
-        end += WCHAR_SIZE
+    while end + 1 < len(raw) and raw[end : end + winapi.WCHAR_BYTES] != b"\0\0":
+        end += winapi.WCHAR_BYTES
     return raw[offset:end].decode("utf-16-le", errors="replace")
 
 

@@ -40,6 +40,9 @@ LPDWORD = ctypes.POINTER(DWORD)
 PULONGLONG = ctypes.POINTER(ULONGLONG)
 LPHANDLE = ctypes.POINTER(HANDLE)  # const HANDLE *
 
+#: Bytes of one WCHAR (a UTF-16 code unit); ``ctypes.c_wchar`` is 4 bytes off Windows.
+WCHAR_BYTES = 2
+
 #: The x64 value of ``INVALID_HANDLE_VALUE`` as ``c_void_p`` returns it.
 INVALID_HANDLE_VALUE = (1 << (8 * ctypes.sizeof(ctypes.c_void_p))) - 1
 

@@ -20,34 +20,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from procobsrv.windows import contract
+from procobsrv.windows.device import RECORD_HEADER
 from tests.driver._driverbuild import OUT, make, require_sanitizer
 
 pytestmark = pytest.mark.driver
 
-HEADER = 48
-MAX_IMAGE = 1024
-MAX_CMD = 2048
-MAX_RECORD = HEADER + 2 * (MAX_IMAGE + MAX_CMD)
-QUEUED, DROPPED = 1, 2
-IMAGE_TRUNCATED, CMD_TRUNCATED = 0x1, 0x2
-RECORD = struct.Struct("<IIQQIIIIHHI")
+# The record layout is the contract's (checked against ProcObsrv.h by test_contract_layout.py).
+HEADER = contract.RECORD_HEADER_SIZE
+MAX_IMAGE = contract.MAX_IMAGE_CHARS
+MAX_CMD = contract.MAX_COMMAND_LINE_CHARS
+MAX_RECORD = contract.MAX_RECORD_SIZE
+QUEUED, DROPPED = 1, 2  # PO_PUSH_QUEUED, PO_PUSH_DROPPED (poqueue.h)
+IMAGE_TRUNCATED = contract.RECORD_IMAGE_TRUNCATED
+CMD_TRUNCATED = contract.RECORD_COMMAND_LINE_TRUNCATED
+RECORD = RECORD_HEADER
 assert RECORD.size == HEADER
-
-
-class Stats(ctypes.Structure):
-    _fields_ = [
-        ("size", ctypes.c_uint32),
-        ("abi_version", ctypes.c_uint32),
-        ("state", ctypes.c_uint32),
-        ("queued_records", ctypes.c_uint32),
-        ("queued_bytes", ctypes.c_uint32),
-        ("capacity_bytes", ctypes.c_uint32),
-        ("peak_queued_bytes", ctypes.c_uint32),
-        ("max_record_size", ctypes.c_uint32),
-        ("notified", ctypes.c_uint64),
-        ("delivered", ctypes.c_uint64),
-        ("dropped", ctypes.c_uint64),
-    ]
+Stats = contract.Stats
+record_size = contract.record_size
 
 
 class RunResult(ctypes.Structure):
@@ -127,10 +117,6 @@ class Event:
         return body + b"\0" * (size - len(body))
 
 
-def record_size(image_chars: int, cmd_chars: int) -> int:
-    return (HEADER + 2 * (image_chars + cmd_chars) + 7) & ~7
-
-
 class Queue:
     """One harness queue; every call goes through the harness lock."""
 
@@ -176,7 +162,7 @@ def split_records(data: bytes) -> list[bytes]:
     out, off = [], 0
     while off < len(data):
         size = struct.unpack_from("<I", data, off)[0]
-        assert size >= HEADER and size % 8 == 0 and off + size <= len(data)
+        assert size >= HEADER and size % contract.RECORD_ALIGN == 0 and off + size <= len(data)
         out.append(data[off : off + size])
         off += size
     return out

@@ -224,9 +224,21 @@ class DriverService:
             self._close(service)
 
     @contextmanager
-    def _service(self, scm: int, access: int, action: str) -> Iterator[int]:
-        """The service's handle, closed on exit; DriverError when it is not installed."""
-        with self._service_if_installed(scm, access, action) as service:
+    def _open_service(self, access: int, action: str) -> Iterator[int | None]:
+        """The service's handle, through a connect-only SCM handle; None if not installed.
+
+        Both handles are closed on exit, the service's first.
+        """
+        with (
+            self._manager(winapi.SC_MANAGER_CONNECT, action) as scm,
+            self._service_if_installed(scm, access, action) as service,
+        ):
+            yield service
+
+    @contextmanager
+    def _open_installed(self, access: int, action: str) -> Iterator[int]:
+        """:meth:`_open_service`, with a DriverError when the service is not installed."""
+        with self._open_service(access, action) as service:
             if service is None:
                 raise DriverError(
                     f"cannot {action} the {self.name} driver: it is not installed "
@@ -350,10 +362,7 @@ class DriverService:
 
     def start(self) -> bool:
         """Load the driver; True if it was started now, False if it was already running."""
-        with (
-            self._manager(winapi.SC_MANAGER_CONNECT, "start") as scm,
-            self._service(scm, winapi.SERVICE_START, "start") as service,
-        ):
+        with self._open_installed(winapi.SERVICE_START, "start") as service:
             try:
                 self._api.StartServiceW(service, 0, None)
             except WinApiError as exc:
@@ -366,10 +375,7 @@ class DriverService:
     def stop(self) -> bool:
         """Unload the driver; True if it was stopped now, False if it was not running."""
         access = winapi.SERVICE_STOP | winapi.SERVICE_QUERY_STATUS
-        with (
-            self._manager(winapi.SC_MANAGER_CONNECT, "stop") as scm,
-            self._service(scm, access, "stop") as service,
-        ):
+        with self._open_installed(access, "stop") as service:
             status = winapi.SERVICE_STATUS()
             try:
                 self._api.ControlService(service, winapi.SERVICE_CONTROL_STOP, ctypes.byref(status))
@@ -398,10 +404,7 @@ class DriverService:
         """Unregister the driver (and delete our copy of it); True if deleted now, False if it
         was not installed."""
         access = winapi.DELETE | winapi.SERVICE_QUERY_CONFIG
-        with (
-            self._manager(winapi.SC_MANAGER_CONNECT, "remove") as scm,
-            self._service_if_installed(scm, access, "remove") as service,
-        ):
+        with self._open_service(access, "remove") as service:
             if service is None:
                 return False
             try:
@@ -424,10 +427,7 @@ class DriverService:
     def status(self) -> DriverStatus:
         """Whether the service exists, its state and the driver file it points to."""
         access = winapi.SERVICE_QUERY_STATUS | winapi.SERVICE_QUERY_CONFIG
-        with (
-            self._manager(winapi.SC_MANAGER_CONNECT, "query") as scm,
-            self._service_if_installed(scm, access, "query") as service,
-        ):
+        with self._open_service(access, "query") as service:
             if service is None:
                 return DriverStatus(self.name, installed=False)
             status = winapi.SERVICE_STATUS()

@@ -109,10 +109,21 @@ class Event:
             CMD_TRUNCATED if len(self.cmd) > MAX_CMD else 0
         )
         size = record_size(len(img), len(cmd))
-        head = RECORD.pack(
-            size, self.kind, seq, self.timestamp, self.pid, self.ppid, self.exit_status, flags,
-            len(img), len(cmd), 0,
-        )  # fmt: skip
+        head = bytes(
+            contract.Record(
+                size=size,
+                kind=self.kind,
+                sequence=seq,
+                timestamp=self.timestamp,
+                pid=self.pid,
+                parent_pid=self.ppid,
+                exit_status=self.exit_status,
+                flags=flags,
+                image_length=len(img),
+                command_line_length=len(cmd),
+                reserved=0,
+            )
+        )
         body = head + img.encode("utf-16-le") + cmd.encode("utf-16-le")
         return body + b"\0" * (size - len(body))
 
@@ -134,9 +145,19 @@ class Queue:
         cmd, cl = utf16(ev.cmd)
         seq = ctypes.c_uint64()
         rc = self.lib.poh_push(
-            self.h, ev.kind, ev.pid, ev.ppid, ev.exit_status, 0,
-            img, il, cmd, cl, ev.timestamp, ctypes.byref(seq),
-        )  # fmt: skip
+            self.h,
+            ev.kind,
+            ev.pid,
+            ev.ppid,
+            ev.exit_status,
+            0,
+            img,
+            il,
+            cmd,
+            cl,
+            ev.timestamp,
+            ctypes.byref(seq),
+        )
         return rc, seq.value
 
     def pop(self, out_len: int) -> bytes:

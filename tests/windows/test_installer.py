@@ -51,9 +51,14 @@ def test_install_creates_a_demand_start_kernel_driver(
     assert scm_access == winapi.SC_MANAGER_CONNECT | winapi.SC_MANAGER_CREATE_SERVICE
     args = fake.calls[3][1]
     assert args[1:8] == (
-        "ProcObsrv", "ProcObsrv", winapi.SERVICE_ALL_ACCESS, winapi.SERVICE_KERNEL_DRIVER,
-        winapi.SERVICE_DEMAND_START, winapi.SERVICE_ERROR_NORMAL, service.path,
-    )  # fmt: skip
+        "ProcObsrv",
+        "ProcObsrv",
+        winapi.SERVICE_ALL_ACCESS,
+        winapi.SERVICE_KERNEL_DRIVER,
+        winapi.SERVICE_DEMAND_START,
+        winapi.SERVICE_ERROR_NORMAL,
+        service.path,
+    )
     # The service handle is closed before the manager's.
     assert [c[1][0] for c in fake.calls[4:]] == [args[0] + 4, args[0]]
     assert fake.services["ProcObsrv"].path == service.path
@@ -206,9 +211,12 @@ def test_stop_when_not_running(fake: FakeWindows, service: DriverService) -> Non
 def test_stop_times_out_with_a_reason(fake: FakeWindows, sys_file: str) -> None:
     clock = iter(range(100))
     service = DriverService(
-        sys_file, api=fake.api(), stop_timeout=3, sleep=lambda s: None,
+        sys_file,
+        api=fake.api(),
+        stop_timeout=3,
+        sleep=lambda s: None,
         clock=lambda: float(next(clock)),
-    )  # fmt: skip
+    )
     service.install()
     service.start()
     fake.stop_pending_polls = 50
@@ -245,8 +253,10 @@ def test_status(fake: FakeWindows, service: DriverService) -> None:
     service.start()
     status = service.status()
     assert (status.installed, status.state, status.binary_path) == (
-        True, ServiceState.RUNNING, service.path
-    )  # fmt: skip
+        True,
+        ServiceState.RUNNING,
+        service.path,
+    )
     assert status.running
     assert status.describe() == f"ProcObsrv: running ({service.path})"
     assert closed_everything(fake)

@@ -176,12 +176,22 @@ def make_record(
     """The bytes of one PROCOBSRV_RECORD, padded to its size, built with contract.Record."""
     image_b = image.encode("utf-16-le")
     cmd_b = command_line.encode("utf-16-le")
-    size = contract.record_size(len(image_b) // 2, len(cmd_b) // 2)
+    image_chars = len(image_b) // contract.WCHAR_BYTES
+    cmd_chars = len(cmd_b) // contract.WCHAR_BYTES
+    size = contract.record_size(image_chars, cmd_chars)
     header = contract.Record(
-        size=size, kind=kind, sequence=sequence, timestamp=timestamp, pid=pid,
-        parent_pid=parent_pid, exit_status=exit_status, flags=flags,
-        image_length=len(image_b) // 2, command_line_length=len(cmd_b) // 2, reserved=0,
-    )  # fmt: skip
+        size=size,
+        kind=kind,
+        sequence=sequence,
+        timestamp=timestamp,
+        pid=pid,
+        parent_pid=parent_pid,
+        exit_status=exit_status,
+        flags=flags,
+        image_length=image_chars,
+        command_line_length=cmd_chars,
+        reserved=0,
+    )
     body = bytes(header) + image_b + cmd_b
     return body + b"\0" * (size - len(body))
 

@@ -120,6 +120,19 @@ def test_install_failure_closes_the_manager(fake: FakeWindows, service: DriverSe
     assert closed_everything(fake)
 
 
+def test_a_failed_registration_leaves_no_copy_behind(
+    fake: FakeWindows, service: DriverService
+) -> None:
+    # The copy was made, CreateServiceW failed, and the file stayed in the drivers directory
+    # although nothing registered it: install() changed the system and reported failure.
+    fake.fail("CreateServiceW", winapi.ERROR_SERVICE_MARKED_FOR_DELETE)
+    with pytest.raises(DriverError, match="marked for deletion"):
+        service.install()
+    assert not Path(service.path).exists()
+    assert list((Path(fake.system_directory) / "drivers").iterdir()) == []
+    assert closed_everything(fake)
+
+
 def test_default_path_is_the_bundled_driver(fake: FakeWindows) -> None:
     expected = Path(installer.__file__).resolve().parent / "bin" / "ProcObsrv.sys"
     assert installer.bundled_driver() == expected

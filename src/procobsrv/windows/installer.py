@@ -297,6 +297,7 @@ class DriverService:
                     )
                 )
             except WinApiError as exc:
+                self._discard_copy()  # nothing registers it: leave the system as it was
                 raise self._explain(exc, "install") from exc
             self._close(service)
         log.info(
@@ -360,6 +361,15 @@ class DriverService:
                 f"something else is writing there: not loading it"
             )
 
+    def _discard_copy(self) -> None:
+        """Delete the copy at :attr:`path` (gone already is fine; a failure is logged)."""
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # e.g. still loaded: nothing better to do than say so
+            log.warning("could not delete %s: %s", self.path, exc)
+
     def start(self) -> bool:
         """Load the driver; True if it was started now, False if it was already running."""
         with self._open_installed(winapi.SERVICE_START, "start") as service:
@@ -416,12 +426,7 @@ class DriverService:
                 raise self._explain(exc, "remove") from exc
         log.info("removed the %s service", self.name)
         if normalize_image_path(binary) == normalize_image_path(self.path):
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:  # e.g. still loaded: the service is gone all the same
-                log.warning("could not delete %s: %s", self.path, exc)
+            self._discard_copy()  # a failure leaves a file, the service is gone all the same
         return True
 
     def status(self) -> DriverStatus:

@@ -54,15 +54,28 @@ static DRIVER_DISPATCH PoCleanup;
 static DRIVER_DISPATCH PoClose;
 static DRIVER_DISPATCH PoDeviceControl;
 
-/* S-1-5-18 (LocalSystem) and S-1-5-32-544 (BUILTIN\Administrators), laid out as SIDs. */
+/* S-1-5-18 (LocalSystem) and S-1-5-32-544 (BUILTIN\Administrators), laid out as SIDs
+ * with room for two sub-authorities. */
+#define PO_SID_MAX_SUB_AUTHORITIES 2
 typedef struct PO_SID2 {
     UCHAR Revision;
     UCHAR SubAuthorityCount;
     SID_IDENTIFIER_AUTHORITY IdentifierAuthority;
-    ULONG SubAuthority[2];
+    ULONG SubAuthority[PO_SID_MAX_SUB_AUTHORITIES];
 } PO_SID2;
-static const PO_SID2 po_system_sid = {1, 1, {{0, 0, 0, 0, 0, 5}}, {18, 0}};
-static const PO_SID2 po_admins_sid = {1, 2, {{0, 0, 0, 0, 0, 5}}, {32, 544}};
+static const PO_SID2 po_system_sid = {SID_REVISION, 1, {SECURITY_NT_AUTHORITY},
+                                      {SECURITY_LOCAL_SYSTEM_RID, 0}};
+static const PO_SID2 po_admins_sid = {SID_REVISION, 2, {SECURITY_NT_AUTHORITY},
+                                      {SECURITY_BUILTIN_DOMAIN_RID, DOMAIN_ALIAS_RID_ADMINS}};
+/* The DACL of every object the driver creates: one ACE for each of the two SIDs. */
+#define PO_ADMIN_ONLY_ACES 2
+
+/* An absolute security descriptor and the DACL it points to: built by
+ * PoBuildAdminOnlySd, released by PoFreeAdminOnlySd, nowhere else. */
+typedef struct PO_ADMIN_SD {
+    SECURITY_DESCRIPTOR sd;
+    PACL dacl; /* paged pool, PO_POOL_TAG; NULL when not built */
+} PO_ADMIN_SD;
 
 /* ------------------------------------------------------------------------- */
 /* Queue access: the one path every notification takes.                     */
@@ -182,33 +195,38 @@ static NTSTATUS PoDeactivate(PO_EXTENSION *ext)
 /* Security.                                                                 */
 /* ------------------------------------------------------------------------- */
 
-/* Absolute security descriptor: SYSTEM and Administrators get `access`, nobody else anything. */
-static NTSTATUS PoBuildAdminOnlySd(PSECURITY_DESCRIPTOR sd, PACL *acl_out, ACCESS_MASK access)
+/* The object the descriptor was applied to keeps its own copy: free ours. */
+static void PoFreeAdminOnlySd(PO_ADMIN_SD *admin)
 {
-    ULONG acl_len = sizeof(ACL) + 2 * (ULONG)(FIELD_OFFSET(ACCESS_ALLOWED_ACE, SidStart)) +
+    if (admin->dacl != NULL)
+        ExFreePoolWithTag(admin->dacl, PO_POOL_TAG);
+    admin->dacl = NULL;
+}
+
+/* SYSTEM and Administrators get `access`, nobody else anything. On failure nothing
+ * is left to free; on success PoFreeAdminOnlySd must follow. */
+static NTSTATUS PoBuildAdminOnlySd(PO_ADMIN_SD *admin, ACCESS_MASK access)
+{
+    ULONG acl_len = sizeof(ACL) +
+                    PO_ADMIN_ONLY_ACES * (ULONG)(FIELD_OFFSET(ACCESS_ALLOWED_ACE, SidStart)) +
                     RtlLengthSid((PSID)&po_system_sid) + RtlLengthSid((PSID)&po_admins_sid);
-    PACL acl;
     NTSTATUS status;
 
-    *acl_out = NULL;
-    acl = (PACL)ExAllocatePoolWithTag(PagedPool, acl_len, PO_POOL_TAG);
-    if (acl == NULL)
+    admin->dacl = (PACL)ExAllocatePoolWithTag(PagedPool, acl_len, PO_POOL_TAG);
+    if (admin->dacl == NULL)
         return STATUS_INSUFFICIENT_RESOURCES;
-    status = RtlCreateAcl(acl, acl_len, ACL_REVISION);
+    status = RtlCreateAcl(admin->dacl, acl_len, ACL_REVISION);
     if (NT_SUCCESS(status))
-        status = RtlAddAccessAllowedAce(acl, ACL_REVISION, access, (PSID)&po_system_sid);
+        status = RtlAddAccessAllowedAce(admin->dacl, ACL_REVISION, access, (PSID)&po_system_sid);
     if (NT_SUCCESS(status))
-        status = RtlAddAccessAllowedAce(acl, ACL_REVISION, access, (PSID)&po_admins_sid);
+        status = RtlAddAccessAllowedAce(admin->dacl, ACL_REVISION, access, (PSID)&po_admins_sid);
     if (NT_SUCCESS(status))
-        status = RtlCreateSecurityDescriptor(sd, SECURITY_DESCRIPTOR_REVISION);
+        status = RtlCreateSecurityDescriptor(&admin->sd, SECURITY_DESCRIPTOR_REVISION);
     if (NT_SUCCESS(status))
-        status = RtlSetDaclSecurityDescriptor(sd, TRUE, acl, FALSE);
-    if (!NT_SUCCESS(status)) {
-        ExFreePoolWithTag(acl, PO_POOL_TAG);
-        return status;
-    }
-    *acl_out = acl;
-    return STATUS_SUCCESS;
+        status = RtlSetDaclSecurityDescriptor(&admin->sd, TRUE, admin->dacl, FALSE);
+    if (!NT_SUCCESS(status))
+        PoFreeAdminOnlySd(admin);
+    return status;
 }
 
 /* What IoCreateDeviceSecure would do, with routines every toolchain can link:
@@ -216,21 +234,20 @@ static NTSTATUS PoBuildAdminOnlySd(PSECURITY_DESCRIPTOR sd, PACL *acl_out, ACCES
  * extends it to \Device\ProcObsrv\anything). */
 static NTSTATUS PoProtectDevice(PDEVICE_OBJECT device)
 {
-    SECURITY_DESCRIPTOR sd;
-    PACL acl;
+    PO_ADMIN_SD admin;
     HANDLE handle;
     NTSTATUS status;
 
-    status = PoBuildAdminOnlySd(&sd, &acl, FILE_ALL_ACCESS);
+    status = PoBuildAdminOnlySd(&admin, FILE_ALL_ACCESS);
     if (!NT_SUCCESS(status))
         return status;
     status = ObOpenObjectByPointer(device, OBJ_KERNEL_HANDLE, NULL, WRITE_DAC, NULL, KernelMode,
                                    &handle);
     if (NT_SUCCESS(status)) {
-        status = ZwSetSecurityObject(handle, DACL_SECURITY_INFORMATION, &sd);
+        status = ZwSetSecurityObject(handle, DACL_SECURITY_INFORMATION, &admin.sd);
         ZwClose(handle);
     }
-    ExFreePoolWithTag(acl, PO_POOL_TAG);
+    PoFreeAdminOnlySd(&admin);
     return status;
 }
 
@@ -319,16 +336,86 @@ static NTSTATUS PoClose(PDEVICE_OBJECT device, PIRP irp)
     return PoComplete(irp, STATUS_SUCCESS, 0);
 }
 
-#ifdef PROCOBSRV_SELFTEST
-static NTSTATUS PoInject(PO_EXTENSION *ext, const void *in, ULONG in_len)
+/* ------------------------------------------------------------------------- */
+/* IOCTLs: one routine each. Each checks its own lengths against ProcObsrv.h,  */
+/* does the work and, when it returns data, sets *written to the bytes it      */
+/* wrote into the METHOD_BUFFERED system buffer (in and out share it). None    */
+/* completes the IRP: PoDeviceControl does, in one place.                      */
+/* ------------------------------------------------------------------------- */
+
+static NTSTATUS PoIoctlActivate(PO_EXTENSION *ext, const void *buffer, ULONG in_len)
 {
-    const PROCOBSRV_INJECT_INPUT *req = (const PROCOBSRV_INJECT_INPUT *)in;
+    const PROCOBSRV_ACTIVATE_INPUT *req = (const PROCOBSRV_ACTIVATE_INPUT *)buffer;
+
+    if (in_len != sizeof(*req) || req == NULL)
+        return STATUS_INFO_LENGTH_MISMATCH;
+    if (req->size != sizeof(*req) || req->reserved != 0 ||
+        (req->flags & ~PROCOBSRV_ACTIVATE_VALID_FLAGS) != 0)
+        return STATUS_INVALID_PARAMETER;
+    if (req->abi_version != PROCOBSRV_ABI_VERSION)
+        return STATUS_REVISION_MISMATCH;
+    return PoActivate(ext, req->flags);
+}
+
+static NTSTATUS PoIoctlDeactivate(PO_EXTENSION *ext, ULONG in_len)
+{
+    if (in_len != 0)
+        return STATUS_INFO_LENGTH_MISMATCH;
+    return PoDeactivate(ext);
+}
+
+static NTSTATUS PoIoctlGetEvents(PO_EXTENSION *ext, void *buffer, ULONG in_len, ULONG out_len,
+                                 ULONG_PTR *written)
+{
+    po_u32 records;
+
+    if (in_len != 0)
+        return STATUS_INFO_LENGTH_MISMATCH;
+    if (out_len < PROCOBSRV_MIN_EVENTS_BUFFER || buffer == NULL)
+        return STATUS_BUFFER_TOO_SMALL;
+    ExAcquireFastMutex(&ext->lock);
+    *written = po_queue_pop(&ext->queue, buffer, out_len, &records);
+    if (ext->queue.records == 0)
+        KeClearEvent(ext->event); /* drained: and only then */
+    ExReleaseFastMutex(&ext->lock);
+    return STATUS_SUCCESS;
+}
+
+static NTSTATUS PoIoctlGetStats(PO_EXTENSION *ext, void *buffer, ULONG in_len, ULONG out_len,
+                                ULONG_PTR *written)
+{
+    PROCOBSRV_STATS stats;
+    LONG state = ext->state;
+
+    if (in_len != 0)
+        return STATUS_INFO_LENGTH_MISMATCH;
+    if (out_len < sizeof(stats) || buffer == NULL)
+        return STATUS_BUFFER_TOO_SMALL;
+    ExAcquireFastMutex(&ext->lock);
+    po_queue_stats(&ext->queue, &stats); /* zero-fills the whole struct first */
+    ExReleaseFastMutex(&ext->lock);
+    if (state == PO_ACTIVE_EX)
+        stats.state |= PROCOBSRV_STATE_ACTIVE | PROCOBSRV_STATE_NOTIFY_EX;
+    else if (state == PO_ACTIVE_CLASSIC)
+        stats.state |= PROCOBSRV_STATE_ACTIVE;
+#ifdef PROCOBSRV_SELFTEST
+    stats.state |= PROCOBSRV_STATE_SELFTEST;
+#endif
+    RtlCopyMemory(buffer, &stats, sizeof(stats));
+    *written = sizeof(stats);
+    return STATUS_SUCCESS;
+}
+
+#ifdef PROCOBSRV_SELFTEST
+static NTSTATUS PoIoctlInject(PO_EXTENSION *ext, const void *buffer, ULONG in_len)
+{
+    const PROCOBSRV_INJECT_INPUT *req = (const PROCOBSRV_INJECT_INPUT *)buffer;
     UNICODE_STRING image, command_line;
     ULONG i, strings;
 
-    if (in_len < sizeof(*req))
+    if (req == NULL || in_len < sizeof(*req))
         return STATUS_INFO_LENGTH_MISMATCH;
-    strings = 2u * ((ULONG)req->image_length + (ULONG)req->command_line_length);
+    strings = (ULONG)sizeof(WCHAR) * ((ULONG)req->image_length + (ULONG)req->command_line_length);
     if (in_len != sizeof(*req) + strings)
         return STATUS_INFO_LENGTH_MISMATCH;
     if ((req->kind != PROCOBSRV_KIND_CREATE && req->kind != PROCOBSRV_KIND_EXIT) ||
@@ -357,90 +444,43 @@ static NTSTATUS PoInject(PO_EXTENSION *ext, const void *in, ULONG in_len)
 }
 #endif
 
+/* The request's IOCTL routine; STATUS_INVALID_DEVICE_REQUEST for a code it does not know. */
+static NTSTATUS PoIoctl(PO_EXTENSION *ext, PIO_STACK_LOCATION sp, void *buffer, ULONG_PTR *written)
+{
+    ULONG in_len = sp->Parameters.DeviceIoControl.InputBufferLength;
+    ULONG out_len = sp->Parameters.DeviceIoControl.OutputBufferLength;
+
+    switch (sp->Parameters.DeviceIoControl.IoControlCode) {
+    case IOCTL_PROCOBSRV_ACTIVATE:
+        return PoIoctlActivate(ext, buffer, in_len);
+    case IOCTL_PROCOBSRV_DEACTIVATE:
+        return PoIoctlDeactivate(ext, in_len);
+    case IOCTL_PROCOBSRV_GET_EVENTS:
+        return PoIoctlGetEvents(ext, buffer, in_len, out_len, written);
+    case IOCTL_PROCOBSRV_GET_STATS:
+        return PoIoctlGetStats(ext, buffer, in_len, out_len, written);
+#ifdef PROCOBSRV_SELFTEST
+    case IOCTL_PROCOBSRV_INJECT:
+        return PoIoctlInject(ext, buffer, in_len);
+#endif
+    default:
+        return STATUS_INVALID_DEVICE_REQUEST;
+    }
+}
+
 static NTSTATUS PoDeviceControl(PDEVICE_OBJECT device, PIRP irp)
 {
     PO_EXTENSION *ext = (PO_EXTENSION *)device->DeviceExtension;
     PIO_STACK_LOCATION sp = IoGetCurrentIrpStackLocation(irp);
-    ULONG in_len = sp->Parameters.DeviceIoControl.InputBufferLength;
-    ULONG out_len = sp->Parameters.DeviceIoControl.OutputBufferLength;
-    PVOID buffer = irp->AssociatedIrp.SystemBuffer; /* METHOD_BUFFERED: in and out share it */
     ULONG_PTR written = 0;
     NTSTATUS status;
 
     /* Windows never hands out a handle whose create we refused, but Wine
      * opens it before the create IRP is answered: refuse such handles here too. */
     if (sp->FileObject != ext->owner)
-        return PoComplete(irp, STATUS_SHARING_VIOLATION, 0);
-
-    switch (sp->Parameters.DeviceIoControl.IoControlCode) {
-    case IOCTL_PROCOBSRV_ACTIVATE: {
-        const PROCOBSRV_ACTIVATE_INPUT *req = (const PROCOBSRV_ACTIVATE_INPUT *)buffer;
-
-        if (in_len != sizeof(*req) || buffer == NULL)
-            status = STATUS_INFO_LENGTH_MISMATCH;
-        else if (req->size != sizeof(*req) || req->reserved != 0 ||
-                 (req->flags & ~PROCOBSRV_ACTIVATE_VALID_FLAGS) != 0)
-            status = STATUS_INVALID_PARAMETER;
-        else if (req->abi_version != PROCOBSRV_ABI_VERSION)
-            status = STATUS_REVISION_MISMATCH;
-        else
-            status = PoActivate(ext, req->flags);
-        break;
-    }
-    case IOCTL_PROCOBSRV_DEACTIVATE:
-        status = in_len != 0 ? STATUS_INFO_LENGTH_MISMATCH : PoDeactivate(ext);
-        break;
-    case IOCTL_PROCOBSRV_GET_EVENTS: {
-        po_u32 records;
-
-        if (in_len != 0) {
-            status = STATUS_INFO_LENGTH_MISMATCH;
-        } else if (out_len < PROCOBSRV_MIN_EVENTS_BUFFER || buffer == NULL) {
-            status = STATUS_BUFFER_TOO_SMALL;
-        } else {
-            ExAcquireFastMutex(&ext->lock);
-            written = po_queue_pop(&ext->queue, buffer, out_len, &records);
-            if (ext->queue.records == 0)
-                KeClearEvent(ext->event); /* drained: and only then */
-            ExReleaseFastMutex(&ext->lock);
-            status = STATUS_SUCCESS;
-        }
-        break;
-    }
-    case IOCTL_PROCOBSRV_GET_STATS: {
-        PROCOBSRV_STATS stats;
-        LONG state = ext->state;
-
-        if (in_len != 0) {
-            status = STATUS_INFO_LENGTH_MISMATCH;
-        } else if (out_len < sizeof(stats) || buffer == NULL) {
-            status = STATUS_BUFFER_TOO_SMALL;
-        } else {
-            ExAcquireFastMutex(&ext->lock);
-            po_queue_stats(&ext->queue, &stats); /* zero-fills the whole struct first */
-            ExReleaseFastMutex(&ext->lock);
-            if (state == PO_ACTIVE_EX)
-                stats.state |= PROCOBSRV_STATE_ACTIVE | PROCOBSRV_STATE_NOTIFY_EX;
-            else if (state == PO_ACTIVE_CLASSIC)
-                stats.state |= PROCOBSRV_STATE_ACTIVE;
-#ifdef PROCOBSRV_SELFTEST
-            stats.state |= PROCOBSRV_STATE_SELFTEST;
-#endif
-            RtlCopyMemory(buffer, &stats, sizeof(stats));
-            written = sizeof(stats);
-            status = STATUS_SUCCESS;
-        }
-        break;
-    }
-#ifdef PROCOBSRV_SELFTEST
-    case IOCTL_PROCOBSRV_INJECT:
-        status = buffer == NULL ? STATUS_INFO_LENGTH_MISMATCH : PoInject(ext, buffer, in_len);
-        break;
-#endif
-    default:
-        status = STATUS_INVALID_DEVICE_REQUEST;
-        break;
-    }
+        status = STATUS_SHARING_VIOLATION;
+    else
+        status = PoIoctl(ext, sp, irp->AssociatedIrp.SystemBuffer, &written);
     /* Information is exactly what was written: nothing else of the buffer is copied out. */
     return PoComplete(irp, status, NT_SUCCESS(status) ? written : 0);
 }
@@ -453,8 +493,7 @@ static NTSTATUS PoCreateEvent(PO_EXTENSION *ext)
 {
     UNICODE_STRING name;
     OBJECT_ATTRIBUTES attrs;
-    SECURITY_DESCRIPTOR sd;
-    PACL acl;
+    PO_ADMIN_SD admin;
     NTSTATUS status;
 
     /* Clients may only wait on the event: with EVENT_MODIFY_STATE an administrator's
@@ -463,18 +502,18 @@ static NTSTATUS PoCreateEvent(PO_EXTENSION *ext)
      * Wine does (it reopens the event with winedevice's token), so the self-test
      * build, used only under Wine, grants EVENT_MODIFY_STATE as well. */
 #ifdef PROCOBSRV_SELFTEST
-    status = PoBuildAdminOnlySd(&sd, &acl, SYNCHRONIZE | EVENT_MODIFY_STATE);
+    status = PoBuildAdminOnlySd(&admin, SYNCHRONIZE | EVENT_MODIFY_STATE);
 #else
-    status = PoBuildAdminOnlySd(&sd, &acl, SYNCHRONIZE);
+    status = PoBuildAdminOnlySd(&admin, SYNCHRONIZE);
 #endif
     if (!NT_SUCCESS(status))
         return status;
     RtlInitUnicodeString(&name, PROCOBSRV_EVENT_NAME);
     /* No OBJ_OPENIF: if a user process squatted on the name, refuse to load
      * rather than share an event whose ACL someone else chose. */
-    InitializeObjectAttributes(&attrs, &name, OBJ_KERNEL_HANDLE, NULL, &sd);
+    InitializeObjectAttributes(&attrs, &name, OBJ_KERNEL_HANDLE, NULL, &admin.sd);
     status = ZwCreateEvent(&ext->event_handle, EVENT_ALL_ACCESS, &attrs, NotificationEvent, FALSE);
-    ExFreePoolWithTag(acl, PO_POOL_TAG);
+    PoFreeAdminOnlySd(&admin);
     if (!NT_SUCCESS(status)) {
         ext->event_handle = NULL;
         return status;

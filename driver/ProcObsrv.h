@@ -121,7 +121,8 @@ typedef uint64_t po_u64;
  * STATUS_INVALID_DEVICE_REQUEST (Win32 1, ERROR_INVALID_FUNCTION).
  *   input:  PROCOBSRV_INJECT_INPUT followed by image_length then
  *           command_line_length WCHARs; input length must equal
- *           sizeof(PROCOBSRV_INJECT_INPUT) + 2 * (image_length + command_line_length)
+ *           sizeof(PROCOBSRV_INJECT_INPUT) +
+ *           PROCOBSRV_WCHAR_BYTES * (image_length + command_line_length)
  *   output: none (0 bytes returned)
  *   errors: STATUS_INFO_LENGTH_MISMATCH (24) input length wrong
  *           STATUS_INVALID_PARAMETER    (87) bad kind/count/flags/reserved
@@ -144,11 +145,13 @@ typedef uint64_t po_u64;
 /* Longer strings are cut to these lengths and the record flagged truncated. */
 #define PROCOBSRV_MAX_IMAGE_CHARS 1024u        /* WCHARs of image file name */
 #define PROCOBSRV_MAX_COMMAND_LINE_CHARS 2048u /* WCHARs of command line */
+#define PROCOBSRV_WCHAR_BYTES 2u /* bytes of one WCHAR (a UTF-16 code unit) */
 #define PROCOBSRV_RECORD_ALIGN 8u
 #define PROCOBSRV_RECORD_HEADER_SIZE 48u /* sizeof(PROCOBSRV_RECORD) */
 /* Largest record: header + both strings at their limits, rounded to 8. */
 #define PROCOBSRV_MAX_RECORD_SIZE \
-    (PROCOBSRV_RECORD_HEADER_SIZE + 2u * (PROCOBSRV_MAX_IMAGE_CHARS + PROCOBSRV_MAX_COMMAND_LINE_CHARS))
+    (PROCOBSRV_RECORD_HEADER_SIZE + \
+     PROCOBSRV_WCHAR_BYTES * (PROCOBSRV_MAX_IMAGE_CHARS + PROCOBSRV_MAX_COMMAND_LINE_CHARS))
 #define PROCOBSRV_MIN_EVENTS_BUFFER PROCOBSRV_MAX_RECORD_SIZE /* 6192 bytes */
 #define PROCOBSRV_RECOMMENDED_EVENTS_BUFFER 65536u
 /* Kernel queue: one preallocated non-paged ring of this many bytes. */
@@ -157,7 +160,9 @@ typedef uint64_t po_u64;
 
 /* Size of a record with the given string lengths (WCHARs, already truncated). */
 #define PROCOBSRV_RECORD_SIZE(image_chars, command_line_chars) \
-    ((PROCOBSRV_RECORD_HEADER_SIZE + 2u * ((po_u32)(image_chars) + (po_u32)(command_line_chars)) + 7u) & ~7u)
+    ((PROCOBSRV_RECORD_HEADER_SIZE + \
+      PROCOBSRV_WCHAR_BYTES * ((po_u32)(image_chars) + (po_u32)(command_line_chars)) + \
+      (PROCOBSRV_RECORD_ALIGN - 1u)) & ~(PROCOBSRV_RECORD_ALIGN - 1u))
 
 /* ------------------------------------------------------------------------- */
 /* GET_EVENTS output: a packed sequence of variable-length records.           */

@@ -100,12 +100,12 @@ int po_queue_push(po_queue *q, const po_event *ev, po_u64 *sequence)
     memcpy(dst, &rec, sizeof(rec));
     used = sizeof(rec);
     if (image_chars) {
-        memcpy(dst + used, ev->image, image_chars * 2u);
-        used += image_chars * 2u;
+        memcpy(dst + used, ev->image, image_chars * PROCOBSRV_WCHAR_BYTES);
+        used += image_chars * PROCOBSRV_WCHAR_BYTES;
     }
     if (command_line_chars) {
-        memcpy(dst + used, ev->command_line, command_line_chars * 2u);
-        used += command_line_chars * 2u;
+        memcpy(dst + used, ev->command_line, command_line_chars * PROCOBSRV_WCHAR_BYTES);
+        used += command_line_chars * PROCOBSRV_WCHAR_BYTES;
     }
     if (used < size)
         memset(dst + used, 0, size - used); /* padding leaves the kernel too */

@@ -22,6 +22,7 @@
 #define PER_PRODUCER 25600 /* 4 x 25,600 = 102,400 injected in the flood */
 #define BATCH 128
 #define EVENTS_BUFFER PROCOBSRV_RECOMMENDED_EVENTS_BUFFER
+#define INJECT_MAX_WCHARS 8192 /* image + command line of the longest request sent */
 
 static int g_failures;
 static int g_checks;
@@ -92,20 +93,20 @@ static DWORD activate(DWORD flags)
 static DWORD inject(DWORD kind, DWORD count, DWORD pid, DWORD ppid, const WCHAR *image,
                     DWORD image_len, const WCHAR *cmd, DWORD cmd_len)
 {
-    unsigned char buf[sizeof(PROCOBSRV_INJECT_INPUT) + 2 * 8192];
+    unsigned char buf[sizeof(PROCOBSRV_INJECT_INPUT) + sizeof(WCHAR) * INJECT_MAX_WCHARS];
     PROCOBSRV_INJECT_INPUT *req = (PROCOBSRV_INJECT_INPUT *)buf;
-    DWORD len = sizeof(*req) + 2 * (image_len + cmd_len);
+    DWORD len = sizeof(*req) + sizeof(WCHAR) * (image_len + cmd_len);
 
     memset(req, 0, sizeof(*req));
     req->kind = kind;
     req->count = count;
     req->pid = pid;
     req->parent_pid = ppid;
-    req->exit_status = kind == PROCOBSRV_KIND_EXIT ? 0xC000013A : 0;
+    req->exit_status = kind == PROCOBSRV_KIND_EXIT ? (DWORD)STATUS_CONTROL_C_EXIT : 0;
     req->image_length = (po_u16)image_len;
     req->command_line_length = (po_u16)cmd_len;
-    memcpy(buf + sizeof(*req), image, 2 * image_len);
-    memcpy(buf + sizeof(*req) + 2 * image_len, cmd, 2 * cmd_len);
+    memcpy(buf + sizeof(*req), image, sizeof(WCHAR) * image_len);
+    memcpy(buf + sizeof(*req) + sizeof(WCHAR) * image_len, cmd, sizeof(WCHAR) * cmd_len);
     return ioctl(IOCTL_PROCOBSRV_INJECT, buf, len, NULL, 0, NULL);
 }
 

@@ -20,34 +20,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from procobsrv.windows import contract
+from procobsrv.windows.device import RECORD_HEADER
 from tests.driver._driverbuild import OUT, make, require_sanitizer
 
 pytestmark = pytest.mark.driver
 
-HEADER = 48
-MAX_IMAGE = 1024
-MAX_CMD = 2048
-MAX_RECORD = HEADER + 2 * (MAX_IMAGE + MAX_CMD)
-QUEUED, DROPPED = 1, 2
-IMAGE_TRUNCATED, CMD_TRUNCATED = 0x1, 0x2
-RECORD = struct.Struct("<IIQQIIIIHHI")
+# The record layout is the contract's (checked against ProcObsrv.h by test_contract_layout.py).
+HEADER = contract.RECORD_HEADER_SIZE
+MAX_IMAGE = contract.MAX_IMAGE_CHARS
+MAX_CMD = contract.MAX_COMMAND_LINE_CHARS
+MAX_RECORD = contract.MAX_RECORD_SIZE
+QUEUED, DROPPED = 1, 2  # PO_PUSH_QUEUED, PO_PUSH_DROPPED (poqueue.h)
+IMAGE_TRUNCATED = contract.RECORD_IMAGE_TRUNCATED
+CMD_TRUNCATED = contract.RECORD_COMMAND_LINE_TRUNCATED
+RECORD = RECORD_HEADER
 assert RECORD.size == HEADER
-
-
-class Stats(ctypes.Structure):
-    _fields_ = [
-        ("size", ctypes.c_uint32),
-        ("abi_version", ctypes.c_uint32),
-        ("state", ctypes.c_uint32),
-        ("queued_records", ctypes.c_uint32),
-        ("queued_bytes", ctypes.c_uint32),
-        ("capacity_bytes", ctypes.c_uint32),
-        ("peak_queued_bytes", ctypes.c_uint32),
-        ("max_record_size", ctypes.c_uint32),
-        ("notified", ctypes.c_uint64),
-        ("delivered", ctypes.c_uint64),
-        ("dropped", ctypes.c_uint64),
-    ]
+Stats = contract.Stats
+record_size = contract.record_size
 
 
 class RunResult(ctypes.Structure):
@@ -119,16 +109,23 @@ class Event:
             CMD_TRUNCATED if len(self.cmd) > MAX_CMD else 0
         )
         size = record_size(len(img), len(cmd))
-        head = RECORD.pack(
-            size, self.kind, seq, self.timestamp, self.pid, self.ppid, self.exit_status, flags,
-            len(img), len(cmd), 0,
-        )  # fmt: skip
+        head = bytes(
+            contract.Record(
+                size=size,
+                kind=self.kind,
+                sequence=seq,
+                timestamp=self.timestamp,
+                pid=self.pid,
+                parent_pid=self.ppid,
+                exit_status=self.exit_status,
+                flags=flags,
+                image_length=len(img),
+                command_line_length=len(cmd),
+                reserved=0,
+            )
+        )
         body = head + img.encode("utf-16-le") + cmd.encode("utf-16-le")
         return body + b"\0" * (size - len(body))
-
-
-def record_size(image_chars: int, cmd_chars: int) -> int:
-    return (HEADER + 2 * (image_chars + cmd_chars) + 7) & ~7
 
 
 class Queue:
@@ -148,9 +145,19 @@ class Queue:
         cmd, cl = utf16(ev.cmd)
         seq = ctypes.c_uint64()
         rc = self.lib.poh_push(
-            self.h, ev.kind, ev.pid, ev.ppid, ev.exit_status, 0,
-            img, il, cmd, cl, ev.timestamp, ctypes.byref(seq),
-        )  # fmt: skip
+            self.h,
+            ev.kind,
+            ev.pid,
+            ev.ppid,
+            ev.exit_status,
+            0,
+            img,
+            il,
+            cmd,
+            cl,
+            ev.timestamp,
+            ctypes.byref(seq),
+        )
         return rc, seq.value
 
     def pop(self, out_len: int) -> bytes:
@@ -176,7 +183,7 @@ def split_records(data: bytes) -> list[bytes]:
     out, off = [], 0
     while off < len(data):
         size = struct.unpack_from("<I", data, off)[0]
-        assert size >= HEADER and size % 8 == 0 and off + size <= len(data)
+        assert size >= HEADER and size % contract.RECORD_ALIGN == 0 and off + size <= len(data)
         out.append(data[off : off + size])
         off += size
     return out

@@ -33,8 +33,9 @@ def test_linux_says_it_needs_windows(capsys: pytest.CaptureFixture[str]) -> None
     assert "needs Windows" in err and "process-events connector" in err
 
 
-def test_windows_handlers(fake: FakeWindows, tmp_path: Path,
-                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_windows_handlers(
+    fake: FakeWindows, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     sys_file = tmp_path / "ProcObsrv.sys"
     sys_file.write_bytes(b"MZ")
     fake.files.add(str(sys_file))
@@ -67,8 +68,9 @@ def test_windows_handlers(fake: FakeWindows, tmp_path: Path,
     assert fake.open_handles() == []
 
 
-def test_windows_handler_errors_exit_2(fake: FakeWindows, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_windows_handler_errors_exit_2(
+    fake: FakeWindows, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli_driver._run_windows("install", str(tmp_path / "missing.sys")) == 2
     assert "missing.sys is missing" in capsys.readouterr().err
     fake.admin = False

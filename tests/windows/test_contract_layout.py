@@ -76,10 +76,19 @@ def compile_c(compiler: str, source: str, tmp_path: Path) -> subprocess.Complete
     path = tmp_path / f"layout_{compiler}.c"
     path.write_text(source)
     return subprocess.run(
-        [gcc, "-std=c11", "-Wall", "-Werror", "-fsyntax-only", "-I", str(header().parent),
-         str(path)],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            gcc,
+            "-std=c11",
+            "-Wall",
+            "-Werror",
+            "-fsyntax-only",
+            "-I",
+            str(header().parent),
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("compiler", sorted(COMPILERS))
@@ -174,8 +183,11 @@ def _swap_fields() -> dict[str, type[ctypes.Structure]]:
 
 def _narrow_field() -> dict[str, type[ctypes.Structure]]:
     class Stats(ctypes.Structure):  # dropped as 32 bits, padded back to the right size
-        _fields_ = (*contract.Stats._fields_[:-1], ("dropped", ctypes.c_uint32),
-                    ("pad", ctypes.c_uint32))  # fmt: skip
+        _fields_ = (
+            *contract.Stats._fields_[:-1],
+            ("dropped", ctypes.c_uint32),
+            ("pad", ctypes.c_uint32),
+        )
 
     return {**contract.STRUCTURES, "PROCOBSRV_STATS": Stats}
 

@@ -17,7 +17,6 @@ from procobsrv.windows.device import (
     ProtocolError,
     decode_records,
     filetime_to_unix,
-    nt_to_dos_path,
     split_command_line,
 )
 from tests.windows.win_fakes import FakeWindows, make_record
@@ -96,8 +95,9 @@ def test_decode_roundtrip(records: list[tuple[int, int, str, str]]) -> None:
 def test_to_item_create_and_exit() -> None:
     uptime = 10_000_000  # interrupt time: 1 s after boot
     booted = 116_444_736_000_000_000 + 5_000_000  # FILETIME of boot: 0.5 s after the epoch
-    create = DriverRecord(CREATE, 1, uptime, 10, 4, 0, 0, "\\??\\C:\\a b\\x.exe",
-                          '"C:\\a b\\x.exe" -n "two words"')  # fmt: skip
+    create = DriverRecord(
+        CREATE, 1, uptime, 10, 4, 0, 0, "\\??\\C:\\a b\\x.exe", '"C:\\a b\\x.exe" -n "two words"'
+    )
     item = create.to_item(wall_offset=booted)
     assert item.kind is EventKind.CREATED
     assert (item.process_id, item.parent_id, item.timestamp) == (10, 4, 1.5)
@@ -114,10 +114,8 @@ def test_to_item_create_and_exit() -> None:
     assert (classic.to_item().image, classic.to_item().command_line) == (None, None)
 
 
-def test_filetime_and_paths() -> None:
+def test_filetime_to_unix() -> None:
     assert filetime_to_unix(116_444_736_000_000_000) == 0.0
-    assert nt_to_dos_path("\\??\\C:\\x.exe") == "C:\\x.exe"
-    assert nt_to_dos_path("\\Device\\HarddiskVolume3\\x.exe") == "\\Device\\HarddiskVolume3\\x.exe"
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,6 @@ from procobsrv.windows.installer import (
     DriverService,
     LoadedDriver,
     ServiceState,
-    normalize_image_path,
     utf16z_in,
 )
 from tests.windows.win_fakes import FakeWindows, Service
@@ -52,9 +51,14 @@ def test_install_creates_a_demand_start_kernel_driver(
     assert scm_access == winapi.SC_MANAGER_CONNECT | winapi.SC_MANAGER_CREATE_SERVICE
     args = fake.calls[3][1]
     assert args[1:8] == (
-        "ProcObsrv", "ProcObsrv", winapi.SERVICE_ALL_ACCESS, winapi.SERVICE_KERNEL_DRIVER,
-        winapi.SERVICE_DEMAND_START, winapi.SERVICE_ERROR_NORMAL, service.path,
-    )  # fmt: skip
+        "ProcObsrv",
+        "ProcObsrv",
+        winapi.SERVICE_ALL_ACCESS,
+        winapi.SERVICE_KERNEL_DRIVER,
+        winapi.SERVICE_DEMAND_START,
+        winapi.SERVICE_ERROR_NORMAL,
+        service.path,
+    )
     # The service handle is closed before the manager's.
     assert [c[1][0] for c in fake.calls[4:]] == [args[0] + 4, args[0]]
     assert fake.services["ProcObsrv"].path == service.path
@@ -113,6 +117,19 @@ def test_install_failure_closes_the_manager(fake: FakeWindows, service: DriverSe
         "CreateServiceW",
         CLOSE,
     ]
+    assert closed_everything(fake)
+
+
+def test_a_failed_registration_leaves_no_copy_behind(
+    fake: FakeWindows, service: DriverService
+) -> None:
+    # The copy was made, CreateServiceW failed, and the file stayed in the drivers directory
+    # although nothing registered it: install() changed the system and reported failure.
+    fake.fail("CreateServiceW", winapi.ERROR_SERVICE_MARKED_FOR_DELETE)
+    with pytest.raises(DriverError, match="marked for deletion"):
+        service.install()
+    assert not Path(service.path).exists()
+    assert list((Path(fake.system_directory) / "drivers").iterdir()) == []
     assert closed_everything(fake)
 
 
@@ -207,9 +224,12 @@ def test_stop_when_not_running(fake: FakeWindows, service: DriverService) -> Non
 def test_stop_times_out_with_a_reason(fake: FakeWindows, sys_file: str) -> None:
     clock = iter(range(100))
     service = DriverService(
-        sys_file, api=fake.api(), stop_timeout=3, sleep=lambda s: None,
+        sys_file,
+        api=fake.api(),
+        stop_timeout=3,
+        sleep=lambda s: None,
         clock=lambda: float(next(clock)),
-    )  # fmt: skip
+    )
     service.install()
     service.start()
     fake.stop_pending_polls = 50
@@ -246,8 +266,10 @@ def test_status(fake: FakeWindows, service: DriverService) -> None:
     service.start()
     status = service.status()
     assert (status.installed, status.state, status.binary_path) == (
-        True, ServiceState.RUNNING, service.path
-    )  # fmt: skip
+        True,
+        ServiceState.RUNNING,
+        service.path,
+    )
     assert status.running
     assert status.describe() == f"ProcObsrv: running ({service.path})"
     assert closed_everything(fake)
@@ -337,18 +359,6 @@ def test_driver_error_is_a_monitor_error() -> None:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("a", "b"),
-    [
-        ("\\??\\C:\\Drv\\ProcObsrv.sys", "c:\\drv\\procobsrv.SYS"),
-        ("C:/drv/x/../ProcObsrv.sys", "C:\\drv\\ProcObsrv.sys"),
-        ("\\SystemRoot\\System32\\drivers\\p.sys", "%SystemRoot%\\system32\\DRIVERS\\p.sys"),
-    ],
-)
-def test_image_paths_compare_as_windows_does(a: str, b: str) -> None:
-    assert normalize_image_path(a) == normalize_image_path(b)
-
-
 def test_utf16z_in_reads_inside_the_buffer_only() -> None:
     buffer = ctypes.create_string_buffer(32)
     text = "C:\\é.sys\0".encode("utf-16-le")

@@ -55,10 +55,17 @@ def translation_unit(tmp: str) -> Any:
     source = "".join(f"#include <{h}>\n" for h in HEADERS)
     tu = ci.Index.create().parse(
         "bindings.c",
-        args=["-target", "x86_64-w64-mingw32", "-nostdinc", "-isystem", str(stubs),
-              "-isystem", str(MINGW_INCLUDE)],
+        args=[
+            "-target",
+            "x86_64-w64-mingw32",
+            "-nostdinc",
+            "-isystem",
+            str(stubs),
+            "-isystem",
+            str(MINGW_INCLUDE),
+        ],
         unsaved_files=[("bindings.c", source)],
-    )  # fmt: skip
+    )
     errors = [str(d) for d in tu.diagnostics if d.severity >= ci.Diagnostic.Error]
     assert not errors, errors
     return tu
@@ -233,10 +240,12 @@ def test_structure_layout_matches_header(name: str, headers: dict[str, Any]) -> 
     record = headers["typedef " + name].underlying_typedef_type.get_canonical()
     assert ctypes.sizeof(structure) == record.get_size()
     assert ctypes.alignment(structure) == record.get_align()
-    c_fields = [(f.spelling, f.get_field_offsetof() // 8, f.type.get_size())
-                for f in record.get_fields()]  # fmt: skip
-    py_fields = [(n, getattr(structure, n).offset, getattr(structure, n).size)
-                 for n, _ in structure._fields_]  # fmt: skip
+    c_fields = [
+        (f.spelling, f.get_field_offsetof() // 8, f.type.get_size()) for f in record.get_fields()
+    ]
+    py_fields = [
+        (n, getattr(structure, n).offset, getattr(structure, n).size) for n, _ in structure._fields_
+    ]
     assert py_fields == c_fields
 
 

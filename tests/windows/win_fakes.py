@@ -20,13 +20,12 @@ from typing import Any
 from unittest import mock
 
 from procobsrv.windows import contract, winapi
+from procobsrv.windows.device import FILETIME_UNIX_EPOCH
 from procobsrv.windows.winapi import WinApi
 
 ERROR_NOT_OWNER = 288
 INVALID = winapi.INVALID_HANDLE_VALUE
-#: FILETIME (100 ns since 1601-01-01 UTC) of the Unix epoch.
-FILETIME_UNIX_EPOCH = 116_444_736_000_000_000
-REALTIME = "api-ms-win-core-realtime-l1-1-1"
+REALTIME = winapi.REALTIME
 
 
 def interrupt_time_now(offset: int = 0) -> int:
@@ -122,16 +121,17 @@ class Driver:
         self,
         kind: int,
         pid: int,
-        parent_pid: int = 4,
-        image: str = "",
-        command_line: str = "",
-        *,
-        exit_status: int = 0,
-        flags: int = 0,
+        *fields: Any,
         drop: bool = False,
         timestamp: int | None = None,
+        **named: Any,
     ) -> int:
-        """One notification; ``drop`` models a full queue. Returns its sequence number."""
+        """One notification; ``drop`` models a full queue. Returns its sequence number.
+
+        ``fields`` and ``named`` are the record's other fields, as :func:`make_record` takes
+        them (parent_pid, image, command_line; exit_status, flags); the sequence number is
+        the driver's next, the timestamp (unless given) its clock's.
+        """
         if timestamp is None:
             timestamp = self.clock()
         self.sequence += 1
@@ -139,11 +139,8 @@ class Driver:
             self.dropped += 1
             return self.sequence
         self.queue.append(
-            make_record(
-                kind, self.sequence, pid, parent_pid, image, command_line,
-                exit_status=exit_status, flags=flags, timestamp=timestamp,
-            )
-        )  # fmt: skip
+            make_record(kind, self.sequence, pid, *fields, timestamp=timestamp, **named)
+        )
         self.event.signalled = True
         return self.sequence
 
@@ -179,12 +176,22 @@ def make_record(
     """The bytes of one PROCOBSRV_RECORD, padded to its size, built with contract.Record."""
     image_b = image.encode("utf-16-le")
     cmd_b = command_line.encode("utf-16-le")
-    size = contract.record_size(len(image_b) // 2, len(cmd_b) // 2)
+    image_chars = len(image_b) // contract.WCHAR_BYTES
+    cmd_chars = len(cmd_b) // contract.WCHAR_BYTES
+    size = contract.record_size(image_chars, cmd_chars)
     header = contract.Record(
-        size=size, kind=kind, sequence=sequence, timestamp=timestamp, pid=pid,
-        parent_pid=parent_pid, exit_status=exit_status, flags=flags,
-        image_length=len(image_b) // 2, command_line_length=len(cmd_b) // 2, reserved=0,
-    )  # fmt: skip
+        size=size,
+        kind=kind,
+        sequence=sequence,
+        timestamp=timestamp,
+        pid=pid,
+        parent_pid=parent_pid,
+        exit_status=exit_status,
+        flags=flags,
+        image_length=image_chars,
+        command_line_length=cmd_chars,
+        reserved=0,
+    )
     body = bytes(header) + image_b + cmd_b
     return body + b"\0" * (size - len(body))
 
@@ -346,7 +353,11 @@ class FakeWindows:
             request = contract.ActivateInput.from_address(address_of(inbuf))
             if inlen != ctypes.sizeof(contract.ActivateInput):
                 return self._fail(winapi.ERROR_BAD_LENGTH)
-            if request.size != inlen or request.reserved or request.flags & ~1:
+            if (
+                request.size != inlen
+                or request.reserved
+                or request.flags & ~contract.ACTIVATE_VALID_FLAGS
+            ):
                 return self._fail(winapi.ERROR_INVALID_PARAMETER)
             if request.abi_version != driver.abi_version:
                 return self._fail(winapi.ERROR_REVISION_MISMATCH)
@@ -386,14 +397,21 @@ class FakeWindows:
             return self._fail(winapi.ERROR_FILE_NOT_FOUND, None)
         return self._new("event", self.driver.event)
 
-    def _SetEvent(self, handle):
+    def _signal(self, handle: int, signalled: bool) -> int:
+        """SetEvent / ResetEvent: the event's new state; waiters look again."""
         with self._cond:
             event: KEvent | None = self._get(handle, "event")
             if event is None:
                 return self._fail(winapi.ERROR_INVALID_HANDLE)
-            event.signalled = True
+            event.signalled = signalled
             self._cond.notify_all()
             return 1
+
+    def _SetEvent(self, handle):
+        return self._signal(handle, True)
+
+    def _ResetEvent(self, handle):
+        return self._signal(handle, False)
 
     def signal_driver_event(self) -> None:
         """What the driver's KeSetEvent does, seen from user mode."""
@@ -401,14 +419,6 @@ class FakeWindows:
             assert self.driver is not None
             self.driver.event.signalled = bool(self.driver.queue)
             self._cond.notify_all()
-
-    def _ResetEvent(self, handle):
-        with self._cond:
-            event: KEvent | None = self._get(handle, "event")
-            if event is None:
-                return self._fail(winapi.ERROR_INVALID_HANDLE)
-            event.signalled = False
-            return 1
 
     def _CreateMutexW(self, sa, initial_owner, name):
         assert name is None and not initial_owner
@@ -481,7 +491,11 @@ class FakeWindows:
         if (code := self._injected("CreateServiceW")) is not None:
             return self._fail(code, None)
         assert self._get(scm, "scm") is None and self.objects[scm][0] == "scm"
-        assert (kind, start, error) == (1, 3, 1)
+        assert (kind, start, error) == (
+            winapi.SERVICE_KERNEL_DRIVER,
+            winapi.SERVICE_DEMAND_START,
+            winapi.SERVICE_ERROR_NORMAL,
+        )
         if name in self.services:
             return self._fail(winapi.ERROR_SERVICE_EXISTS, None)
         self.services[name] = Service(path)
@@ -492,7 +506,7 @@ class FakeWindows:
             return self._fail(code, None)
         if name not in self.services:
             return self._fail(winapi.ERROR_SERVICE_DOES_NOT_EXIST, None)
-        if not self.admin and access & (winapi.SERVICE_START | winapi.SERVICE_STOP | 0x10000):
+        if not self.admin and access & (winapi.SERVICE_START | winapi.SERVICE_STOP | winapi.DELETE):
             return self._fail(winapi.ERROR_ACCESS_DENIED, None)
         return self._new("service", name)
 

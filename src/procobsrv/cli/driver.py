@@ -7,6 +7,9 @@ import sys
 from typing import Any
 
 ACTIONS = ("install", "start", "stop", "remove", "status")
+#: Exit codes of ``procobsrv driver``.
+EXIT_OK = 0
+EXIT_ERROR = 2
 
 
 def register(subparsers: Any) -> None:
@@ -27,7 +30,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Handle ``procobsrv driver ACTION``; the exit code (0 ok, 2 error)."""
+    """Handle ``procobsrv driver ACTION``; the exit code (EXIT_OK or EXIT_ERROR)."""
     if sys.platform != "win32":
         print(
             f"procobsrv driver: ProcObsrv.sys is a Windows kernel driver; 'driver {args.action}' "
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
             f"kernel's process-events connector and needs no driver.",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_ERROR
     return _run_windows(args.action, args.path)
 
 
@@ -46,9 +49,8 @@ def _run_windows(action: str, path: str | None) -> int:
     try:
         service = DriverService(path)
         if action == "install":
-            created = service.install()
-            print(f"{service.name}: {'installed' if created else 'already installed'} "
-                  f"({service.path})")  # fmt: skip
+            installed = "installed" if service.install() else "already installed"
+            print(f"{service.name}: {installed} ({service.path})")
         elif action == "start":
             started = service.start()
             print(f"{service.name}: {'started' if started else 'already running'}")
@@ -62,5 +64,5 @@ def _run_windows(action: str, path: str | None) -> int:
             print(service.status().describe())
     except MonitorError as exc:
         print(f"procobsrv driver {action}: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return EXIT_ERROR
+    return EXIT_OK

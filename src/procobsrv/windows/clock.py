@@ -16,6 +16,8 @@ from .winapi import WinApi
 
 #: Nanoseconds per interrupt-time (and FILETIME) unit.
 UNIT_NS = 100
+#: Interrupt-time (and FILETIME) units per second.
+UNITS_PER_SECOND = 1_000_000_000 // UNIT_NS
 
 
 def interrupt_time(api: WinApi) -> int:

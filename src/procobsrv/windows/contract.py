@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ctypes
 
+from . import winapi
+
 u16 = ctypes.c_uint16
 u32 = ctypes.c_uint32
 u64 = ctypes.c_uint64
@@ -47,9 +49,11 @@ IOCTL_INJECT = 0x8022A010
 # --- Limits -----------------------------------------------------------------------------------
 MAX_IMAGE_CHARS = 1024
 MAX_COMMAND_LINE_CHARS = 2048
+#: ``PROCOBSRV_WCHAR_BYTES``: the header's WCHAR is Win32's (checked against the header).
+WCHAR_BYTES = winapi.WCHAR_BYTES
 RECORD_ALIGN = 8
 RECORD_HEADER_SIZE = 48
-MAX_RECORD_SIZE = RECORD_HEADER_SIZE + 2 * (MAX_IMAGE_CHARS + MAX_COMMAND_LINE_CHARS)
+MAX_RECORD_SIZE = RECORD_HEADER_SIZE + WCHAR_BYTES * (MAX_IMAGE_CHARS + MAX_COMMAND_LINE_CHARS)
 MIN_EVENTS_BUFFER = MAX_RECORD_SIZE
 RECOMMENDED_EVENTS_BUFFER = 65536
 QUEUE_CAPACITY_BYTES = 1024 * 1024
@@ -58,7 +62,8 @@ INJECT_MAX_COUNT = 4096
 
 def record_size(image_chars: int, command_line_chars: int) -> int:
     """``PROCOBSRV_RECORD_SIZE``: bytes of a record with these string lengths."""
-    return (RECORD_HEADER_SIZE + 2 * (image_chars + command_line_chars) + 7) & ~7
+    unaligned = RECORD_HEADER_SIZE + WCHAR_BYTES * (image_chars + command_line_chars)
+    return (unaligned + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
 
 
 # --- Records ----------------------------------------------------------------------------------
@@ -168,6 +173,7 @@ CONSTANTS: dict[str, int] = {
     "IOCTL_PROCOBSRV_INJECT": IOCTL_INJECT,
     "PROCOBSRV_MAX_IMAGE_CHARS": MAX_IMAGE_CHARS,
     "PROCOBSRV_MAX_COMMAND_LINE_CHARS": MAX_COMMAND_LINE_CHARS,
+    "PROCOBSRV_WCHAR_BYTES": WCHAR_BYTES,
     "PROCOBSRV_RECORD_ALIGN": RECORD_ALIGN,
     "PROCOBSRV_RECORD_HEADER_SIZE": RECORD_HEADER_SIZE,
     "PROCOBSRV_MAX_RECORD_SIZE": MAX_RECORD_SIZE,

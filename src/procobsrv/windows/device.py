@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from ..errors import MonitorError
 from ..events import EventKind, QueuedItem
 from . import contract, winapi
-from .clock import UNIT_NS
+from .clock import UNIT_NS, UNITS_PER_SECOND
+from .paths import nt_to_dos_path
 from .winapi import WinApi, WinApiError
 
 log = logging.getLogger(__name__)
@@ -53,44 +54,27 @@ class DriverRecord:
         ``wall_offset`` (FILETIME minus interrupt time, see :mod:`.clock`) gives wall time.
         """
         time_ns = self.timestamp * UNIT_NS
-        wall = filetime_to_unix(self.timestamp + wall_offset)
-        details = not self.flags & contract.RECORD_NO_DETAILS
-        if self.kind == contract.KIND_CREATE:
-            return QueuedItem(
-                kind=EventKind.CREATED,
-                process_id=self.pid,
-                parent_id=self.parent_pid,
-                timestamp=wall,
-                monotonic_ns=time_ns,
-                image=nt_to_dos_path(self.image) if details and self.image else None,
-                command_line=(
-                    split_command_line(self.command_line) if details and self.command_line else None
-                ),
-                start_ns=time_ns,
-            )
-        unknown = self.flags & contract.RECORD_EXIT_STATUS_UNKNOWN
+        created = self.kind == contract.KIND_CREATE
+        details = created and not self.flags & contract.RECORD_NO_DETAILS
+        exit_known = not created and not self.flags & contract.RECORD_EXIT_STATUS_UNKNOWN
         return QueuedItem(
-            kind=EventKind.EXITED,
+            kind=EventKind.CREATED if created else EventKind.EXITED,
             process_id=self.pid,
             parent_id=self.parent_pid,
-            timestamp=wall,
+            timestamp=filetime_to_unix(self.timestamp + wall_offset),
             monotonic_ns=time_ns,
-            exit_code=None if unknown else self.exit_status,
-            start_ns=start_ns,
+            image=nt_to_dos_path(self.image) if details and self.image else None,
+            command_line=(
+                split_command_line(self.command_line) if details and self.command_line else None
+            ),
+            exit_code=self.exit_status if exit_known else None,
+            start_ns=time_ns if created else start_ns,
         )
 
 
 def filetime_to_unix(filetime: int) -> float:
     """Seconds since the Unix epoch for a FILETIME."""
-    return (filetime - FILETIME_UNIX_EPOCH) / 10_000_000
-
-
-def nt_to_dos_path(path: str) -> str:
-    r"""``\??\C:\x`` -> ``C:\x``; other forms unchanged."""
-    for prefix in ("\\??\\", "\\\\?\\"):
-        if path.startswith(prefix) and len(path) > len(prefix) + 1 and path[len(prefix) + 1] == ":":
-            return path[len(prefix) :]
-    return path
+    return (filetime - FILETIME_UNIX_EPOCH) / UNITS_PER_SECOND
 
 
 def split_command_line(line: str) -> list[str]:
@@ -156,9 +140,20 @@ def decode_records(data: bytes | bytearray | memoryview) -> list[DriverRecord]:
     while offset < end:
         if end - offset < header:
             raise ProtocolError(f"record at offset {offset} cut short: {end - offset} bytes left")
-        (size, kind, sequence, timestamp, pid, ppid, exit_status, flags, image_len, cmd_len,
-         _reserved) = RECORD_HEADER.unpack_from(view, offset)  # fmt: skip
-        strings_end = offset + header + 2 * (image_len + cmd_len)
+        (
+            size,
+            kind,
+            sequence,
+            timestamp,
+            pid,
+            ppid,
+            exit_status,
+            flags,
+            image_len,
+            cmd_len,
+            _reserved,
+        ) = RECORD_HEADER.unpack_from(view, offset)
+        strings_end = offset + header + contract.WCHAR_BYTES * (image_len + cmd_len)
         if size % contract.RECORD_ALIGN or size < contract.record_size(image_len, cmd_len):
             raise ProtocolError(
                 f"record at offset {offset} has size {size} for {image_len}+{cmd_len} WCHARs"
@@ -170,7 +165,7 @@ def decode_records(data: bytes | bytearray | memoryview) -> list[DriverRecord]:
         if kind not in (contract.KIND_CREATE, contract.KIND_EXIT):
             raise ProtocolError(f"record at offset {offset} has unknown kind {kind}")
         image_start = offset + header
-        image_end = image_start + 2 * image_len
+        image_end = image_start + contract.WCHAR_BYTES * image_len
         records.append(
             DriverRecord(
                 kind=kind,

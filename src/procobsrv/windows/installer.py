@@ -20,7 +20,6 @@ import ctypes
 import enum
 import hashlib
 import logging
-import ntpath
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from types import TracebackType
 
 from ..errors import MonitorError
 from . import winapi
+from .paths import normalize_image_path
 from .winapi import WinApi, WinApiError
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "ProcObsrv"
 #: WCHARs of GetSystemDirectoryW's buffer (MAX_PATH).
 MAX_PATH = 260
+#: How long :meth:`DriverService.stop` waits for STOPPED by default (seconds).
+STOP_TIMEOUT = 15.0
+#: How often :meth:`DriverService.stop` asks whether STOP_PENDING is over (seconds).
+STOP_POLL_INTERVAL = 0.05
 
 
 def bundled_driver() -> Path:
@@ -47,15 +51,15 @@ def bundled_driver() -> Path:
 
 
 class ServiceState(enum.IntEnum):
-    """``SERVICE_STATUS.dwCurrentState``."""
+    """``SERVICE_STATUS.dwCurrentState``, named (the values are winapi's ``SERVICE_*``)."""
 
-    STOPPED = 1
-    START_PENDING = 2
-    STOP_PENDING = 3
-    RUNNING = 4
-    CONTINUE_PENDING = 5
-    PAUSE_PENDING = 6
-    PAUSED = 7
+    STOPPED = winapi.SERVICE_STOPPED
+    START_PENDING = winapi.SERVICE_START_PENDING
+    STOP_PENDING = winapi.SERVICE_STOP_PENDING
+    RUNNING = winapi.SERVICE_RUNNING
+    CONTINUE_PENDING = winapi.SERVICE_CONTINUE_PENDING
+    PAUSE_PENDING = winapi.SERVICE_PAUSE_PENDING
+    PAUSED = winapi.SERVICE_PAUSED
 
 
 @dataclass(frozen=True)
@@ -84,17 +88,6 @@ class DriverError(MonitorError):
     def __init__(self, message: str, winerror: int | None = None) -> None:
         super().__init__(message)
         self.winerror = winerror
-
-
-def normalize_image_path(path: str) -> str:
-    """A comparable form of a service's ImagePath (NT prefixes off, case folded)."""
-    for prefix in ("\\??\\", "\\\\?\\"):
-        if path.startswith(prefix):
-            path = path[len(prefix) :]
-    lowered = path.lower()
-    if lowered.startswith("\\systemroot\\"):
-        path = "%SystemRoot%\\" + path[len("\\systemroot\\") :]
-    return ntpath.normcase(ntpath.normpath(path))
 
 
 def _explain(exc: WinApiError, action: str, name: str, path: str | None) -> DriverError:
@@ -160,7 +153,7 @@ class DriverService:
         *,
         name: str = SERVICE_NAME,
         api: WinApi | None = None,
-        stop_timeout: float = 15.0,
+        stop_timeout: float = STOP_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -181,14 +174,14 @@ class DriverService:
         environment could point anywhere.
         """
         if self._path is None:
-            buffer = ctypes.create_string_buffer(2 * MAX_PATH)
+            buffer = ctypes.create_string_buffer(winapi.WCHAR_BYTES * MAX_PATH)
             try:
                 length = int(self._api.GetSystemDirectoryW(buffer, MAX_PATH))
             except WinApiError as exc:
                 raise DriverError(f"cannot locate the system directory: {exc}") from exc
             if length >= MAX_PATH:
                 raise DriverError(f"the system directory's path is longer than {MAX_PATH}")
-            system = buffer.raw[: 2 * length].decode("utf-16-le")
+            system = buffer.raw[: winapi.WCHAR_BYTES * length].decode("utf-16-le")
             self._path = os.path.join(system, "drivers", f"{self.name}.sys")
         return self._path
 
@@ -198,33 +191,61 @@ class DriverService:
         return self._path or self.source
 
     # --- handles -------------------------------------------------------------------------
+    def _explain(self, exc: WinApiError, action: str) -> DriverError:
+        return _explain(exc, action, self.name, self._known_path)
+
     @contextmanager
     def _manager(self, access: int, action: str) -> Iterator[int]:
+        """The Service Control Manager's handle, closed on exit."""
         try:
             scm = int(self._api.OpenSCManagerW(None, None, access))
         except WinApiError as exc:
-            raise _explain(exc, action, self.name, self._known_path) from exc
+            raise self._explain(exc, action) from exc
         try:
             yield scm
         finally:
             self._close(scm)
 
     @contextmanager
-    def _service(self, scm: int, access: int, action: str) -> Iterator[int]:
+    def _service_if_installed(self, scm: int, access: int, action: str) -> Iterator[int | None]:
+        """The service's handle, closed on exit; None when no such service is registered."""
         try:
-            service = int(self._api.OpenServiceW(scm, self.name, access))
+            service: int | None = int(self._api.OpenServiceW(scm, self.name, access))
         except WinApiError as exc:
-            if exc.winerror == winapi.ERROR_SERVICE_DOES_NOT_EXIST:
-                raise DriverError(
-                    f"cannot {action} the {self.name} driver: it is not installed "
-                    f"(procobsrv driver install)",
-                    exc.winerror,
-                ) from exc
-            raise _explain(exc, action, self.name, self._known_path) from exc
+            if exc.winerror != winapi.ERROR_SERVICE_DOES_NOT_EXIST:
+                raise self._explain(exc, action) from exc
+            service = None
+        if service is None:
+            yield None
+            return
         try:
             yield service
         finally:
             self._close(service)
+
+    @contextmanager
+    def _open_service(self, access: int, action: str) -> Iterator[int | None]:
+        """The service's handle, through a connect-only SCM handle; None if not installed.
+
+        Both handles are closed on exit, the service's first.
+        """
+        with (
+            self._manager(winapi.SC_MANAGER_CONNECT, action) as scm,
+            self._service_if_installed(scm, access, action) as service,
+        ):
+            yield service
+
+    @contextmanager
+    def _open_installed(self, access: int, action: str) -> Iterator[int]:
+        """:meth:`_open_service`, with a DriverError when the service is not installed."""
+        with self._open_service(access, action) as service:
+            if service is None:
+                raise DriverError(
+                    f"cannot {action} the {self.name} driver: it is not installed "
+                    f"(procobsrv driver install)",
+                    winapi.ERROR_SERVICE_DOES_NOT_EXIST,
+                )
+            yield service
 
     def _close(self, handle: int) -> None:
         try:
@@ -276,10 +297,12 @@ class DriverService:
                     )
                 )
             except WinApiError as exc:
-                raise _explain(exc, "install", self.name, self._known_path) from exc
+                self._discard_copy()  # nothing registers it: leave the system as it was
+                raise self._explain(exc, "install") from exc
             self._close(service)
-        log.info("installed the %s service for %s (copied from %s)", self.name, self.path,
-                 self.source)  # fmt: skip
+        log.info(
+            "installed the %s service for %s (copied from %s)", self.name, self.path, self.source
+        )
         return True
 
     def check_ours(self, binary_path: str, digest: str | None = None) -> None:
@@ -312,16 +335,8 @@ class DriverService:
 
     def _registered_path(self, scm: int) -> str | None:
         """The binary path of the existing service, or None when there is none."""
-        try:
-            service = int(self._api.OpenServiceW(scm, self.name, winapi.SERVICE_QUERY_CONFIG))
-        except WinApiError as exc:
-            if exc.winerror == winapi.ERROR_SERVICE_DOES_NOT_EXIST:
-                return None
-            raise _explain(exc, "install", self.name, self._known_path) from exc
-        try:
-            return self._binary_path(service, "install")
-        finally:
-            self._close(service)
+        with self._service_if_installed(scm, winapi.SERVICE_QUERY_CONFIG, "install") as service:
+            return None if service is None else self._binary_path(service, "install")
 
     def _place(self, data: bytes, digest: str) -> None:
         """Write ``data`` to :attr:`path` (atomically: temporary file, then rename), verify it."""
@@ -346,28 +361,31 @@ class DriverService:
                 f"something else is writing there: not loading it"
             )
 
+    def _discard_copy(self) -> None:
+        """Delete the copy at :attr:`path` (gone already is fine; a failure is logged)."""
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # e.g. still loaded: nothing better to do than say so
+            log.warning("could not delete %s: %s", self.path, exc)
+
     def start(self) -> bool:
         """Load the driver; True if it was started now, False if it was already running."""
-        with (
-            self._manager(winapi.SC_MANAGER_CONNECT, "start") as scm,
-            self._service(scm, winapi.SERVICE_START, "start") as service,
-        ):
+        with self._open_installed(winapi.SERVICE_START, "start") as service:
             try:
                 self._api.StartServiceW(service, 0, None)
             except WinApiError as exc:
                 if exc.winerror == winapi.ERROR_SERVICE_ALREADY_RUNNING:
                     return False
-                raise _explain(exc, "start", self.name, self._known_path) from exc
+                raise self._explain(exc, "start") from exc
         log.info("started the %s driver", self.name)
         return True
 
     def stop(self) -> bool:
         """Unload the driver; True if it was stopped now, False if it was not running."""
         access = winapi.SERVICE_STOP | winapi.SERVICE_QUERY_STATUS
-        with (
-            self._manager(winapi.SC_MANAGER_CONNECT, "stop") as scm,
-            self._service(scm, access, "stop") as service,
-        ):
+        with self._open_installed(access, "stop") as service:
             status = winapi.SERVICE_STATUS()
             try:
                 self._api.ControlService(service, winapi.SERVICE_CONTROL_STOP, ctypes.byref(status))
@@ -375,7 +393,7 @@ class DriverService:
                 if exc.winerror == winapi.ERROR_SERVICE_NOT_ACTIVE:
                     return False
                 if exc.winerror != winapi.ERROR_SERVICE_CANNOT_ACCEPT_CTRL:
-                    raise _explain(exc, "stop", self.name, self._known_path) from exc
+                    raise self._explain(exc, "stop") from exc
                 status.dwCurrentState = ServiceState.STOP_PENDING
             deadline = self._clock() + self._stop_timeout
             while status.dwCurrentState != ServiceState.STOPPED:
@@ -384,62 +402,45 @@ class DriverService:
                         f"the {self.name} driver did not stop within {self._stop_timeout:g} s "
                         f"(state {status.dwCurrentState}); something still holds its device open"
                     )
-                self._sleep(0.05)
+                self._sleep(STOP_POLL_INTERVAL)
                 try:
                     self._api.QueryServiceStatus(service, ctypes.byref(status))
                 except WinApiError as exc:
-                    raise _explain(exc, "stop", self.name, self._known_path) from exc
+                    raise self._explain(exc, "stop") from exc
         log.info("stopped the %s driver", self.name)
         return True
 
     def remove(self) -> bool:
         """Unregister the driver (and delete our copy of it); True if deleted now, False if it
         was not installed."""
-        with self._manager(winapi.SC_MANAGER_CONNECT, "remove") as scm:
-            access = winapi.DELETE | winapi.SERVICE_QUERY_CONFIG
-            try:
-                service = int(self._api.OpenServiceW(scm, self.name, access))
-            except WinApiError as exc:
-                if exc.winerror == winapi.ERROR_SERVICE_DOES_NOT_EXIST:
-                    return False
-                raise _explain(exc, "remove", self.name, self._known_path) from exc
+        access = winapi.DELETE | winapi.SERVICE_QUERY_CONFIG
+        with self._open_service(access, "remove") as service:
+            if service is None:
+                return False
             try:
                 binary = self._binary_path(service, "remove")
                 self._api.DeleteService(service)
             except WinApiError as exc:
                 if exc.winerror == winapi.ERROR_SERVICE_MARKED_FOR_DELETE:
                     return False
-                raise _explain(exc, "remove", self.name, self._known_path) from exc
-            finally:
-                self._close(service)
+                raise self._explain(exc, "remove") from exc
         log.info("removed the %s service", self.name)
         if normalize_image_path(binary) == normalize_image_path(self.path):
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:  # e.g. still loaded: the service is gone all the same
-                log.warning("could not delete %s: %s", self.path, exc)
+            self._discard_copy()  # a failure leaves a file, the service is gone all the same
         return True
 
     def status(self) -> DriverStatus:
         """Whether the service exists, its state and the driver file it points to."""
-        with self._manager(winapi.SC_MANAGER_CONNECT, "query") as scm:
-            access = winapi.SERVICE_QUERY_STATUS | winapi.SERVICE_QUERY_CONFIG
+        access = winapi.SERVICE_QUERY_STATUS | winapi.SERVICE_QUERY_CONFIG
+        with self._open_service(access, "query") as service:
+            if service is None:
+                return DriverStatus(self.name, installed=False)
+            status = winapi.SERVICE_STATUS()
             try:
-                service = int(self._api.OpenServiceW(scm, self.name, access))
-            except WinApiError as exc:
-                if exc.winerror == winapi.ERROR_SERVICE_DOES_NOT_EXIST:
-                    return DriverStatus(self.name, installed=False)
-                raise _explain(exc, "query", self.name, self._known_path) from exc
-            try:
-                status = winapi.SERVICE_STATUS()
                 self._api.QueryServiceStatus(service, ctypes.byref(status))
-                binary = self._binary_path(service, "query")
             except WinApiError as exc:
-                raise _explain(exc, "query", self.name, self._known_path) from exc
-            finally:
-                self._close(service)
+                raise self._explain(exc, "query") from exc
+            binary = self._binary_path(service, "query")
         try:
             state: ServiceState | None = ServiceState(status.dwCurrentState)
         except ValueError:
@@ -453,19 +454,19 @@ class DriverService:
             self._api.QueryServiceConfigW(service, None, 0, ctypes.byref(needed))
         except WinApiError as exc:
             if exc.winerror != winapi.ERROR_INSUFFICIENT_BUFFER:
-                raise _explain(exc, action, self.name, self._known_path) from exc
+                raise self._explain(exc, action) from exc
         size = max(needed.value, ctypes.sizeof(winapi.QUERY_SERVICE_CONFIGW))
         buffer = ctypes.create_string_buffer(size)
         try:
             self._api.QueryServiceConfigW(service, buffer, size, ctypes.byref(needed))
         except WinApiError as exc:
-            raise _explain(exc, action, self.name, self._known_path) from exc
+            raise self._explain(exc, action) from exc
         config = winapi.QUERY_SERVICE_CONFIGW.from_buffer(buffer)
         return utf16z_in(buffer, config.lpBinaryPathName)
 
 
 def utf16z_in(buffer: ctypes.Array[ctypes.c_char], address: int | None) -> str:
-    """The NUL-terminated UTF-16 string at ``address`` inside ``buffer`` (WCHAR is 2 bytes).
+    """The NUL-terminated UTF-16 string at ``address`` inside ``buffer``.
 
     ``ctypes.wstring_at`` would read 4-byte wchar_t off Windows; this works on both.
     """
@@ -476,8 +477,8 @@ def utf16z_in(buffer: ctypes.Array[ctypes.c_char], address: int | None) -> str:
     if not 0 <= offset < len(raw):
         raise ValueError("string pointer outside the returned buffer")
     end = offset
-    while end + 1 < len(raw) and raw[end : end + 2] != b"\0\0":
-        end += 2
+    while end + 1 < len(raw) and raw[end : end + winapi.WCHAR_BYTES] != b"\0\0":
+        end += winapi.WCHAR_BYTES
     return raw[offset:end].decode("utf-16-le", errors="replace")
 
 

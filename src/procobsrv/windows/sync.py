@@ -17,6 +17,9 @@ from .winapi import WinApi
 
 log = logging.getLogger(__name__)
 
+#: Milliseconds per second: the unit of every Win32 wait timeout.
+MS_PER_SECOND = 1000.0
+
 
 def wait_milliseconds(timeout: float | None) -> int:
     """A ``dwMilliseconds`` for ``timeout`` seconds: INFINITE for None, rounded up, clamped."""
@@ -24,7 +27,7 @@ def wait_milliseconds(timeout: float | None) -> int:
         return winapi.INFINITE
     if timeout <= 0:
         return 0
-    return min(math.ceil(timeout * 1000.0), winapi.INFINITE - 1)
+    return min(math.ceil(timeout * MS_PER_SECOND), winapi.INFINITE - 1)
 
 
 class _Handle:
@@ -125,8 +128,9 @@ class Win32Waiter:
         if winapi.WAIT_OBJECT_0 <= result < winapi.WAIT_OBJECT_0 + self._count:
             return result - winapi.WAIT_OBJECT_0
         if winapi.WAIT_ABANDONED_0 <= result < winapi.WAIT_ABANDONED_0 + self._count:
-            log.warning("wait satisfied by an abandoned mutex (index %d)", result - 0x80)
-            return result - winapi.WAIT_ABANDONED_0
+            index = result - winapi.WAIT_ABANDONED_0
+            log.warning("wait satisfied by an abandoned mutex (index %d)", index)
+            return index
         raise winapi.WinApiError(winapi.ERROR_GEN_FAILURE, "WaitForMultipleObjects")
 
     def close(self) -> None:

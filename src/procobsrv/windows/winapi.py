@@ -40,6 +40,9 @@ LPDWORD = ctypes.POINTER(DWORD)
 PULONGLONG = ctypes.POINTER(ULONGLONG)
 LPHANDLE = ctypes.POINTER(HANDLE)  # const HANDLE *
 
+#: Bytes of one WCHAR (a UTF-16 code unit); ``ctypes.c_wchar`` is 4 bytes off Windows.
+WCHAR_BYTES = 2
+
 #: The x64 value of ``INVALID_HANDLE_VALUE`` as ``c_void_p`` returns it.
 INVALID_HANDLE_VALUE = (1 << (8 * ctypes.sizeof(ctypes.c_void_p))) - 1
 
@@ -124,6 +127,9 @@ SERVICE_STOPPED = 0x1
 SERVICE_START_PENDING = 0x2
 SERVICE_STOP_PENDING = 0x3
 SERVICE_RUNNING = 0x4
+SERVICE_CONTINUE_PENDING = 0x5
+SERVICE_PAUSE_PENDING = 0x6
+SERVICE_PAUSED = 0x7
 
 ERROR_FILE_NOT_FOUND = 2
 ERROR_PATH_NOT_FOUND = 3

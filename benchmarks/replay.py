@@ -5,7 +5,8 @@ procobsrv's own ConnectorSocket/ReceiveRing. ``ReplaySource`` is the real Connec
 with two of its dependencies injected: a ``RecordedSocket`` (no kernel) and a
 ``RecordedRing`` that hands the recording on, SLOTS at a time (one recvmmsg worth), to the
 real Decoder and the real item building (with read_proc=False: no /proc reads, the
-processes are long gone), and from there through QueueContainer, ProcessThreadMonitor and RetrievalThread to a handler.
+processes are long gone), and from there through QueueContainer, ProcessThreadMonitor
+and RetrievalThread to a handler.
 
 Run as ``python -m benchmarks.replay CAPTURE REPEAT CPU [SLOW_US QUEUE_LIMIT] [--subscribers N]``:
 pins itself to CPU (one core for every thread) and prints one JSON line. With N subscribers

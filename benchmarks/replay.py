@@ -1,10 +1,12 @@
 """Pipeline capacity without the kernel: recorded connector datagrams, replayed.
 
 ``record`` captures the raw datagrams of a real storm from a netlink socket subscribed with
-procobsrv's own ConnectorSocket/ReceiveRing. ``ReplaySource`` is a KernelSource that feeds
-them, SLOTS at a time (one recvmmsg worth), to the real Decoder and the real ConnectorSource
-item building (with read_proc=False: no /proc reads, the processes are long gone), and from
-there through QueueContainer, ProcessThreadMonitor and RetrievalThread to a handler.
+procobsrv's own ConnectorSocket/ReceiveRing. ``ReplaySource`` is the real ConnectorSource
+with two of its dependencies injected: a ``RecordedSocket`` (no kernel) and a
+``RecordedRing`` that hands the recording on, SLOTS at a time (one recvmmsg worth), to the
+real Decoder and the real item building (with read_proc=False: no /proc reads, the
+processes are long gone), and from there through QueueContainer, ProcessThreadMonitor
+and RetrievalThread to a handler.
 
 Run as ``python -m benchmarks.replay CAPTURE REPEAT CPU [SLOW_US QUEUE_LIMIT] [--subscribers N]``:
 pins itself to CPU (one core for every thread) and prints one JSON line. With N subscribers
@@ -22,12 +24,13 @@ import threading
 import time
 from typing import Any
 
-from procobsrv import ApplicationScope, CallbackHandler, QueuedItem
+from procobsrv import ApplicationScope, CallbackHandler, MonitorError, QueuedItem
 from procobsrv.linux import connector
-from procobsrv.linux.connector import ConnectorSocket, ReceiveRing
-from procobsrv.linux.parser import Record
+from procobsrv.linux.connector import ConnectorSocket, Receive, ReceiveRing
+from procobsrv.linux.connector_abi import PROC_CN_MCAST_LISTEN, Record
 from procobsrv.linux.source import ConnectorSource
 from procobsrv.linux.sync import EventFd
+from procobsrv.platform import Batch
 
 _LEN = struct.Struct("=I")
 
@@ -44,7 +47,7 @@ class Recorder:
 
     def __enter__(self) -> Recorder:
         self.socket.open()
-        self.socket.send(connector.PROC_CN_MCAST_LISTEN)
+        self.socket.send(PROC_CN_MCAST_LISTEN)
         self._thread.start()
         time.sleep(0.2)
         return self
@@ -80,48 +83,77 @@ def load(path: str) -> list[bytes]:
     return out
 
 
-class ReplaySource(ConnectorSource):
-    """The connector source with the socket replaced by recorded datagrams (repeated)."""
+class RecordedSocket(ConnectorSocket):
+    """The connector socket with no kernel behind it: an eventfd stands in for its fd and
+    stays readable while the recording lasts; the subscription needs no answer."""
 
-    def __init__(self, datagrams: list[bytes], repeat: int = 1) -> None:
-        super().__init__(read_proc=False)
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready: EventFd | None = None
+
+    def open(self) -> None:
+        self.ready = EventFd()
+        self.ready.set()  # always readable until the recording runs out
+
+    @property
+    def fd(self) -> int:
+        if self.ready is None:
+            raise MonitorError("the recorded socket is not open")
+        return self.ready.wait_handle
+
+    def subscribe(self, receive: Receive, pending: list[Record]) -> None:
+        pass  # nothing to ask: the recording already holds every event
+
+    def close(self) -> None:
+        if self.ready is not None:
+            self.ready.close()
+            self.ready = None
+
+
+class RecordedRing:
+    """Receives the recorded datagrams (repeated) as the ReceiveRing receives live ones."""
+
+    def __init__(self, datagrams: list[bytes], repeat: int) -> None:
         slot = max(len(d) for d in datagrams)
-        self._buffer = bytearray(b"".join(d.ljust(slot, b"\0") for d in datagrams))
+        self.buffer = bytearray(b"".join(d.ljust(slot, b"\0") for d in datagrams))
         self._slots = [(i * slot, len(d)) for i, d in enumerate(datagrams)] * repeat
         self._next = 0
-        self._ready: EventFd | None = None
+        self._full_round = False
+
+    @property
+    def exhausted(self) -> bool:
+        return self._next >= len(self._slots)
+
+    def receive(self, fd: int) -> list[tuple[int, int]]:
+        # One recvmmsg worth per fetch, as the kernel gives during a storm: a full round is
+        # followed by an empty one, which ends the source's receive loop.
+        if self._full_round:
+            self._full_round = False
+            return []
+        start, end = self._next, min(self._next + connector.SLOTS, len(self._slots))
+        self._next = end
+        self._full_round = end - start == connector.SLOTS
+        return self._slots[start:end]
+
+
+class ReplaySource(ConnectorSource):
+    """The connector source fed by recorded datagrams instead of the kernel."""
+
+    def __init__(self, datagrams: list[bytes], repeat: int = 1) -> None:
+        self.recorded_socket = RecordedSocket()
+        self.recording = RecordedRing(datagrams, repeat)
+        super().__init__(read_proc=False, socket=self.recorded_socket, ring=self.recording)
         self.produced = 0
         self.exhausted = threading.Event()
 
-    def open(self) -> None:
-        self._ready = EventFd()
-        self._ready.set()  # always readable until the recording runs out
-
-    @property
-    def wait_handle(self) -> int:
-        assert self._ready is not None
-        return self._ready.wait_handle
-
-    def _receive(self, out: list[Record]) -> None:
-        # One recvmmsg worth per fetch, as ConnectorSource._receive gets from the kernel.
-        start, end = self._next, min(self._next + connector.SLOTS, len(self._slots))
-        decode, buf = self.decoder.decode, self._buffer
-        for offset, length in self._slots[start:end]:
-            decode(buf, offset, length, out)
-        self._next = end
-
-    def fetch_batch(self):  # type: ignore[no-untyped-def]
+    def fetch_batch(self) -> Batch:
         batch = super().fetch_batch()
         self.produced += len(batch.items)
-        if self._next >= len(self._slots) and self._ready is not None:
-            self._ready.clear()
+        ready = self.recorded_socket.ready
+        if self.recording.exhausted and ready is not None:
+            ready.clear()
             self.exhausted.set()
         return batch
-
-    def close(self) -> None:
-        if self._ready is not None:
-            self._ready.close()
-            self._ready = None
 
 
 class NoOp(CallbackHandler):

@@ -146,3 +146,66 @@ def test_process_started_before_monitoring_keeps_one_key() -> None:
         assert execd.image == ended.image == os.path.realpath(shutil.which("sleep") or "")
     finally:
         scope.stop_monitoring()
+
+
+# -- the KernelSource shape (open once, close any number of times, reopen) ----------------------
+def test_the_connector_source_opens_once_closes_twice_and_reopens() -> None:
+    from procobsrv import MonitorError
+    from procobsrv.linux.connector import ConnectorSocket
+    from procobsrv.linux.source import ConnectorSource
+    from procobsrv.linux.sync import is_readable
+    from tests.conftest import require_connector
+
+    require_connector()
+    sock = ConnectorSocket()
+    source = ConnectorSource(read_proc=False, socket=sock)
+    source.close()  # safe before open
+    for use in (lambda: source.wait_handle, source.fetch_batch):
+        with pytest.raises(MonitorError, match="not open"):
+            use()
+    for _ in range(2):  # a closed source opens again, with a new subscription
+        source.open()
+        try:
+            assert sock.acknowledged
+            with pytest.raises(MonitorError, match="already open"):
+                source.open()
+            child = subprocess.Popen(["/bin/true"])
+            child.wait()
+            ended: list[int] = []
+            deadline = time.monotonic() + 10
+            while not ended and time.monotonic() < deadline:
+                is_readable(source.wait_handle, 0.1)
+                batch = source.fetch_batch()
+                assert batch.lost == 0
+                ended += [i.process_id for i in batch.items if i.kind is EXITED]
+                ended = [pid for pid in ended if pid == child.pid]
+            assert ended == [child.pid]
+        finally:
+            source.close()
+        source.close()  # idempotent
+        assert not sock.acknowledged
+        with pytest.raises(MonitorError, match="not open"):
+            source.fetch_batch()
+
+
+def test_a_reopened_replay_source_subscribes_again_and_counts_no_loss_across_the_gap() -> None:
+    """Before: a reopened ConnectorSource neither waited for a new ack nor forgot the
+    sequences of its last subscription, so every event the kernel sent while it was closed
+    counted as lost."""
+    from procobsrv.linux.connector_abi import PROC_CN_MCAST_IGNORE, PROC_CN_MCAST_LISTEN
+    from tests.core.test_parser import fork
+    from tests.reliability.support import replay_source
+
+    source, replay = replay_source()
+    source.open()
+    replay.publish([fork(200, 1, cpu=0, seq=10)])
+    first = source.fetch_batch()
+    source.close()
+    source.open()  # meanwhile the kernel numbered 89 messages for others
+    replay.publish([fork(201, 1, cpu=0, seq=100)])
+    second = source.fetch_batch()
+    source.close()
+    assert [i.process_id for i in first.items + second.items] == [200, 201]
+    assert first.lost == second.lost == 0
+    listen, ignore = PROC_CN_MCAST_LISTEN, PROC_CN_MCAST_IGNORE
+    assert replay.sent_ops == [listen, ignore, listen, ignore]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import struct
 
+from procobsrv.linux import connector_abi as abi
 from procobsrv.linux import parser as p
-from procobsrv.linux.source import decode_wait_status
+from procobsrv.linux.connector_abi import decode_wait_status
 
 
 def message(what: int, union: bytes, *, cpu: int = 0, seq: int = 0, ack: int = 0,
@@ -14,36 +15,38 @@ def message(what: int, union: bytes, *, cpu: int = 0, seq: int = 0, ack: int = 0
     event = struct.pack("=IIQ", what, cpu, ts) + union
     cn = struct.pack("=IIIIHH", idx, 1, seq, ack, len(event) if cn_len is None else cn_len, 0)
     body = cn + event
-    return struct.pack("=IHHII", 16 + len(body), p.NLMSG_DONE, 0, 0, 0) + body
+    return struct.pack("=IHHII", 16 + len(body), abi.NLMSG_DONE, 0, 0, 0) + body
 
 
 def fork(child: int, parent: int, **kw: int) -> bytes:
-    return message(p.PROC_EVENT_FORK, struct.pack("=6I", parent, parent, child, child, 0, 0), **kw)
+    return message(
+        abi.PROC_EVENT_FORK, struct.pack("=6I", parent, parent, child, child, 0, 0), **kw
+    )
 
 
-def decode(data: bytes, decoder: p.Decoder | None = None) -> list[p.Record]:
-    out: list[p.Record] = []
+def decode(data: bytes, decoder: p.Decoder | None = None) -> list[abi.Record]:
+    out: list[abi.Record] = []
     (decoder or p.Decoder()).decode(data, 0, len(data), out)
     return out
 
 
 def test_fork_record_fields() -> None:
     (rec,) = decode(fork(200, 100, cpu=1, seq=5, ts=99))
-    assert rec[p.WHAT] == p.PROC_EVENT_FORK
-    assert (rec[p.CPU], rec[p.CN_SEQ], rec[p.TIMESTAMP]) == (1, 5, 99)
-    assert (rec[p.U1], rec[p.U3]) == (100, 200)
+    assert rec[abi.WHAT] == abi.PROC_EVENT_FORK
+    assert (rec[abi.CPU], rec[abi.CN_SEQ], rec[abi.TIMESTAMP]) == (1, 5, 99)
+    assert (rec[abi.FORK_PARENT_TGID], rec[abi.FORK_CHILD_TGID]) == (100, 200)
 
 
 def test_every_message_of_a_datagram_is_read() -> None:
     first = fork(2, 1, seq=0)
     padded = first + b"\0" * ((-len(first)) % 4)
     recs = decode(padded + fork(3, 1, seq=1) + fork(4, 1, seq=2))
-    assert [r[p.U3] for r in recs] == [2, 3, 4]
+    assert [r[abi.FORK_CHILD_TGID] for r in recs] == [2, 3, 4]
 
 
 def test_exec_needs_only_its_own_union() -> None:
-    (rec,) = decode(message(p.PROC_EVENT_EXEC, struct.pack("=2I", 7, 7)))
-    assert rec[p.U0] == rec[p.U1] == 7
+    (rec,) = decode(message(abi.PROC_EVENT_EXEC, struct.pack("=2I", 7, 7)))
+    assert rec[abi.EXEC_PROCESS_PID] == rec[abi.EXEC_PROCESS_TGID] == 7
 
 
 def test_sequence_gaps_are_counted_per_cpu() -> None:
@@ -64,7 +67,7 @@ def test_sequence_wraps_around() -> None:
 def test_acks_take_sequence_numbers_so_they_are_no_loss() -> None:
     d = p.Decoder()
     decode(fork(2, 1, seq=1), d)
-    decode(message(p.PROC_EVENT_NONE, struct.pack("=I", 0), seq=2, ack=9), d)
+    decode(message(abi.PROC_EVENT_NONE, struct.pack("=I", 0), seq=2, ack=9), d)
     decode(fork(3, 1, seq=3), d)
     assert d.lost == 0
 
@@ -76,9 +79,9 @@ def test_bad_input_is_counted_not_raised() -> None:
     assert decode(fork(2, 1, idx=7), d) == []  # not cn_proc
     assert decode(fork(2, 1, cn_len=400), d) == []  # length past the end
     assert decode(message(0x1234, b"\0" * 24), d) == []  # unknown what
-    assert decode(message(p.PROC_EVENT_EXIT, b"\0" * 8), d) == []  # exit too short
-    assert decode(struct.pack("=IHHII", 16, p.NLMSG_ERROR, 0, 0, 0), d) == []
-    assert decode(struct.pack("=IHHII", 16, p.NLMSG_NOOP, 0, 0, 0), d) == []
+    assert decode(message(abi.PROC_EVENT_EXIT, b"\0" * 8), d) == []  # exit too short
+    assert decode(struct.pack("=IHHII", 16, abi.NLMSG_ERROR, 0, 0, 0), d) == []
+    assert decode(struct.pack("=IHHII", 16, abi.NLMSG_NOOP, 0, 0, 0), d) == []
     assert (d.malformed, d.unknown, d.netlink_errors) == (4, 1, 1)
     assert decode(good, d) != []  # and it goes on
 

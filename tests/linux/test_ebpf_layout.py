@@ -14,7 +14,8 @@ from pathlib import Path
 
 from procobsrv.linux import ebpf_abi
 from procobsrv.linux.ebpf_decoder import HEADER
-from tests.conftest import require_tool
+from tests.fakes import c_layout
+from tests.fakes.c_layout import layout_asserts
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 HEADER_FILE = BPF_DIR / "procobsrv.h"
@@ -24,42 +25,15 @@ def asserts(
     structures: dict[str, type[ctypes.Structure]] = ebpf_abi.STRUCTURES,
     constants: dict[str, int] = ebpf_abi.CONSTANTS,
 ) -> str:
-    lines = ["#include <stddef.h>", "#include <linux/types.h>", '#include "procobsrv.h"']
-
-    def check(expr: str, what: str) -> None:
-        lines.append(f'_Static_assert({expr}, "{what}");')
-
-    for name, structure in structures.items():
-        c = f"struct {name}"
-        check(f"sizeof({c}) == {ctypes.sizeof(structure)}", f"sizeof {name}")
-        check(f"_Alignof({c}) == {ctypes.alignment(structure)}", f"alignment of {name}")
-        fields = [f for f, *_ in structure._fields_]
-        for field, ctype, *_ in structure._fields_:
-            descriptor = getattr(structure, field)
-            member = f"(({c} *)0)->{field}"
-            check(f"offsetof({c}, {field}) == {descriptor.offset}", f"{name}.{field} offset")
-            check(f"sizeof({member}) == {descriptor.size}", f"{name}.{field} size")
-            if hasattr(ctype, "_type_") and isinstance(ctype._type_, str):
-                signed = ctype._type_ in "bhilq"
-                check(f"((__typeof__({member}))-1 < 0) == {int(signed)}", f"{name}.{field} sign")
-        check(
-            f"{' + '.join(f'sizeof((({c} *)0)->{f})' for f in fields)} == sizeof({c})",
-            f"{name} has no unmirrored field",
-        )
-    for name, value in constants.items():
-        check(f"({name}) == {value:#x}ULL", f"{name} == {value:#x}")
-    return "\n".join(lines) + "\n"
+    return layout_asserts(
+        ["<stddef.h>", "<linux/types.h>", '"procobsrv.h"'],
+        {f"struct {name}": structure for name, structure in structures.items()},
+        constants,
+    )
 
 
 def compile_c(source: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    cc = require_tool("gcc")
-    path = tmp_path / "layout.c"
-    path.write_text(source)
-    return subprocess.run(
-        [cc, "-std=gnu11", "-Wall", "-Werror", "-fsyntax-only", "-I", str(BPF_DIR), str(path)],
-        capture_output=True,
-        text=True,
-    )
+    return c_layout.compile_c("gcc", source, tmp_path, include_dirs=[BPF_DIR])
 
 
 def test_mirror_compiles_against_header(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from procobsrv import ApplicationScope, CallbackHandler, EventKind
-from procobsrv.linux import connector
+from procobsrv.linux import connector_abi as abi
 from procobsrv.linux import parser as p
 from procobsrv.linux.connector import ConnectorSocket
 from procobsrv.linux.source import ConnectorSource
@@ -25,10 +25,15 @@ from tests.core.test_parser import message
 
 # -- a connector whose kernel is a script ------------------------------------------------
 
+#: The cpu of old kernels' acks (-1): no per-CPU sequence, so no loss accounting.
+NO_CPU = 0xFFFFFFFF
+
 
 def ack(ack_value: int, *, seq: int = 0, cpu: int = 0, error: int = 0) -> bytes:
     """The kernel's answer to a subscription: what = NONE, cn_msg.ack = ours + 1."""
-    return message(p.PROC_EVENT_NONE, error.to_bytes(4, "little"), seq=seq, cpu=cpu, ack=ack_value)
+    return message(
+        abi.PROC_EVENT_NONE, error.to_bytes(4, "little"), seq=seq, cpu=cpu, ack=ack_value
+    )
 
 
 class ReplaySocket(ConnectorSocket):
@@ -51,8 +56,8 @@ class ReplaySocket(ConnectorSocket):
 
     def send(self, op: int) -> None:
         self.sent_ops.append(op)
-        if op == connector.PROC_CN_MCAST_LISTEN and self._answer:
-            self.publish([ack((self._ack + 1) & 0xFFFFFFFF, cpu=0xFFFFFFFF)])
+        if op == abi.PROC_CN_MCAST_LISTEN and self._answer:
+            self.publish([ack(self.expected_ack, cpu=NO_CPU)])
 
     def publish(self, datagrams: Iterable[bytes]) -> None:
         assert self.kernel is not None
@@ -62,7 +67,7 @@ class ReplaySocket(ConnectorSocket):
     def close(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
-            self.sent_ops.append(connector.PROC_CN_MCAST_IGNORE)
+            self.sent_ops.append(abi.PROC_CN_MCAST_IGNORE)
             sock.close()
         if self.kernel is not None:
             self.kernel.close()
@@ -70,12 +75,17 @@ class ReplaySocket(ConnectorSocket):
 
 
 def replay_source(
-    *, read_proc: bool = False, answer: bool = True, ack_timeout: float = 2.0
+    *,
+    read_proc: bool = False,
+    answer: bool = True,
+    ack_timeout: float = 2.0,
+    socket: ReplaySocket | None = None,
+    decoder: p.Decoder | None = None,
 ) -> tuple[ConnectorSource, ReplaySocket]:
-    """A real ConnectorSource (decoder, item building, ProcessTable) fed by a ReplaySocket."""
-    source = ConnectorSource(read_proc=read_proc, ack_timeout=ack_timeout)
-    replay = ReplaySocket(answer=answer, ack_timeout=ack_timeout)
-    source._socket = replay  # the one seam: everything above the socket is the real code
+    """A real ConnectorSource (handshake, decoder, item building, ProcessTable) fed by a
+    ReplaySocket (``socket``, or a new one), injected through the source's constructor."""
+    replay = ReplaySocket(answer=answer, ack_timeout=ack_timeout) if socket is None else socket
+    source = ConnectorSource(read_proc=read_proc, socket=replay, decoder=decoder)
     return source, replay
 
 
@@ -177,17 +187,24 @@ def monitoring(
 
 
 class RecordingDecoder(p.Decoder):
-    """The real decoder, also keeping (cpu, seq, what, u0..u3) of every record it hands on."""
+    """The real decoder, also keeping (cpu, seq, what, the union's first four 32-bit words)
+    of every record it hands on: fork's parent_pid, parent_tgid, child_pid, child_tgid;
+    exec's process_pid, process_tgid; exit's process_pid, process_tgid, exit_code, ..."""
 
     def __init__(self) -> None:
         super().__init__()
         self.seen: list[tuple[int, ...]] = []
 
-    def decode(self, buf: Any, offset: int, length: int, out: list[p.Record]) -> None:
+    def decode(self, buf: Any, offset: int, length: int, out: list[abi.Record]) -> None:
         first = len(out)
         super().decode(buf, offset, length, out)
         self.seen.extend(
-            (r[p.CPU], r[p.CN_SEQ], r[p.WHAT], r[p.U0], r[p.U1], r[p.U2], r[p.U3])
+            (
+                r[abi.CPU],
+                r[abi.CN_SEQ],
+                r[abi.WHAT],
+                *r[abi.FORK_PARENT_PID : abi.FORK_CHILD_TGID + 1],
+            )
             for r in out[first:]
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
 import time
@@ -10,6 +11,7 @@ import pytest
 
 from procobsrv import ApplicationScope, EventKind, MonitorError
 from procobsrv.linux import connector
+from procobsrv.linux import connector_abi as abi
 from procobsrv.linux.parser import Decoder
 from tests.conftest import Collector
 from tests.core.test_parser import fork
@@ -55,11 +57,10 @@ def test_a_subscription_refused_in_the_ack_is_a_monitor_error() -> None:
     class Refusing(ReplaySocket):
         def send(self, op: int) -> None:
             self.sent_ops.append(op)
-            if op == connector.PROC_CN_MCAST_LISTEN:
-                self.publish([ack((self._ack + 1) & 0xFFFFFFFF, error=22)])  # EINVAL
+            if op == abi.PROC_CN_MCAST_LISTEN:
+                self.publish([ack(self.expected_ack, error=errno.EINVAL)])
 
-    source, _ = replay_source()
-    source._socket = Refusing()
+    source, _ = replay_source(socket=Refusing())
     scope = ApplicationScope.get_instance(Collector())
     scope.stop_monitoring()
     with pytest.raises(MonitorError, match="refused the process-events subscription"):

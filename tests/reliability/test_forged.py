@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from procobsrv import ApplicationScope, MonitorError
-from procobsrv.linux import parser as p
+from procobsrv.linux import connector_abi as abi
 from procobsrv.linux.connector import NETLINK_CONNECTOR, ConnectorSocket
 from procobsrv.linux.source import ConnectorSource
 from tests.conftest import Collector, require_connector, unavailable
@@ -47,12 +47,12 @@ def forgeries(seq: int) -> list[bytes]:
     fake_exec = struct.pack("=II", FAKE_PID, FAKE_PID)
     killed = struct.pack("=IIIIII", FAKE_PID, FAKE_PID, 9, 17, 1, 1)
     return [
-        message(p.PROC_EVENT_FORK, struct.pack("=IIII", 1, 1, FAKE_PID, FAKE_PID), seq=seq),
-        message(p.PROC_EVENT_EXEC, struct.pack("=II", 1, 1), seq=seq + 1),
-        message(p.PROC_EVENT_EXIT, killed, seq=seq + 2**31 - 2),
-        message(p.PROC_EVENT_EXEC, fake_exec, cpu=0, seq=seq + 5),
-        message(p.PROC_EVENT_EXEC, fake_exec, cpu=4000, seq=0),
-        message(p.PROC_EVENT_EXEC, fake_exec, cpu=4000, seq=2**30),
+        message(abi.PROC_EVENT_FORK, struct.pack("=IIII", 1, 1, FAKE_PID, FAKE_PID), seq=seq),
+        message(abi.PROC_EVENT_EXEC, struct.pack("=II", 1, 1), seq=seq + 1),
+        message(abi.PROC_EVENT_EXIT, killed, seq=seq + 2**31 - 2),
+        message(abi.PROC_EVENT_EXEC, fake_exec, cpu=0, seq=seq + 5),
+        message(abi.PROC_EVENT_EXEC, fake_exec, cpu=4000, seq=0),
+        message(abi.PROC_EVENT_EXEC, fake_exec, cpu=4000, seq=2**30),
     ]
 
 
@@ -90,12 +90,13 @@ def test_a_forged_ack_cannot_fail_or_complete_the_subscription(
         real_send(self, op)
 
     monkeypatch.setattr(ConnectorSocket, "send", forge_then_send)
-    source = ConnectorSource()
+    sock = ConnectorSocket()
+    source = ConnectorSource(socket=sock)
     try:
         source.open()  # before the fix: MonitorError, "not permitted to listen"
     except MonitorError as exc:
         pytest.fail(f"a forged ack decided the subscription: {exc}")
     try:
-        assert source.decoder.forged == 1 and source._acked
+        assert source.decoder.forged == 1 and sock.acknowledged
     finally:
         source.close()

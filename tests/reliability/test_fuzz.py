@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from procobsrv.events import QueuedItem
 from procobsrv.linux import connector
+from procobsrv.linux import connector_abi as abi
 from procobsrv.linux import parser as p
 from procobsrv.windows import contract
 from procobsrv.windows.device import ProtocolError, decode_records
@@ -37,7 +38,7 @@ FUZZ = settings(
 # A 100,000-example run of one test takes minutes: lift the suite's per-test timeout with it.
 pytestmark = pytest.mark.timeout(max(300, EXAMPLES // 50))
 MASK = 0xFFFFFFFF
-KNOWN = sorted(p.UNION_LEN)
+KNOWN = sorted(abi.UNION_LEN)
 COUNTERS = ("malformed", "unknown", "netlink_errors")
 _FIELDS = len(decode(fork(2, 1))[0])  # fields of one record tuple
 
@@ -65,14 +66,14 @@ def counters(d: p.Decoder) -> dict[str, int]:
     return {c: getattr(d, c) for c in COUNTERS}
 
 
-def well_formed(rec: p.Record) -> bool:
+def well_formed(rec: abi.Record) -> bool:
     """What the decoder promises about every record it hands on."""
     return (
         len(rec) == _FIELDS
-        and rec[p.CN_IDX] == p.CN_IDX_PROC
-        and rec[p.CN_VAL] == p.CN_VAL_PROC
-        and rec[p.WHAT] in p.UNION_LEN
-        and rec[p.CN_LEN] >= p.EVENT_HEADER_LEN + p.UNION_LEN[rec[p.WHAT]]
+        and rec[abi.CN_IDX] == abi.CN_IDX_PROC
+        and rec[abi.CN_VAL] == abi.CN_VAL_PROC
+        and rec[abi.WHAT] in abi.UNION_LEN
+        and rec[abi.CN_LEN] >= abi.EVENT_HEADER_LEN + abi.UNION_LEN[rec[abi.WHAT]]
     )
 
 
@@ -130,14 +131,14 @@ def labelled_message(rng: random.Random, oracle: Oracle) -> bytes:
     if counter is not None:
         oracle.counts[counter] += 1
     what = rng.choice(KNOWN)
-    need = p.UNION_LEN[what]
+    need = abi.UNION_LEN[what]
     kw = {"cpu": cpu, "seq": seq, "ts": rng.getrandbits(64)}
     if label == "event":
         oracle.records.append((what, cpu, seq))
         return message(what, _binary(rng, need, need + 40), **kw)
     if label == "unknown_what":
         bad = rng.choice([3, 8, 0x400, 0x20000000, rng.getrandbits(32)])
-        while bad in p.UNION_LEN:
+        while bad in abi.UNION_LEN:
             bad = rng.getrandbits(32)
         return message(bad, _binary(rng, 0, 40), **kw)
     if label == "short_union":
@@ -150,8 +151,8 @@ def labelled_message(rng: random.Random, oracle: Oracle) -> bytes:
     if label == "cn_len_too_short":
         return message(what, union, cn_len=rng.randint(0, 15), **kw)
     if label == "too_small":  # a DONE message that cannot hold a proc event at all
-        return nlmsg(p.NLMSG_DONE, _binary(rng, 0, 35))
-    nl_type = {"noop": p.NLMSG_NOOP, "error": p.NLMSG_ERROR, "overrun": p.NLMSG_OVERRUN}.get(
+        return nlmsg(abi.NLMSG_DONE, _binary(rng, 0, 35))
+    nl_type = {"noop": abi.NLMSG_NOOP, "error": abi.NLMSG_ERROR, "overrun": abi.NLMSG_OVERRUN}.get(
         label, rng.randint(5, 0xFFFF)
     )
     return nlmsg(nl_type, _binary(rng, 0, 40))
@@ -170,7 +171,7 @@ def datagram(rng: random.Random, oracle: Oracle, slot: int | None = None) -> byt
     elif tail == "past_end":  # a nested length pointing past the end of the datagram
         oracle.counts["malformed"] += 1
         extra = _binary(rng, 0, 60)
-        body += nlmsg(p.NLMSG_DONE, extra, nl_len=16 + len(extra) + rng.randint(1, 999))
+        body += nlmsg(abi.NLMSG_DONE, extra, nl_len=16 + len(extra) + rng.randint(1, 999))
     if slot is not None and len(body) > slot:  # truncated by the ring: one defect, no records
         oracle.__dict__.update(before.__dict__)
         oracle.counts["malformed"] += 1
@@ -197,10 +198,10 @@ ORACLE_CPUS = 64
 def test_fuzz_structured_datagrams_match_the_oracle(seed: int) -> None:
     datagrams, oracle = datagram_stream(random.Random(seed))
     d = p.Decoder(cpus=ORACLE_CPUS)
-    out: list[p.Record] = []
+    out: list[abi.Record] = []
     for dg in datagrams:
         d.decode(dg, 0, len(dg), out)
-    assert [(r[p.WHAT], r[p.CPU], r[p.CN_SEQ]) for r in out] == oracle.records
+    assert [(r[abi.WHAT], r[abi.CPU], r[abi.CN_SEQ]) for r in out] == oracle.records
     assert all(well_formed(r) for r in out)
     assert counters(d) == oracle.counts
     assert d.take_lost() == oracle.lost
@@ -213,7 +214,7 @@ def test_fuzz_structured_datagrams_match_the_oracle(seed: int) -> None:
 @given(st.binary(max_size=700), st.integers(-8, 720), st.integers(-8, 720))
 def test_fuzz_raw_bytes_never_raise(data: bytes, offset: int, length: int) -> None:
     d = p.Decoder()
-    out: list[p.Record] = []
+    out: list[abi.Record] = []
     d.decode(data, offset, length, out)
     d.decode(bytearray(data), 0, len(data), out)
     d.decode(memoryview(data), 0, len(data), out)
@@ -247,7 +248,7 @@ def _only_noops(data: bytes | bytearray) -> bool:
     pos = 0
     while len(data) - pos >= 16:
         nl_len, nl_type = struct.unpack_from("=IH", data, pos)
-        if nl_type != p.NLMSG_NOOP or not 16 <= nl_len <= len(data) - pos:
+        if nl_type != abi.NLMSG_NOOP or not 16 <= nl_len <= len(data) - pos:
             return False
         pos += (nl_len + 3) & ~3
     return True
@@ -365,14 +366,14 @@ def test_each_defect_is_logged_first_as_warning_then_as_debug(
         fork(2, 1, cn_len=400),  # nested length past the end
         message(0x1234, bytes(24)),  # unknown what
         fork(2, 1, idx=11),  # bogus cn_msg id
-        nlmsg(p.NLMSG_ERROR, bytes(20)),
-        nlmsg(p.NLMSG_OVERRUN),
+        nlmsg(abi.NLMSG_ERROR, bytes(20)),
+        nlmsg(abi.NLMSG_OVERRUN),
         nlmsg(77),  # unknown netlink type
-        nlmsg(p.NLMSG_DONE, bytes(8), nl_len=500),  # netlink length past the end
+        nlmsg(abi.NLMSG_DONE, bytes(8), nl_len=500),  # netlink length past the end
     ]
     for dg in bad:
         assert decode(dg, d) == []
-    assert decode(nlmsg(p.NLMSG_NOOP), d) == []  # NOOP is padding: neither counted nor logged
+    assert decode(nlmsg(abi.NLMSG_NOOP), d) == []  # NOOP is padding: neither counted nor logged
     d.decode(b"", 0, -1, [])  # what the ring reports for a datagram larger than a slot
     assert counters(d) == {"malformed": 5, "unknown": 2, "netlink_errors": 2}
     lines = [r for r in caplog.records if "skipped a connector message" in r.getMessage()]

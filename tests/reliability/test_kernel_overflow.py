@@ -24,7 +24,7 @@ import pytest
 
 from procobsrv import EventKind, QueuedItem
 from procobsrv.linux import ConnectorSource
-from procobsrv.linux import parser as p
+from procobsrv.linux import connector_abi as abi
 from tests.conftest import Collector, require_connector
 from tests.reliability.support import RecordingDecoder, Storm, flush_cpus, monitoring
 
@@ -69,9 +69,9 @@ def storm_records(seen: list[tuple[int, ...]], pids: set[int]) -> set[tuple[int,
     out = set()
     for cpu, seq, what, u0, u1, u2, u3 in seen:
         if (
-            (what == p.PROC_EVENT_FORK and u2 == u3 and u3 in pids)
-            or (what == p.PROC_EVENT_EXEC and u1 in pids)
-            or (what == p.PROC_EVENT_EXIT and u0 == u1 and u1 in pids)
+            (what == abi.PROC_EVENT_FORK and u2 == u3 and u3 in pids)
+            or (what == abi.PROC_EVENT_EXEC and u1 in pids)
+            or (what == abi.PROC_EVENT_EXIT and u0 == u1 and u1 in pids)
         ):
             out.add((cpu, seq))
     return out

@@ -14,7 +14,7 @@ import pytest
 from procobsrv import OverflowPolicy, QueuedItem
 from procobsrv.container import DEFAULT_QUEUE_LIMIT
 from procobsrv.linux import ConnectorSource
-from procobsrv.linux import parser as p
+from procobsrv.linux import connector_abi as abi
 from procobsrv.scope import ApplicationScope
 from tests.conftest import Collector
 from tests.reliability.support import (
@@ -121,7 +121,7 @@ def test_drop_newest_keeps_the_earliest_history() -> None:
             children.append(child.pid)
         last = children[-1]
         assert wait_until(
-            lambda: any(r[2] == p.PROC_EVENT_EXIT and r[3] == last for r in decoder.seen[-5000:]),
+            lambda: any(r[2] == abi.PROC_EVENT_EXIT and r[3] == last for r in decoder.seen[-5000:]),
             10,
         )
         # Stop while still stalled (the monitor stops first: nothing more is queued), then

@@ -21,6 +21,8 @@ import pytest
 from procobsrv.windows import contract
 from procobsrv.windows.device import RECORD_HEADER
 from tests.conftest import require_tool, unavailable
+from tests.fakes import c_layout
+from tests.fakes.c_layout import layout_asserts
 
 pytestmark = pytest.mark.winapi
 
@@ -39,55 +41,19 @@ def asserts(
     constants: dict[str, int] = contract.CONSTANTS,
 ) -> str:
     """C source: the header, then one _Static_assert per fact the mirror states."""
-    lines = ["#include <stddef.h>", '#include "ProcObsrv.h"']
-
-    def check(expr: str, what: str) -> None:
-        lines.append(f'_Static_assert({expr}, "{what}");')
-
-    for name, structure in structures.items():
-        check(f"sizeof({name}) == {ctypes.sizeof(structure)}", f"sizeof {name}")
-        check(f"_Alignof({name}) == {ctypes.alignment(structure)}", f"alignment of {name}")
-        fields = [f for f, *_ in structure._fields_]
-        for field, ctype, *_ in structure._fields_:
-            descriptor = getattr(structure, field)
-            member = f"(({name} *)0)->{field}"
-            check(f"offsetof({name}, {field}) == {descriptor.offset}", f"{name}.{field} offset")
-            check(f"sizeof({member}) == {descriptor.size}", f"{name}.{field} size")
-            signed = ctype._type_ in "bhilq"
-            check(f"((__typeof__({member}))-1 < 0) == {int(signed)}", f"{name}.{field} sign")
-        # No field of the C struct is missing from the mirror: the mirrored fields cover it.
-        check(
-            f"{' + '.join(f'sizeof((({name} *)0)->{f})' for f in fields)} == sizeof({name})",
-            f"{name} has no unmirrored field",
-        )
-    for name, value in constants.items():
-        check(f"({name}) == {value:#x}ULL", f"{name} == {value:#x}")
+    extra = []
     for args in ((0x8022, 0x800, 0, 2), (0x8022, 0x803, 0, 1), (0xFFFF, 0xFFF, 3, 3)):
         value = contract.ctl_code(*args)
-        check(f"PROCOBSRV_CTL_CODE{args} == {value:#x}u", f"PROCOBSRV_CTL_CODE{args}")
+        extra.append((f"PROCOBSRV_CTL_CODE{args} == {value:#x}u", f"PROCOBSRV_CTL_CODE{args}"))
     for args in ((0, 0), (1, 0), (3, 5), (1024, 2048), (7, 1)):
         value = contract.record_size(*args)
-        check(f"PROCOBSRV_RECORD_SIZE{args} == {value}u", f"PROCOBSRV_RECORD_SIZE{args}")
-    return "\n".join(lines) + "\n"
+        extra.append((f"PROCOBSRV_RECORD_SIZE{args} == {value}u", f"PROCOBSRV_RECORD_SIZE{args}"))
+    return layout_asserts(["<stddef.h>", '"ProcObsrv.h"'], structures, constants, extra)
 
 
 def compile_c(compiler: str, source: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    gcc = require_tool(COMPILERS[compiler])
-    path = tmp_path / f"layout_{compiler}.c"
-    path.write_text(source)
-    return subprocess.run(
-        [
-            gcc,
-            "-std=c11",
-            "-Wall",
-            "-Werror",
-            "-fsyntax-only",
-            "-I",
-            str(header().parent),
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
+    return c_layout.compile_c(
+        COMPILERS[compiler], source, tmp_path, include_dirs=[header().parent], std="c11"
     )
 
 

@@ -1,8 +1,9 @@
 """The kernel's process-events connector: a netlink socket subscribed to ``cn_proc``.
 
-Layout and behaviour are those of ``include/uapi/linux/connector.h`` and ``cn_proc.h``
-(see docs/linux.md). This module owns the socket: open, subscribe, receive many
-datagrams per system call, unsubscribe, close. Decoding lives in ``parser``.
+Layouts and constants are those of ``connector_abi`` (the kernel headers' mirror); the
+behaviour is described in docs/linux.md. This module owns the socket and the subscription
+handshake: open, subscribe and wait for the kernel's ack, receive many datagrams per system
+call, unsubscribe, close. Decoding lives in ``parser``.
 """
 
 from __future__ import annotations
@@ -16,31 +17,37 @@ import random
 import socket
 import struct
 import time
+from collections.abc import Callable
+from typing import Protocol
 
 from ..errors import MonitorError
-from .parser import FORGED
+from .connector_abi import (
+    ACK_ERR,
+    CN_ACK,
+    CN_IDX_PROC,
+    KERNEL_SENDER,
+    NETLINK_CONNECTOR,
+    PROC_CN_MCAST_IGNORE,
+    PROC_CN_MCAST_LISTEN,
+    PROC_EVENT_NONE,
+    WHAT,
+    Record,
+    sockaddr_nl,
+    subscription,
+)
+from .parser import FORGED, Buffer
 from .sync import NO_FDS, is_readable, out_of_fds
 
 log = logging.getLogger(__name__)
 
-NETLINK_CONNECTOR = 11
-CN_IDX_PROC = 1
-CN_VAL_PROC = 1
-NLMSG_NOOP = 1
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLMSG_OVERRUN = 4
-PROC_CN_MCAST_LISTEN = 1
-PROC_CN_MCAST_IGNORE = 2
+#: setsockopt level/option to exceed net.core.rmem_max as root (<asm-generic/socket.h>).
 SOL_SOCKET = socket.SOL_SOCKET
 SO_RCVBUFFORCE = 33
+_U32 = 0xFFFFFFFF
 # Plain ints: socket's MsgFlag members are enums, and `int & enum` per datagram costs a
 # Python-level call into the enum machinery (seen in a py-spy profile of a storm).
 MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
 MSG_TRUNC = int(socket.MSG_TRUNC)
-
-#: nlmsghdr (len, type, flags, seq, pid) + cn_msg (idx, val, seq, ack, len, flags) + u32 op
-_SUBSCRIBE = struct.Struct("=IHHII IIIIHH I")
 
 #: Default receive buffer: about 50,000 events of 76 bytes at kernel skb overhead.
 DEFAULT_RCVBUF = 16 * 1024 * 1024
@@ -67,18 +74,7 @@ class _MsgHdr(ctypes.Structure):
     )
 
 
-class _SockaddrNl(ctypes.Structure):
-    _fields_ = (
-        ("nl_family", ctypes.c_uint16),
-        ("nl_pad", ctypes.c_uint16),
-        ("nl_pid", ctypes.c_uint32),  # the sender's port id: 0 is the kernel
-        ("nl_groups", ctypes.c_uint32),
-    )
-
-
-_NAME_SIZE = ctypes.sizeof(_SockaddrNl)
-#: The sender address of everything the kernel multicasts to the cn_proc group.
-_KERNEL_SENDER = _SockaddrNl(socket.AF_NETLINK, 0, 0, 1 << (CN_IDX_PROC - 1))
+_NAME_SIZE = ctypes.sizeof(sockaddr_nl)
 
 
 class _MMsgHdr(ctypes.Structure):
@@ -104,6 +100,15 @@ _recvmmsg.argtypes = (
 _recvmmsg.restype = ctypes.c_int
 
 
+class Datagrams(Protocol):
+    """Where the source receives datagrams: the ReceiveRing, or a replay's stand-in."""
+
+    @property
+    def buffer(self) -> Buffer: ...
+
+    def receive(self, fd: int) -> list[tuple[int, int]]: ...
+
+
 class ReceiveRing:
     """Preallocated buffers so that one ``recvmmsg`` call fetches up to SLOTS datagrams.
 
@@ -117,7 +122,7 @@ class ReceiveRing:
         self.buffer = ctypes.create_string_buffer(slots * slot_size)
         self._iov = (_IoVec * slots)()
         self._msgs = (_MMsgHdr * slots)()
-        self._names = (_SockaddrNl * slots)()
+        self._names = (sockaddr_nl * slots)()
         base = ctypes.addressof(self.buffer)
         for i in range(slots):
             self._iov[i].iov_base = base + i * slot_size
@@ -132,7 +137,7 @@ class ReceiveRing:
         self._raw = memoryview(self._msgs).cast("B")
         # The kernel's multicast address, once per slot: one comparison checks a whole batch.
         self._senders = memoryview(self._names).cast("B")
-        self._from_kernel = memoryview(bytes(_KERNEL_SENDER) * slots)
+        self._from_kernel = memoryview(bytes(KERNEL_SENDER) * slots)
 
     def receive(self, fd: int) -> list[tuple[int, int]]:
         """(offset, length) of each datagram ready now; [] when none. Raises OSError (ENOBUFS).
@@ -159,14 +164,25 @@ class ReceiveRing:
         return got
 
 
+#: Subscription cookies are drawn below this, so that the kernel's answer (cookie + 1)
+#: still fits cn_msg.ack, a u32.
+_ACK_COOKIES = 2**31
+
+#: Reads whatever datagrams are ready and appends their decoded records to the list.
+Receive = Callable[[list[Record]], None]
+
+
 class ConnectorSocket:
-    """A netlink socket bound to the proc connector's multicast group."""
+    """A netlink socket bound to the proc connector's multicast group, and the subscription
+    handshake over it (:meth:`subscribe`)."""
 
     def __init__(self, rcvbuf: int = DEFAULT_RCVBUF, ack_timeout: float = 2.0) -> None:
         self._rcvbuf = rcvbuf
         self._ack_timeout = ack_timeout
         self._sock: socket.socket | None = None
-        self._ack = random.randrange(1, 2**31)
+        self._ack = random.randrange(1, _ACK_COOKIES)
+        #: The kernel has accepted our subscription (our own ack came back, without error).
+        self.acknowledged = False
 
     @property
     def fd(self) -> int:
@@ -208,20 +224,46 @@ class ConnectorSocket:
         log.debug("netlink receive buffer: asked %d, got %d bytes", self._rcvbuf, got)
 
     def subscribe_message(self, op: int) -> bytes:
-        payload = 4
-        cn_len = 20 + payload
-        return _SUBSCRIBE.pack(
-            16 + cn_len, NLMSG_DONE, 0, 0, os.getpid(),
-            CN_IDX_PROC, CN_VAL_PROC, 0, self._ack, payload, 0,
-            op,
-        )  # fmt: skip
+        return subscription(op, self._ack)
+
+    @property
+    def expected_ack(self) -> int:
+        """The ``cn_msg.ack`` of the kernel's answer to our subscription (ours + 1)."""
+        return (self._ack + 1) & _U32
 
     def is_own_ack(self, cn_ack: int) -> bool:
-        """The kernel answers a subscription with ``ack + 1``; other listeners' acks differ."""
-        return cn_ack == (self._ack + 1) & 0xFFFFFFFF
+        """Other listeners' acks, delivered to everyone, carry other numbers."""
+        return cn_ack == self.expected_ack
+
+    def subscribe(self, receive: Receive, pending: list[Record]) -> None:
+        """Send LISTEN and wait for our own ack. ``receive`` appends what arrives to
+        ``pending`` (events that come before the ack are kept there for the caller)."""
+        self.acknowledged = False
+        self.send(PROC_CN_MCAST_LISTEN)
+        deadline = time.monotonic() + self._ack_timeout
+        while not self.acknowledged:
+            if not self.wait_readable(deadline):
+                raise MonitorError(_NO_ACK.format(timeout=self._ack_timeout))
+            first_new = len(pending)
+            receive(pending)
+            for rec in pending[first_new:]:
+                if rec[WHAT] == PROC_EVENT_NONE and self._accepted(rec):
+                    self.acknowledged = True
+
+    def _accepted(self, ack: Record) -> bool:
+        """True if this is our subscription's ack; raises if it carries an error."""
+        if not self.is_own_ack(ack[CN_ACK]):
+            return False  # another listener's ack
+        err = ack[ACK_ERR]
+        if err == errno.EPERM:
+            raise MonitorError(_NOT_PERMITTED)
+        if err:
+            raise MonitorError(_ACK_ERROR.format(error=os.strerror(err)))
+        return True
 
     def send(self, op: int) -> None:
-        assert self._sock is not None
+        if self._sock is None:
+            raise MonitorError("the connector socket is not open")
         try:
             self._sock.send(self.subscribe_message(op))
         except ConnectionRefusedError as exc:
@@ -239,6 +281,7 @@ class ConnectorSocket:
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
+        self.acknowledged = False
         if sock is None:
             return
         try:
@@ -258,10 +301,10 @@ _WRONG_NETNS = (
     "network namespace, and this process runs in another one (a container?). Run procobsrv "
     "on the host, or in a container sharing the host network namespace (--network host)"
 )
-NO_ACK = (
+_NO_ACK = (
     "the kernel did not acknowledge the process-events subscription within {timeout:.1f} s: "
     "either this process runs in a non-initial user or PID namespace (a container: run "
     "procobsrv on the host, or with the host's PID and user namespaces), or the kernel lacks "
     "CONFIG_PROC_EVENTS"
 )
-ACK_ERROR = "the kernel refused the process-events subscription: {error}"
+_ACK_ERROR = "the kernel refused the process-events subscription: {error}"

@@ -15,16 +15,22 @@ import struct
 import time
 from dataclasses import dataclass
 
-from ..events import EventKind, QueuedItem
+from ..events import EventKind, QueuedItem, new_item
+from .connector_abi import WAIT_STATUS, WAIT_STATUS_MASK
 from .ebpf_abi import HEADER_SIZE, PO_EXEC, PO_EXIT, PO_F_ARGS_FAULT, PO_F_ARGS_TRUNCATED, PO_FORK
 from .procfs import START_NS_TOLERANCE, ProcessInfo
-from .source import _new_item
 
 log = logging.getLogger(__name__)
 
 #: struct po_event's fixed part (bpf/procobsrv.h), little-endian as the kernel writes it.
 HEADER = struct.Struct("<6I3Q3I6H16s")
 assert HEADER.size == HEADER_SIZE
+
+_NS_PER_S = 1e9
+#: exit_code, signal, core_dumped of an item that is no exit.
+_NOT_EXITED: tuple[None, None, bool] = (None, None, False)
+#: Decoded comm and cgroup strings kept; beyond it the cache starts afresh.
+_STRINGS_LIMIT = 4096
 
 CREATED, EXEC, EXITED = EventKind.CREATED, EventKind.EXEC, EventKind.EXITED
 _fsdecode = os.fsdecode
@@ -59,8 +65,12 @@ class Programs:
         """The processes a /proc snapshot found (events since know better)."""
         for pid, info in running.items():
             if pid not in self._known:
-                self.set(pid, Program(info.start_ns, info.image, info.command_line, info.cwd,
-                                      approximate=True))  # fmt: skip
+                self.set(
+                    pid,
+                    Program(
+                        info.start_ns, info.image, info.command_line, info.cwd, approximate=True
+                    ),
+                )
 
     def set(self, pid: int, program: Program) -> None:
         known = self._known
@@ -107,7 +117,7 @@ class Decoder:
     def _text(self, raw: bytes) -> str:
         text = self._strings.get(raw)
         if text is None:
-            if len(self._strings) > 4096:
+            if len(self._strings) > _STRINGS_LIMIT:
                 self._strings.clear()
             text = self._strings[raw] = _fsdecode(raw)
         return text
@@ -115,15 +125,34 @@ class Decoder:
     def decode(self, data: bytes, spans: list[tuple[int, int]], out: list[QueuedItem]) -> None:
         epoch_offset = time.time_ns() - time.monotonic_ns()
         unpack = HEADER.unpack_from
-        programs, text, new, append = self.programs, self._text, _new_item, out.append
+        programs, text, new, append = self.programs, self._text, new_item, out.append
+        wait_status, not_exited = WAIT_STATUS, _NOT_EXITED
         total = len(data)
         for offset, length in spans:
             if length < HEADER_SIZE or offset < 0 or offset + length > total:
                 self.bad += 1
                 continue
-            (kind, flags, pid, ppid, uid, euid, ts, start, cg_id, status, _argc, args_size,
-             args_len, image_len, script_len, cwd_len, cgroup_len, _, comm_raw) = unpack(
-                data, offset)  # fmt: skip
+            (
+                kind,
+                flags,
+                pid,
+                ppid,
+                uid,
+                euid,
+                ts,
+                start,
+                cg_id,
+                status,
+                _argc,
+                args_size,
+                args_len,
+                image_len,
+                script_len,
+                cwd_len,
+                cgroup_len,
+                _,
+                comm_raw,
+            ) = unpack(data, offset)
             p = offset + HEADER_SIZE
             if args_len + image_len + script_len + cwd_len + cgroup_len > length - HEADER_SIZE:
                 self.bad += 1
@@ -131,11 +160,12 @@ class Decoder:
             q = p + args_len + image_len + script_len + cwd_len
             cgroup = text(data[q : q + cgroup_len]) if cgroup_len else None
             comm = text(comm_raw.split(b"\0", 1)[0])
-            when = (ts + epoch_offset) / 1e9
+            when = (ts + epoch_offset) / _NS_PER_S
+            # Each kind yields the program the process runs (None: nothing is known of it).
+            known: Program | None
             if kind == PO_EXEC:
-                truncated = bool(flags & PO_F_ARGS_TRUNCATED)
-                faulted = flags & PO_F_ARGS_FAULT
-                argv = None if faulted else split_argv(data[p : p + args_len])
+                event, (code, sig, core) = EXEC, not_exited
+                argv = None if flags & PO_F_ARGS_FAULT else split_argv(data[p : p + args_len])
                 p += args_len
                 image = _fsdecode(data[p : p + image_len]) if image_len else None
                 p += image_len
@@ -144,36 +174,58 @@ class Decoder:
                 cwd = _fsdecode(data[p : p + cwd_len]) if cwd_len else None
                 if script is not None and not script.startswith("/") and cwd is not None:
                     script = os.path.normpath(os.path.join(cwd, script))
-                programs.set(pid, Program(start, image, argv, cwd, script, truncated, args_size))
-                append(new(EXEC, pid, ppid, when, ts, image, argv, None, None, False, uid, start,
-                           euid, comm, cwd, script, truncated, args_size, cg_id,
-                           cgroup))  # fmt: skip
-            elif kind == PO_FORK:
-                parent = programs.parent_of(ppid)
-                if parent is None:
-                    append(new(CREATED, pid, ppid, when, ts, None, None, None, None, False, uid,
-                               start, euid, comm, None, None, False, None, cg_id,
-                               cgroup))  # fmt: skip
-                    continue
-                programs.set(pid, Program(start, parent.image, parent.command_line,
-                                          parent.cwd, parent.script, parent.truncated,
-                                          parent.size))  # fmt: skip
-                append(new(CREATED, pid, ppid, when, ts, parent.image, parent.command_line,
-                           None, None, False, uid, start, euid, comm, parent.cwd, parent.script,
-                           parent.truncated, parent.size, cg_id, cgroup))  # fmt: skip
-            elif kind == PO_EXIT:
-                if status & 0x7F == 0:
-                    code, sig, core = (status >> 8) & 0xFF, None, False
-                else:
-                    code, sig, core = None, status & 0x7F, bool(status & 0x80)
-                gone = programs.pop(pid, start)
-                if gone is None:
-                    append(new(EXITED, pid, ppid, when, ts, None, None, code, sig, core, uid,
-                               start, euid, comm, None, None, False, None, cg_id,
-                               cgroup))  # fmt: skip
-                else:
-                    append(new(EXITED, pid, ppid, when, ts, gone.image, gone.command_line, code,
-                               sig, core, uid, start, euid, comm, gone.cwd, gone.script,
-                               gone.truncated, gone.size, cg_id, cgroup))  # fmt: skip
+                truncated = bool(flags & PO_F_ARGS_TRUNCATED)
+                known = Program(start, image, argv, cwd, script, truncated, args_size)
+                programs.set(pid, known)
+            elif kind == PO_FORK:  # the child runs its parent's program
+                event, (code, sig, core) = CREATED, not_exited
+                known = programs.parent_of(ppid)
+                if known is not None:
+                    programs.set(
+                        pid,
+                        Program(
+                            start,
+                            known.image,
+                            known.command_line,
+                            known.cwd,
+                            known.script,
+                            known.truncated,
+                            known.size,
+                        ),
+                    )
+            elif kind == PO_EXIT:  # what it ran, remembered from its exec (or its fork)
+                event, (code, sig, core) = EXITED, wait_status[status & WAIT_STATUS_MASK]
+                known = programs.pop(pid, start)
             else:
                 self.bad += 1
+                continue
+            if known is None:
+                image = argv = cwd = script = size = None
+                truncated = False
+            else:
+                image, argv, cwd = known.image, known.command_line, known.cwd
+                script, truncated, size = known.script, known.truncated, known.size
+            append(
+                new(
+                    event,  # kind
+                    pid,  # process_id
+                    ppid,  # parent_id
+                    when,  # timestamp
+                    ts,  # monotonic_ns
+                    image,  # image
+                    argv,  # command_line
+                    code,  # exit_code
+                    sig,  # signal
+                    core,  # core_dumped
+                    uid,  # uid
+                    start,  # start_ns
+                    euid,  # euid
+                    comm,  # comm
+                    cwd,  # cwd
+                    script,  # script
+                    truncated,  # command_line_truncated
+                    size,  # command_line_size
+                    cg_id,  # cgroup_id
+                    cgroup,  # cgroup
+                )
+            )

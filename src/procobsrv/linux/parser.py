@@ -14,54 +14,46 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import struct
 from typing import Final, TypeAlias
+
+from .connector_abi import (
+    CN_IDX,
+    CN_IDX_PROC,
+    CN_LEN,
+    CN_MSG_LEN,
+    CN_SEQ,
+    CN_VAL,
+    CN_VAL_PROC,
+    CPU,
+    EVENT_HEADER_LEN,
+    NL_LEN,
+    NL_TYPE,
+    NLMSG_ALIGNTO,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSG_HDRLEN,
+    NLMSG_LEN_TYPE,
+    NLMSG_NOOP,
+    NLMSG_OVERRUN,
+    RECORD,
+    RECORD_LEN,
+    UNION_LEN,
+    WHAT,
+    Record,
+    nlmsg_align,
+)
 
 log = logging.getLogger(__name__)
 
-NLMSG_HDRLEN: Final = 16
-CN_MSG_LEN: Final = 20
-EVENT_HEADER_LEN: Final = 16  # what, cpu, timestamp_ns
-#: nlmsghdr + cn_msg + proc_event header + the six u32 of the largest union member used here.
-RECORD_LEN: Final = NLMSG_HDRLEN + CN_MSG_LEN + EVENT_HEADER_LEN + 24
-
-_NLHDR = struct.Struct("=IH")
-_RECORD = struct.Struct("=IHHII IIIIHH IIQ IIIIII")
-
-# Positions in a decoded record (the tuple _RECORD yields).
-CN_IDX, CN_VAL, CN_SEQ, CN_ACK, CN_LEN = 5, 6, 7, 8, 9
-WHAT, CPU, TIMESTAMP = 11, 12, 13
-U0, U1, U2, U3, U4, U5 = 14, 15, 16, 17, 18, 19
-
-NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 1, 2, 3, 4
-CN_IDX_PROC = CN_VAL_PROC = 1
-
-PROC_EVENT_NONE: Final = 0x00000000
-PROC_EVENT_FORK: Final = 0x00000001
-PROC_EVENT_EXEC: Final = 0x00000002
-PROC_EVENT_UID: Final = 0x00000004
-PROC_EVENT_GID: Final = 0x00000040
-PROC_EVENT_SID: Final = 0x00000080
-PROC_EVENT_PTRACE: Final = 0x00000100
-PROC_EVENT_COMM: Final = 0x00000200
-PROC_EVENT_COREDUMP: Final = 0x40000000
-PROC_EVENT_EXIT: Final = 0x80000000
-
-#: Bytes of the union each event kind needs (cn_proc.h).
-UNION_LEN: Final = {
-    PROC_EVENT_NONE: 4,
-    PROC_EVENT_FORK: 16,
-    PROC_EVENT_EXEC: 8,
-    PROC_EVENT_UID: 16,
-    PROC_EVENT_GID: 16,
-    PROC_EVENT_SID: 8,
-    PROC_EVENT_PTRACE: 16,
-    PROC_EVENT_COMM: 24,
-    PROC_EVENT_COREDUMP: 16,
-    PROC_EVENT_EXIT: 24,
-}
-
+#: Where cn_msg's payload (the proc_event) starts in a message.
+_PAYLOAD_OFFSET: Final = NLMSG_HDRLEN + CN_MSG_LEN
+#: cn_msg.len each kind of event needs at least: its header and its union member.
+_EVENT_LEN: Final = {what: EVENT_HEADER_LEN + size for what, size in UNION_LEN.items()}
 _NO_CPU: Final = 0xFFFFFFFF  # acks of kernels before 4.x carry cpu = -1 and no per-CPU seq
+#: cn_msg.seq is a u32: differences are taken modulo 2**32, and one of more than half the
+#: range is the sequence going back, not a loss.
+_SEQ_MASK: Final = 0xFFFFFFFF
+_SEQ_HALF: Final = 0x80000000
 _ZEROS: Final = bytes(RECORD_LEN)
 #: The length ReceiveRing gives a datagram whose sender is not the kernel.
 FORGED: Final = -2
@@ -78,7 +70,6 @@ def possible_cpus() -> int:
         return os.cpu_count() or 1
 
 
-Record = tuple[int, ...]
 #: What datagrams arrive in: bytes in tests and replays, the receive ring's ctypes buffer live.
 Buffer: TypeAlias = "bytes | bytearray | memoryview | ctypes.Array[ctypes.c_char]"
 
@@ -96,6 +87,11 @@ class Decoder:
         self.netlink_errors = 0  # NLMSG_ERROR / NLMSG_OVERRUN from the kernel
         self.forged = 0  # datagrams another process sent to our port id: dropped
 
+    def restart(self) -> None:
+        """Forget every CPU's sequence: a new subscription starts counting afresh (the
+        kernel's counters ran on while nobody listened; that is no loss)."""
+        self._last_seq.clear()
+
     def take_lost(self) -> int:
         lost, self.lost = self.lost, 0
         return lost
@@ -106,23 +102,23 @@ class Decoder:
             # Fast path for the kernel's usual shape: one whole, well-formed proc event filling
             # the datagram. Same checks as below, without the per-message calls; anything
             # else falls through to the general walk (nothing has been counted yet).
-            rec = _RECORD.unpack_from(buf, offset)
-            nl_len, cn_len = rec[0], rec[CN_LEN]
-            need = UNION_LEN.get(rec[WHAT])
+            rec = RECORD.unpack_from(buf, offset)
+            nl_len, cn_len = rec[NL_LEN], rec[CN_LEN]
+            need = _EVENT_LEN.get(rec[WHAT])
             if (
-                RECORD_LEN <= nl_len <= length < nl_len + 4
-                and rec[1] == NLMSG_DONE
+                RECORD_LEN <= nl_len <= length < nl_len + NLMSG_ALIGNTO
+                and rec[NL_TYPE] == NLMSG_DONE
                 and rec[CN_IDX] == CN_IDX_PROC
                 and rec[CN_VAL] == CN_VAL_PROC
-                and NLMSG_HDRLEN + CN_MSG_LEN + cn_len <= nl_len
+                and _PAYLOAD_OFFSET + cn_len <= nl_len
                 and need is not None
-                and cn_len >= EVENT_HEADER_LEN + need
+                and cn_len >= need
             ):
                 cpu = rec[CPU]
                 if cpu < self.cpus:  # also skips _NO_CPU
                     seq = rec[CN_SEQ]
                     last = self._last_seq.get(cpu)
-                    if last is None or (seq - last - 1) & 0xFFFFFFFF:
+                    if last is None or (seq - last - 1) & _SEQ_MASK:
                         self._account(cpu, seq)
                     else:
                         self._last_seq[cpu] = seq
@@ -138,9 +134,11 @@ class Decoder:
         end = offset + length
         pos = offset
         while end - pos >= NLMSG_HDRLEN:
-            nl_len, nl_type = _NLHDR.unpack_from(buf, pos)
+            nl_len, nl_type = NLMSG_LEN_TYPE.unpack_from(buf, pos)
             if nl_len < NLMSG_HDRLEN or nl_len > end - pos:
-                self._defect("malformed", f"netlink length {nl_len} outside 16..{end - pos}")
+                self._defect(
+                    "malformed", f"netlink length {nl_len} outside {NLMSG_HDRLEN}..{end - pos}"
+                )
                 return
             if nl_type == NLMSG_DONE:
                 self._decode_message(buf, pos, nl_len, out)
@@ -148,16 +146,16 @@ class Decoder:
                 self._defect("netlink_errors", f"netlink message type {nl_type} from the kernel")
             elif nl_type != NLMSG_NOOP:
                 self._defect("unknown", f"netlink message type {nl_type}")
-            pos += (nl_len + 3) & ~3  # NLMSG_ALIGN
-        if pos < end and end - pos >= 4:
+            pos += nlmsg_align(nl_len)
+        if pos < end and end - pos >= NLMSG_ALIGNTO:
             self._defect("malformed", f"{end - pos} trailing bytes")
 
     def _decode_message(self, buf: Buffer, pos: int, nl_len: int, out: list[Record]) -> None:
         if nl_len >= RECORD_LEN:
-            rec = _RECORD.unpack_from(buf, pos)
+            rec = RECORD.unpack_from(buf, pos)
         elif nl_len >= NLMSG_HDRLEN + CN_MSG_LEN + EVENT_HEADER_LEN:
             # Shorter than the largest event: pad so one layout serves; checked below.
-            rec = _RECORD.unpack_from(
+            rec = RECORD.unpack_from(
                 memoryview(buf)[pos : pos + nl_len].tobytes() + _ZEROS[nl_len:], 0
             )
         else:
@@ -180,7 +178,10 @@ class Decoder:
             self._defect("unknown", f"proc event what=0x{what:x}")
             return
         if cn_len < EVENT_HEADER_LEN + need:
-            self._defect("malformed", f"proc event 0x{what:x} of {cn_len} bytes, needs {16 + need}")
+            self._defect(
+                "malformed",
+                f"proc event 0x{what:x} of {cn_len} bytes, needs {EVENT_HEADER_LEN + need}",
+            )
             return
         out.append(rec)
 
@@ -193,10 +194,10 @@ class Decoder:
         self._last_seq[cpu] = seq
         if last is None:
             return
-        gap = (seq - last - 1) & 0xFFFFFFFF
+        gap = (seq - last - 1) & _SEQ_MASK
         if gap == 0:
             return
-        if gap < 0x80000000:
+        if gap < _SEQ_HALF:
             self.lost += gap
         else:  # went backwards: not a loss; restart this CPU's count from here
             log.debug("cpu %d sequence went back from %d to %d", cpu, last, seq)

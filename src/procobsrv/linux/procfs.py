@@ -39,7 +39,17 @@ class ProcessInfo:
     cgroup: str | None = None
 
 
-def _read(path: str, size: int = 4096) -> bytes | None:
+#: Bytes per read of a /proc file: a page, which most command lines fit.
+_READ_SIZE = 4096
+#: cgroup paths whose id is remembered; beyond it the cache starts afresh.
+_CGROUP_CACHE_LIMIT = 4096
+#: /proc/<pid>/stat fields after the command name, counted from 0 (field 3, the state, is 0).
+_STAT_PPID = 1
+_STAT_STARTTIME = 19
+_NS_PER_S = 1_000_000_000
+
+
+def _read(path: str, size: int = _READ_SIZE) -> bytes | None:
     """The whole file, ``size`` bytes per read (most command lines fit one page: a larger
     first read would allocate, and free, a large buffer per exec). Raises OSError only when
     no file descriptor is left."""
@@ -140,7 +150,7 @@ def cgroup_id(path: str | None) -> int | None:
             _cgroup_root.append(cgroup2_root())
         if _cgroup_root[0] is None:
             return None
-        if len(_cgroup_ids) > 4096:
+        if len(_cgroup_ids) > _CGROUP_CACHE_LIMIT:
             _cgroup_ids.clear()
         try:
             known = _cgroup_ids[path] = os.stat(_cgroup_root[0] + path.rstrip("/")).st_ino
@@ -156,28 +166,28 @@ def read_start_ns(pid: int) -> int | None:
         return None
     fields = data[data.rfind(b")") + 2 :].split()
     try:
-        ticks = int(fields[19])
+        ticks = int(fields[_STAT_STARTTIME])
     except (IndexError, ValueError):
         return None
     # stat counts from boot including suspend (CLOCK_BOOTTIME); events use CLOCK_MONOTONIC
     boot_offset = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.monotonic_ns()
-    return ticks * 1_000_000_000 // _CLK_TCK - boot_offset
+    return ticks * _NS_PER_S // _CLK_TCK - boot_offset
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: Two start times of one process read from /proc and from the kernel differ by less than this.
-START_NS_TOLERANCE = 2 * 1_000_000_000 // _CLK_TCK + 1_000_000
+START_NS_TOLERANCE = 2 * _NS_PER_S // _CLK_TCK + _NS_PER_S // 1000
 
 
 def read_parent(pid: int) -> int | None:
     """The parent pid, from /proc/<pid>/stat."""
-    data = _read(f"/proc/{pid}/stat", 4096)
+    data = _read(f"/proc/{pid}/stat")
     if not data:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     fields = data[data.rfind(b")") + 2 :].split()
     try:
-        return int(fields[1])
+        return int(fields[_STAT_PPID])
     except (IndexError, ValueError):
         return None
 
@@ -191,8 +201,17 @@ def read_process(pid: int, parent_id: int | None = None, start_ns: int = 0) -> P
     if parent_id is None:
         parent_id = read_parent(pid) or 0
     comm, uid, euid = read_status(pid)
-    return ProcessInfo(read_image(pid), read_command_line(pid), uid, parent_id, start_ns, euid,
-                       comm, read_cwd(pid), read_cgroup(pid))  # fmt: skip
+    return ProcessInfo(
+        read_image(pid),
+        read_command_line(pid),
+        uid,
+        parent_id,
+        start_ns,
+        euid,
+        comm,
+        read_cwd(pid),
+        read_cgroup(pid),
+    )
 
 
 def snapshot() -> dict[int, ProcessInfo]:
@@ -257,16 +276,26 @@ class ProcessTable:
                     pid,
                 )
             # What needs no fd: the image (readlink) and the owner of /proc/PID (its euid).
-            return ProcessInfo(read_image(pid), None, None, parent_id or 0, start_ns,
-                               euid=read_owner(pid))  # fmt: skip
+            return ProcessInfo(
+                read_image(pid), None, None, parent_id or 0, start_ns, euid=read_owner(pid)
+            )
 
     def forked(self, pid: int, parent_id: int, start_ns: int) -> ProcessInfo:
         parent = self._lookup(parent_id)
         if parent is None:
             info = ProcessInfo(None, None, None, parent_id, start_ns)
         else:
-            info = ProcessInfo(parent.image, parent.command_line, parent.uid, parent_id, start_ns,
-                               parent.euid, parent.comm, parent.cwd, parent.cgroup)  # fmt: skip
+            info = ProcessInfo(
+                parent.image,
+                parent.command_line,
+                parent.uid,
+                parent_id,
+                start_ns,
+                parent.euid,
+                parent.comm,
+                parent.cwd,
+                parent.cgroup,
+            )
         return self._remember(pid, info)
 
     def executed(self, pid: int) -> ProcessInfo:
@@ -297,9 +326,22 @@ def as_created(running: dict[int, ProcessInfo]) -> list[QueuedItem]:
     items = []
     for pid, info in running.items():
         start = info.start_ns
-        items.append(QueuedItem(
-            EventKind.CREATED, pid, info.parent_id, (start + epoch_offset) / 1e9, start,
-            info.image, info.command_line, uid=info.uid, start_ns=start, euid=info.euid,
-            comm=info.comm, cwd=info.cwd, cgroup_id=cgroup_id(info.cgroup), cgroup=info.cgroup,
-        ))  # fmt: skip
+        items.append(
+            QueuedItem(
+                EventKind.CREATED,
+                pid,
+                info.parent_id,
+                (start + epoch_offset) / _NS_PER_S,
+                start,
+                info.image,
+                info.command_line,
+                uid=info.uid,
+                start_ns=start,
+                euid=info.euid,
+                comm=info.comm,
+                cwd=info.cwd,
+                cgroup_id=cgroup_id(info.cgroup),
+                cgroup=info.cgroup,
+            )
+        )
     return items

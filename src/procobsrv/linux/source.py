@@ -2,51 +2,43 @@
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import logging
-import os
 import time
-from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from ..errors import MonitorError
-from ..events import EventKind, QueuedItem
+from ..events import EventKind, QueuedItem, new_item
 from ..platform import Batch, KernelSource
-from . import connector
-from .connector import ConnectorSocket, ReceiveRing
-from .parser import (
-    CN_ACK,
+from .connector import DEFAULT_RCVBUF, SLOTS, ConnectorSocket, Datagrams, ReceiveRing
+from .connector_abi import (
+    EXEC_PROCESS_TGID,
+    EXIT_EXIT_CODE,
+    EXIT_PARENT_TGID,
+    EXIT_PROCESS_PID,
+    EXIT_PROCESS_TGID,
+    FORK_CHILD_PID,
+    FORK_CHILD_TGID,
+    FORK_PARENT_TGID,
     PROC_EVENT_EXEC,
     PROC_EVENT_EXIT,
     PROC_EVENT_FORK,
-    PROC_EVENT_NONE,
     TIMESTAMP,
-    U0,
-    U1,
-    U2,
-    U3,
-    U5,
+    WAIT_STATUS,
+    WAIT_STATUS_MASK,
     WHAT,
-    Decoder,
     Record,
 )
+from .parser import Decoder
 from .procfs import ProcessTable, as_created, cgroup_id, snapshot
 
 log = logging.getLogger(__name__)
 
 #: recvmmsg rounds per fetch: bounds the time before a batch is handed on during a storm.
 MAX_ROUNDS = 16
+_NS_PER_S = 1e9
 
 CREATED, EXEC, EXITED = EventKind.CREATED, EventKind.EXEC, EventKind.EXITED
-
-
-def decode_wait_status(status: int) -> tuple[int | None, int | None, bool]:
-    """(exit_code, signal, core_dumped) from the raw wait status the kernel reports."""
-    if status & 0x7F == 0:
-        return (status >> 8) & 0xFF, None, False
-    return None, status & 0x7F, bool(status & 0x80)
 
 
 class ConnectorSource(KernelSource):
@@ -54,6 +46,10 @@ class ConnectorSource(KernelSource):
 
     Thread events are dropped: a fork whose child is not a thread-group leader is a new
     thread, and so is an exit of a task that is not its group's leader.
+
+    ``socket`` (the netlink socket and its subscription handshake), ``ring`` (where
+    datagrams are received) and ``decoder`` default to the real ones; a test or a replay
+    passes its own.
     """
 
     name = "connector"
@@ -61,28 +57,35 @@ class ConnectorSource(KernelSource):
     def __init__(
         self,
         *,
-        rcvbuf: int = connector.DEFAULT_RCVBUF,
+        rcvbuf: int = DEFAULT_RCVBUF,
         read_proc: bool = True,
         ack_timeout: float = 2.0,
+        socket: ConnectorSocket | None = None,
+        ring: Datagrams | None = None,
+        decoder: Decoder | None = None,
     ) -> None:
-        self._socket = ConnectorSocket(rcvbuf, ack_timeout)
-        self._ring = ReceiveRing()
-        self.decoder = Decoder()
+        self._socket = ConnectorSocket(rcvbuf, ack_timeout) if socket is None else socket
+        self._ring = ReceiveRing() if ring is None else ring
+        self.decoder = Decoder() if decoder is None else decoder
         self.processes = ProcessTable(read_proc)
         self._read_proc = read_proc
         #: The processes running at open, as CREATED items (for ``ProcessTree.seed``).
         self.running: list[QueuedItem] = []
         self.overruns = 0  # ENOBUFS seen: the kernel dropped messages (counted by sequence gaps)
         self._pending: list[Record] = []
-        self._acked = False
         self._is_open = False
 
     # -- KernelSource -----------------------------------------------------------------
     def open(self) -> None:
+        if self._is_open:
+            raise MonitorError("the connector source is already open")
+        # A new subscription: what the last one saw says nothing about this one's losses.
+        self._pending = []
+        self.decoder.restart()
         self._socket.open()
         self._is_open = True
         try:
-            self._subscribe()
+            self._socket.subscribe(self._receive, self._pending)
             if self._read_proc:
                 running = snapshot()
                 # start_ns stays 0 for these, as for any process whose fork was not seen
@@ -94,51 +97,35 @@ class ConnectorSource(KernelSource):
 
     @property
     def wait_handle(self) -> int:
+        if not self._is_open:
+            raise MonitorError(_NOT_OPEN)
         return self._socket.fd
 
     def fetch_batch(self) -> Batch:
+        if not self._is_open:
+            raise MonitorError(_NOT_OPEN)
         records, self._pending = self._pending, []
         self._receive(records)
         return Batch(self._to_items(records), self.decoder.take_lost())
 
     def close(self) -> None:
-        if self._is_open:
-            self._is_open = False
-            self._socket.close()
-            if self.processes.fd_exhausted:
-                log.warning("%d /proc reads failed: no file descriptor was left (EMFILE/ENFILE)",
-                            self.processes.fd_exhausted)  # fmt: skip
+        if not self._is_open:
+            return
+        self._is_open = False
+        self._socket.close()
+        if self.processes.fd_exhausted:
+            log.warning(
+                "%d /proc reads failed: no file descriptor was left (EMFILE/ENFILE)",
+                self.processes.fd_exhausted,
+            )
 
     # -- internals ----------------------------------------------------------------------
-    def _subscribe(self) -> None:
-        """Send LISTEN and wait for our own ack; keep whatever events arrive meanwhile."""
-        self._socket.send(connector.PROC_CN_MCAST_LISTEN)
-        deadline = time.monotonic() + self._socket.ack_timeout
-        while not self._acked:
-            if not self._socket.wait_readable(deadline):
-                raise MonitorError(connector.NO_ACK.format(timeout=self._socket.ack_timeout))
-            first_new = len(self._pending)
-            self._receive(self._pending)
-            for rec in self._pending[first_new:]:
-                if rec[WHAT] == PROC_EVENT_NONE:
-                    self._check_ack(rec)
-
-    def _check_ack(self, rec: Record) -> None:
-        """Raise if this is our subscription's ack and it carries an error."""
-        if not self._socket.is_own_ack(rec[CN_ACK]):
-            return  # another listener's ack, delivered to everyone
-        err = rec[U0]
-        if err == errno.EPERM:
-            raise MonitorError(connector._NOT_PERMITTED)
-        if err:
-            raise MonitorError(connector.ACK_ERROR.format(error=os.strerror(err)))
-        self._acked = True
-
     def _receive(self, out: list[Record]) -> None:
-        ring, decoder, fd = self._ring, self.decoder, self._socket.fd
+        ring, fd = self._ring, self._socket.fd
+        receive, buffer, decode = ring.receive, ring.buffer, self.decoder.decode
         for _ in range(MAX_ROUNDS):
             try:
-                datagrams = ring.receive(fd)
+                datagrams = receive(fd)
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
                     raise MonitorError(f"reading the connector socket failed: {exc}") from exc
@@ -146,101 +133,90 @@ class ConnectorSource(KernelSource):
                 log.warning("the kernel dropped process events (socket buffer full); counting them")
                 continue
             for offset, length in datagrams:
-                decoder.decode(ring.buffer, offset, length, out)
-            if len(datagrams) < connector.SLOTS:
+                decode(buffer, offset, length, out)
+            if len(datagrams) < SLOTS:
                 break
 
     def _to_items(self, records: list[Record]) -> list[QueuedItem]:
         items: list[QueuedItem] = []
         append = items.append
         processes = self.processes
-        new = _new_item
+        new = new_item
+        wait_status, ns_per_s, not_exited = WAIT_STATUS, _NS_PER_S, _NOT_EXITED
         # The kernel stamps events on CLOCK_MONOTONIC; convert once per batch.
         epoch_offset = time.time_ns() - time.monotonic_ns()
         for rec in records:
             what = rec[WHAT]
             ts = rec[TIMESTAMP]
             if what == PROC_EVENT_FORK:
-                pid = rec[U3]  # child tgid
-                if rec[U2] != pid:
+                pid = rec[FORK_CHILD_TGID]
+                if rec[FORK_CHILD_PID] != pid:
                     continue  # a new thread, not a new process
-                parent = rec[U1]
+                parent = rec[FORK_PARENT_TGID]
                 info = processes.forked(pid, parent, ts)
-                append(new(CREATED, pid, parent, (ts + epoch_offset) / 1e9, ts, info.image,
-                           info.command_line, None, None, False, info.uid, ts, info.euid,
-                           info.comm, info.cwd, None, False, None, cgroup_id(info.cgroup),
-                           info.cgroup))  # fmt: skip
+                kind, start, (code, sig, core) = CREATED, ts, not_exited
             elif what == PROC_EVENT_EXEC:
-                pid = rec[U1]
+                pid = rec[EXEC_PROCESS_TGID]
                 info = processes.executed(pid)
-                append(new(EXEC, pid, info.parent_id, (ts + epoch_offset) / 1e9, ts, info.image,
-                           info.command_line, None, None, False, info.uid, info.start_ns,
-                           info.euid, info.comm, info.cwd, None, False, None,
-                           cgroup_id(info.cgroup), info.cgroup))  # fmt: skip
+                kind, parent, start, (code, sig, core) = (
+                    EXEC,
+                    info.parent_id,
+                    info.start_ns,
+                    not_exited,
+                )
             elif what == PROC_EVENT_EXIT:
-                pid = rec[U1]
-                if rec[U0] != pid:
+                pid = rec[EXIT_PROCESS_TGID]
+                if rec[EXIT_PROCESS_PID] != pid:
                     continue  # a thread ended, not the process
-                status = rec[U2]
-                if status & 0x7F == 0:  # decode_wait_status, inlined: this runs per event
-                    code, sig, core = (status >> 8) & 0xFF, None, False
-                else:
-                    code, sig, core = None, status & 0x7F, bool(status & 0x80)
+                code, sig, core = wait_status[rec[EXIT_EXIT_CODE] & WAIT_STATUS_MASK]
+                parent = rec[EXIT_PARENT_TGID]
                 gone = processes.exited(pid)
-                if gone is None:
-                    append(new(EXITED, pid, rec[U5], (ts + epoch_offset) / 1e9, ts, None, None,
-                               code, sig, core, None, 0))  # fmt: skip
-                else:
-                    append(new(EXITED, pid, rec[U5], (ts + epoch_offset) / 1e9, ts, gone.image,
-                               gone.command_line, code, sig, core, gone.uid, gone.start_ns,
-                               gone.euid, gone.comm, gone.cwd, None, False, None,
-                               cgroup_id(gone.cgroup), gone.cgroup))  # fmt: skip
+                if gone is None:  # never heard of: what the event says, and no more
+                    append(
+                        new(
+                            EXITED,  # kind
+                            pid,  # process_id
+                            parent,  # parent_id
+                            (ts + epoch_offset) / ns_per_s,  # timestamp
+                            ts,  # monotonic_ns
+                            None,  # image
+                            None,  # command_line
+                            code,  # exit_code
+                            sig,  # signal
+                            core,  # core_dumped
+                        )
+                    )
+                    continue
+                kind, info, start = EXITED, gone, gone.start_ns
+            else:
+                continue
+            append(
+                new(
+                    kind,  # kind
+                    pid,  # process_id
+                    parent,  # parent_id
+                    (ts + epoch_offset) / ns_per_s,  # timestamp
+                    ts,  # monotonic_ns
+                    info.image,  # image
+                    info.command_line,  # command_line
+                    code,  # exit_code
+                    sig,  # signal
+                    core,  # core_dumped
+                    info.uid,  # uid
+                    start,  # start_ns
+                    info.euid,  # euid
+                    info.comm,  # comm
+                    info.cwd,  # cwd
+                    None,  # script
+                    False,  # command_line_truncated
+                    None,  # command_line_size
+                    cgroup_id(info.cgroup),  # cgroup_id
+                    info.cgroup,  # cgroup
+                )
+            )
         return items
 
 
-def _item_constructor() -> Callable[..., QueuedItem]:
-    """A function taking the QueuedItem fields positionally, in declaration order (the ones
-    with defaults may be left out).
-
-    QueuedItem is a frozen dataclass: its ``__init__`` sets each field through
-    ``object.__setattr__``, the largest single cost of an event in the pipeline (measured in
-    docs/performance.md). Instead the fields are stored into a bare twin class with the same
-    slots (plain attribute stores, which the interpreter does fastest), and the object then
-    becomes a QueuedItem (``__class__`` assignment: same layout, so nothing is copied): an
-    identical object in a sixth of the time. Falls back to the class itself if it ever stops
-    being a plain slotted dataclass (a ``__post_init__``, no slots, a default factory), or if
-    the result differs from what the class builds, so that behaviour cannot drift.
-    """
-    fields = dataclasses.fields(QueuedItem)
-    names = tuple(f.name for f in fields)
-    if (
-        hasattr(QueuedItem, "__post_init__")
-        or names != getattr(QueuedItem, "__slots__", ())
-        or any(f.default_factory is not dataclasses.MISSING for f in fields)
-    ):
-        return QueuedItem
-    twin = type("_Fields", (), {"__slots__": names})
-    scope: dict[str, Any] = {"new": object.__new__, "twin": twin, "cls": QueuedItem}
-    params = []
-    for i, f in enumerate(fields):
-        if f.default is dataclasses.MISSING:
-            params.append(f"a{i}")
-        else:
-            scope[f"d{i}"] = f.default
-            params.append(f"a{i}=d{i}")
-    body = "".join(f"    o.{name} = a{i}\n" for i, name in enumerate(names))
-    code = f"def make({', '.join(params)}):\n    o = new(twin)\n{body}"
-    code += "    o.__class__ = cls\n    return o\n"
-    exec(code, scope)
-    make: Callable[..., QueuedItem] = scope["make"]
-    sample: list[Any] = [object() for _ in names]
-    try:
-        built = make(*sample)
-    except TypeError:  # the layouts differ after all (__class__ assignment refused)
-        return QueuedItem
-    if type(built) is not QueuedItem or built != QueuedItem(*sample):
-        return QueuedItem
-    return make
-
-
-_new_item = _item_constructor()
+#: exit_code, signal, core_dumped of an item that is no exit.
+_NOT_EXITED: tuple[None, None, bool] = (None, None, False)
+_NOT_OPEN = "the connector source is not open"

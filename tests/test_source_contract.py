@@ -341,14 +341,14 @@ class ReplaySubject(Subject):
 
     def fork(self, *, dropped: bool = False) -> int:
         """A fork of a new process stamped now (``dropped``: the kernel could not send it)."""
-        from procobsrv.linux import parser
+        from procobsrv.linux import connector_abi as abi
         from tests.reliability.support import message
 
         pid, parent = next(self._pids), os.getpid()
         self._seq += 1
         if not dropped:
             union = struct.pack("=6I", parent, parent, pid, pid, 0, 0)
-            datagram = message(parser.PROC_EVENT_FORK, union, seq=self._seq, ts=time.monotonic_ns())
+            datagram = message(abi.PROC_EVENT_FORK, union, seq=self._seq, ts=time.monotonic_ns())
             self._replay.publish([datagram])
         return pid
 
@@ -473,15 +473,6 @@ class DriverSubject(Subject):
 # -- the checks ----------------------------------------------------------------------------
 
 SUBJECTS = ["connector", "ebpf", "replay", "driver"]
-#: The contract points the connector source (and so the replay) does not honour yet: the ABI
-#: helper gives it its seam. Remove the marks when that has landed.
-ABI_SEAM = pytest.mark.xfail(strict=True, reason="ABI helper's seam")
-
-
-def awaiting_abi_seam(*names: str) -> pytest.MarkDecorator:
-    """Every subject, those named expected to fail (strictly) until the ABI seam lands."""
-    params = [pytest.param(n, marks=ABI_SEAM) if n in names else n for n in SUBJECTS]
-    return pytest.mark.parametrize("subject", params, indirect=True)
 
 
 @pytest.fixture(params=SUBJECTS)
@@ -539,7 +530,6 @@ def test_a_closed_source_opens_again(subject: Subject) -> None:
     assert subject.held() == before
 
 
-@awaiting_abi_seam("connector", "replay")
 def test_open_on_an_open_source_raises_and_changes_nothing(subject: Subject) -> None:
     before = subject.held()
     source = subject.new()
@@ -599,7 +589,6 @@ def test_batch_lost_is_exact(subject: Subject) -> None:
     subject.check_loss()
 
 
-@awaiting_abi_seam("connector", "replay")
 def test_a_reopened_source_counts_only_its_own_losses(subject: Subject) -> None:
     subject.check_loss_after_reopen()
 

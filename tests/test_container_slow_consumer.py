@@ -16,14 +16,10 @@ from procobsrv.container import DEFAULT_QUEUE_LIMIT
 from procobsrv.linux import ConnectorSource
 from procobsrv.linux import parser as p
 from procobsrv.scope import ApplicationScope
-from tests.conftest import Collector
-from tests.reliability.support import (
-    RecordingDecoder,
-    Storm,
-    monitoring,
-    rss_bytes,
-    wait_until,
-)
+from tests.fakes.collector import Collector
+from tests.fakes.connector import RecordingDecoder, monitoring
+from tests.fakes.gauges import rss_bytes, wait_until
+from tests.fakes.storm import Storm
 
 pytestmark = pytest.mark.kernel
 

@@ -1,96 +1,20 @@
-"""Ready-made handlers: JSON lines, filtering, process tree; real processes where they matter."""
+"""ProcessTree: real children and grandchildren, and pid reuse on synthetic events."""
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import subprocess
-import time
-from collections.abc import Callable
 
 import pytest
 
-from procobsrv import (
-    EventFilter,
-    EventKind,
-    FilterHandler,
-    JsonLinesHandler,
-    ProcessTree,
-    monitor,
-)
-from tests.conftest import Collector, require_connector
-from tests.pythonic.helpers import item, leaves_nothing_behind
+from procobsrv import EventKind, ProcessTree, monitor
+from tests.fakes.availability import require_connector
+from tests.fakes.gauges import leaves_nothing_behind, wait_until
+from tests.fakes.scripted import item
 
 pytestmark = pytest.mark.timeout(30)
 kernel = pytest.mark.kernel
 CREATED, EXEC, EXITED = EventKind.CREATED, EventKind.EXEC, EventKind.EXITED
-
-
-def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
-# -- JSON lines ---------------------------------------------------------------------------
-@kernel
-def test_json_lines_handler_writes_one_parsable_object_per_event() -> None:
-    require_connector()
-    out = io.StringIO()
-    handler = JsonLinesHandler(out)
-    with leaves_nothing_behind(), monitor(handler):
-        child = subprocess.Popen(["sh", "-c", "sleep 0.1; exit 7"])  # lives on to be read
-        child.wait()
-        handler.on_events_lost(3, None)  # a loss line looks like an event line
-        time.sleep(0.3)
-    events = [json.loads(line) for line in out.getvalue().splitlines()]
-    mine = [e for e in events if e.get("pid") == child.pid]
-    assert [e["kind"] for e in mine] == ["created", "exec", "exited"]
-    assert mine[1]["command_line"] == ["sh", "-c", "sleep 0.1; exit 7"]
-    assert mine[2]["exit_code"] == 7 and mine[2]["ppid"] == os.getpid()
-    assert {"kind": "lost", "count": 3} in events
-
-
-# -- filtering ----------------------------------------------------------------------------
-@kernel
-def test_filter_handler_passes_only_matching_events_of_real_processes() -> None:
-    require_connector()
-    inner = Collector()
-    handler = FilterHandler(inner, kinds=["exec", "exited"], command_line=r"procobsrv-needle")
-    with leaves_nothing_behind(), monitor(handler):
-        # Each lives 0.1 s, so that its command line is read from /proc at exec.
-        needle = subprocess.Popen(["sh", "-c", "sleep 0.1; true procobsrv-needle"])
-        hay = subprocess.Popen(["sh", "-c", "sleep 0.1; true haystack"])
-        needle.wait(), hay.wait()
-        inner.wait_exit(needle.pid)
-        time.sleep(0.2)
-    assert [i.kind for i in inner.of(needle.pid)] == [EXEC, EXITED]
-    assert inner.of(hay.pid) == [] and handler.rejected > 0
-    assert all("procobsrv-needle" in " ".join(i.command_line or ()) for i in inner.items)
-
-
-def test_event_filter_criteria() -> None:
-    sleep = item(EXEC, 5, image="/usr/bin/sleep", command_line=["sleep", "9"], uid=1000)
-    anon = item(EXITED, 6)  # image, argv and uid unknown (a process gone before /proc was read)
-    assert EventFilter()(sleep) and EventFilter()(anon)
-    assert EventFilter(kinds=EXEC)(sleep) and not EventFilter(kinds=[CREATED, EXITED])(sleep)
-    assert EventFilter(image=r"/sleep$")(sleep) and not EventFilter(image="/bash$")(sleep)
-    assert EventFilter(command_line=r"^sleep 9$")(sleep)
-    assert EventFilter(match=r"bin/sleep")(sleep) and EventFilter(match=r"\b9\b")(sleep)
-    assert EventFilter(uids=[1000])(sleep) and not EventFilter(uids={0})(sleep)
-    for criterion in ({"image": "."}, {"command_line": "."}, {"match": "."}, {"uids": [0]}):
-        assert not EventFilter(**criterion)(anon)  # type: ignore[arg-type]
-    both = FilterHandler(Collector(), image="sleep", predicate=lambda i: i.process_id == 6)
-    both.on_process_event(sleep, None)
-    assert (both.passed, both.rejected) == (0, 1)
-
-
-def test_filter_handler_forwards_losses() -> None:
-    inner = Collector()
-    FilterHandler(inner, kinds=[CREATED]).on_events_lost(4, None)
-    assert inner.lost == 4
 
 
 # -- process tree -------------------------------------------------------------------------
@@ -105,7 +29,7 @@ def test_process_tree_tracks_child_and_grandchild() -> None:
             kids = tree.children(tree.find(child.pid).key) if tree.find(child.pid) else []
             return any(k.image and k.image.endswith("/sleep") for k in kids)
 
-        eventually(grandchild_runs_sleep)
+        assert wait_until(grandchild_runs_sleep, 5.0)
         me, sh = tree.find(os.getpid()), tree.find(child.pid)
         assert me is not None and sh is not None
         (grand,) = tree.children(sh.key)
@@ -116,7 +40,7 @@ def test_process_tree_tracks_child_and_grandchild() -> None:
         assert {sh.key, grand.key} <= {n.key for n in tree.descendants(me.key)}
         assert sh.alive and sh.lifetime is not None and 0 <= sh.lifetime < 5
         child.wait()
-        eventually(lambda: sh.key not in tree and grand.key not in tree)
+        assert wait_until(lambda: sh.key not in tree and grand.key not in tree, 5.0)
         assert sh.key not in {n.key for n in tree.children(me.key)}
     gone = {n.key: n for n in tree.exited}
     assert gone[sh.key].exit_code == 0 and not gone[sh.key].alive

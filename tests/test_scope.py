@@ -2,60 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from typing import Any
 
 import pytest
 
-from procobsrv import ApplicationScope, CallbackHandler, EventKind, MonitorError, QueuedItem
-from procobsrv.platform import Batch, KernelSource, current_platform
-from tests.conftest import Collector
-
-
-class ScriptedSource(KernelSource):
-    """A publisher the test drives by hand: ``publish`` plays the kernel's part."""
-
-    def __init__(self) -> None:
-        self.platform = current_platform()
-        self.ready = self.platform.new_event()
-        self._lock = threading.Lock()
-        self._pending: list[QueuedItem] = []
-        self._lost = 0
-        self.opened = self.closed = 0
-
-    def open(self) -> None:
-        self.opened += 1
-
-    @property
-    def wait_handle(self) -> int:
-        return self.ready.wait_handle
-
-    def publish(self, items: list[QueuedItem], lost: int = 0) -> None:
-        with self._lock:
-            self._pending.extend(items)
-            self._lost += lost
-            self.ready.set()
-
-    def fetch_batch(self) -> Batch:
-        with self._lock:
-            batch = Batch(self._pending, self._lost)
-            self._pending, self._lost = [], 0
-            self.ready.clear()
-        return batch
-
-    def close(self) -> None:
-        self.closed += 1
-        self.ready.close()
-
-
-def items(n: int, start: int = 1) -> list[QueuedItem]:
-    return [QueuedItem(EventKind.CREATED, pid, 1, 0.0) for pid in range(start, start + n)]
-
-
-def open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
+from procobsrv import ApplicationScope, CallbackHandler, MonitorError, QueuedItem
+from tests.fakes.collector import Collector
+from tests.fakes.gauges import open_fds
+from tests.fakes.scripted import FailingSource, ScriptedSource, items
 
 
 @pytest.fixture
@@ -124,7 +80,7 @@ def test_stop_leaves_no_thread_and_no_fd(scope: ApplicationScope) -> None:
 
 @pytest.mark.kernel
 def test_stop_on_the_real_kernel_leaves_nothing_behind(scope: ApplicationScope) -> None:
-    from tests.conftest import require_connector
+    from tests.fakes.availability import require_connector
 
     require_connector()
     threads, fds = set(threading.enumerate()), open_fds()
@@ -231,28 +187,6 @@ def test_bounded_queue_reports_overflow(scope: ApplicationScope) -> None:
     # The limit bounds all that is held, the event in delivery included (issue 13, item 12).
     assert stats.queue_overflow == 901 and handler.lost == 901
     assert [i.process_id for i in handler.items] == [1, *range(903, 1002)]  # oldest dropped
-
-
-class FailingSource(ScriptedSource):
-    """Delivers what was published, then fails as a kernel source can (driver gone, EBADF)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.error: BaseException | None = None
-
-    def fail(self, error: BaseException) -> None:
-        with self._lock:
-            self.error = error
-            self.ready.set()
-
-    def fetch_batch(self) -> Batch:
-        with self._lock:
-            if self.error is not None and not self._pending:
-                raise self.error
-        batch = super().fetch_batch()
-        if self.error is not None:
-            self.ready.set()  # the failure is news too
-        return batch
 
 
 def test_a_failing_source_ends_the_session_and_tells_the_handler(

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from procobsrv import ApplicationScope, EventKind, QueuedItem
-from tests.conftest import Collector
-from tests.reliability.support import monitoring, open_fds, threads_now, wait_until
+from tests.fakes.collector import Collector
+from tests.fakes.connector import monitoring
+from tests.fakes.gauges import open_fds, threads_now, wait_until
 
 pytestmark = pytest.mark.kernel
 CREATED, EXEC, EXITED = EventKind.CREATED, EventKind.EXEC, EventKind.EXITED

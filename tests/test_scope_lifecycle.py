@@ -16,15 +16,12 @@ import pytest
 
 from procobsrv import ApplicationScope, CallbackHandler, MonitorError, QueuedItem
 from procobsrv.linux.source import ConnectorSource
-from tests.conftest import Collector, break_connector_socket, require_connector
-from tests.core.test_cli import start_watch
-from tests.reliability.support import (
-    Storm,
-    monitoring,
-    open_fds,
-    rss_bytes,
-    threads_now,
-)
+from tests.fakes.availability import require_connector
+from tests.fakes.collector import Collector
+from tests.fakes.connector import break_connector_socket, monitoring
+from tests.fakes.gauges import open_fds, rss_bytes, threads_now
+from tests.fakes.storm import Storm
+from tests.fakes.watch import start_watch
 
 pytestmark = pytest.mark.kernel
 
@@ -111,7 +108,7 @@ def test_watch_sigint_under_load_exits_within_a_second_with_the_summary() -> Non
 _FORK = r"""
 import json, os, subprocess, sys, threading, time
 from procobsrv import ApplicationScope, EventKind
-from tests.conftest import Collector
+from tests.fakes.collector import Collector
 
 def wait_exit(h, pid):
     return h.wait_for(lambda: bool(h.of(pid, EventKind.EXITED)), 10)

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 
 from procobsrv import ApplicationScope, CallbackHandler, OverflowPolicy, QueuedItem
-from tests.conftest import require_connector
-from tests.core.test_scope import ScriptedSource, items
-from tests.reliability.support import open_fds, threads_now, wait_until
+from tests.fakes.availability import require_connector
+from tests.fakes.gauges import open_fds, threads_now, wait_until
+from tests.fakes.scripted import ScriptedSource, items
 
 pytestmark = pytest.mark.timeout(60)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The scripts run this checkout's procobsrv.
 ENV = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src")}
 

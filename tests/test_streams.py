@@ -19,9 +19,10 @@ from procobsrv import (
     monitor,
     watch,
 )
-from tests.conftest import Collector, require_connector
-from tests.core.test_scope import FailingSource, ScriptedSource, items
-from tests.pythonic.helpers import Ticker, leaves_nothing_behind
+from tests.fakes.availability import require_connector
+from tests.fakes.collector import Collector
+from tests.fakes.gauges import Ticker, leaves_nothing_behind
+from tests.fakes.scripted import FailingSource, ScriptedSource, items
 
 pytestmark = pytest.mark.timeout(30)
 kernel = pytest.mark.kernel

@@ -26,9 +26,10 @@ from procobsrv import (
     awatch,
     watch,
 )
-from tests.conftest import Collector, require_connector
-from tests.core.test_scope import ScriptedSource, items
-from tests.pythonic.helpers import leaves_nothing_behind, open_fds
+from tests.fakes.availability import require_connector
+from tests.fakes.collector import Collector
+from tests.fakes.gauges import leaves_nothing_behind, open_fds
+from tests.fakes.scripted import ScriptedSource, items
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.kernel]
 

@@ -18,19 +18,10 @@ from benchmarks.harness import run_storm
 
 from procobsrv import EventKind, QueuedItem
 from procobsrv.agent import RecordMaker
-from tests.agent.natsservers import (
-    NatsServer,
-    cluster,
-    free_port,
-    nats_servers,
-    single,
-    stream_contents,
-    stream_leader,
-)
-from tests.agent.support import run_markers, validate_lines, wait_for, watching
-from tests.conftest import require_connector
-
-__all__ = ["nats_servers"]  # the fixture
+from tests.fakes.availability import require_connector
+from tests.fakes.gauges import wait_until
+from tests.fakes.nats import NatsServer, cluster, free_port, single, stream_contents, stream_leader
+from tests.fakes.watch import run_markers, validate_lines, watching
 
 SUMMARY = re.compile(r"procobsrv: (\d+) events \(.*\), (\d+) lost")
 PUBLISHED = re.compile(r"procobsrv: (\d+) events published to \S+ \(\w+\)(?:, (\d+) lost)?")
@@ -165,7 +156,7 @@ def test_a_cluster_node_killed_in_a_storm_loses_and_duplicates_nothing(
             except Exception:
                 return None
 
-        assert wait_for(lambda: leader() is not None, 30)
+        assert wait_until(lambda: leader() is not None, 30)
         victim = next(n for n in nodes if n.name == leader())
         storms: list[Any] = []
         storm = threading.Thread(target=lambda: storms.append(run_storm(2, 2000)))
@@ -190,7 +181,7 @@ def test_events_during_a_server_restart_arrive(
     server = single(nats_servers, tmp_path)
     with watching("--output", server.url) as watch:
         run_markers("before-restart")
-        assert wait_for(lambda: bool(stream_contents([server.url])))
+        assert wait_until(lambda: bool(stream_contents([server.url])))
         server.kill()
         pids = run_markers("while-down")
         server.start().ready()  # same port, same store
@@ -208,14 +199,14 @@ def test_a_server_down_longer_than_the_buffer_loses_an_exact_count(
     server = single(nats_servers, tmp_path)
     with watching("--output", server.url, "--nats-buffer", "50") as watch:
         run_markers("before-outage")
-        assert wait_for(lambda: bool(stream_contents([server.url])))
+        assert wait_until(lambda: bool(stream_contents([server.url])))
         server.kill()
         for _ in range(60):  # 180 events at least: more than the buffer holds
             subprocess.run(["true"], check=True)
         time.sleep(0.5)
         server.start().ready()
         subprocess.run(["true"], check=True)  # an event after the return: the loss goes out
-        assert wait_for(lambda: output_losses(stream_contents([server.url])) > 0)
+        assert wait_until(lambda: output_losses(stream_contents([server.url])) > 0)
         counts = stop(watch)
     contents = stream_contents([server.url])
     lost = output_losses(contents)

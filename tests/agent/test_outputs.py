@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.support import run_markers, validate_lines, wait_for, watching
-from tests.conftest import require_connector
+from tests.fakes.availability import require_connector
+from tests.fakes.gauges import wait_until
+from tests.fakes.watch import run_markers, validate_lines, watching
 
 pytestmark = pytest.mark.kernel
 
@@ -41,12 +42,12 @@ def test_appends_and_reopens_on_sighup_after_a_move(tmp_path: Path) -> None:
     rotated = tmp_path / "events.jsonl.1"
     with watching("--output", str(log)) as watch:
         before = run_markers("before-rotation")
-        assert wait_for(lambda: all_exited(log, before)), lines(log)[-5:]
+        assert wait_until(lambda: all_exited(log, before)), lines(log)[-5:]
         log.rename(rotated)
         watch.send_signal(signal.SIGHUP)
-        assert wait_for(log.exists), "SIGHUP did not open the path anew"
+        assert wait_until(log.exists), "SIGHUP did not open the path anew"
         run_markers("after-rotation")
-        assert wait_for(lambda: has_marker(log, "after-rotation")), lines(log)[-5:]
+        assert wait_until(lambda: has_marker(log, "after-rotation")), lines(log)[-5:]
         watch.send_signal(signal.SIGTERM)
         _, err = watch.communicate(timeout=20)
     assert watch.returncode == 0, err
@@ -66,7 +67,7 @@ def test_a_killed_agent_leaves_only_whole_lines(tmp_path: Path) -> None:
     storm = "for i in $(seq 400); do /bin/true --storm-marker; done"
     with watching("--output", str(log)) as watch:
         subprocess.run(["sh", "-c", storm], check=True)
-        assert wait_for(lambda: len(lines(log)) > 300)
+        assert wait_until(lambda: len(lines(log)) > 300)
         watch.kill()
         watch.wait()
     data = log.read_bytes()

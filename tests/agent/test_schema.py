@@ -12,8 +12,8 @@ import pytest
 from procobsrv import EventKind, QueuedItem
 from procobsrv.agent import RecordMaker, schema_text
 from procobsrv.agent.records import read_boot_id
-from tests.agent.support import ROOT, run_markers, schema, validate_lines, watching
-from tests.conftest import require_connector
+from tests.fakes.availability import require_connector
+from tests.fakes.watch import ROOT, run_markers, schema, validate_lines, watching
 
 
 def test_schema_is_draft_2020_12_and_shipped() -> None:

@@ -20,8 +20,7 @@ from benchmarks.harness import (
     score,
 )
 
-from tests.conftest import require_connector, require_tool, unavailable
-from tests.linux.support import require_ebpf
+from tests.fakes.availability import require_connector, require_ebpf, require_tool, unavailable
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(60)]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from benchmarks.harness import run_one
 
-from tests.conftest import require_connector
+from tests.fakes.availability import require_connector
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(60)]
 

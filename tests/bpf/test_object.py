@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from procobsrv.linux import ebpf_abi
-from tests.conftest import require_tool
+from tests.fakes.availability import require_tool
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 SOURCES = ("procobsrv.bpf.c", "procobsrv.h")  # as bpf/Makefile hashes them

@@ -10,7 +10,7 @@ import pytest
 
 from procobsrv.cli import driver as cli_driver
 from procobsrv.windows import winapi
-from tests.windows.win_fakes import FakeWindows, Service
+from tests.fakes.windows import FakeWindows, Service
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -13,19 +13,12 @@ import time
 
 import pytest
 
-from tests.conftest import break_connector_socket, require_connector, unavailable
+from tests.fakes.availability import require_connector, unavailable
+from tests.fakes.connector import break_connector_socket
+from tests.fakes.watch import start_watch
 
 pytestmark = pytest.mark.kernel
 TOOL = [sys.executable, "-m", "procobsrv"]
-
-
-def start_watch(*args: str) -> subprocess.Popen[str]:
-    require_connector()
-    proc = subprocess.Popen([*TOOL, "watch", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    assert proc.stderr is not None
-    assert "watching" in proc.stderr.readline()  # subscribed: from here on nothing is missed
-    return proc
 
 
 def test_demo_observes_all_ten() -> None:

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import require_connector
-from tests.reliability.support import Storm
+from tests.fakes.availability import require_connector
+from tests.fakes.storm import Storm
 
 pytestmark = pytest.mark.kernel
 TOOL = [sys.executable, "-m", "procobsrv"]

@@ -24,7 +24,7 @@ import pytest
 
 from procobsrv.events import EventKind, QueuedItem
 from procobsrv.platform import KernelSource
-from tests.conftest import require_connector, unavailable
+from tests.fakes.availability import require_connector, unavailable
 
 #: Wall time is the monotonic stamp plus an offset read once at open; NTP slewing in between
 #: and the read itself may move it this far (seconds).
@@ -53,7 +53,7 @@ def driver_source(mocker: Any) -> Iterator[tuple[KernelSource, Spawn]]:
     """ProcObsrv.sys over the simulated kernel32: its clock is the interrupt time."""
     from procobsrv.windows import contract
     from procobsrv.windows.source import DriverSource
-    from tests.windows.win_fakes import FakeWindows
+    from tests.fakes.windows import FakeWindows
 
     fake = FakeWindows(mocker)
     fake.interrupt_offset = 3_600 * 10**7  # booted an hour before CLOCK_MONOTONIC's zero

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_tool
 from tests.driver._driverbuild import make
+from tests.fakes.availability import require_tool
 
 pytestmark = pytest.mark.wine
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_connector
+from tests.fakes.availability import require_connector
 
 ROOT = Path(__file__).resolve().parents[2]
 

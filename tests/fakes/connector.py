@@ -1,15 +1,13 @@
-"""Shared pieces of the reliability tests: a replayed connector, a process storm, gauges."""
+"""The connector's kernel played by a test: crafted datagrams, a replayed socket, and a few
+helpers for the real connector (a monitoring scope, flushing every CPU, a broken socket)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
-import sys
-import tempfile
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -20,8 +18,29 @@ from procobsrv.linux import connector
 from procobsrv.linux import parser as p
 from procobsrv.linux.connector import ConnectorSocket
 from procobsrv.linux.source import ConnectorSource
-from tests.conftest import Collector, require_connector
-from tests.core.test_parser import message
+from tests.fakes.availability import require_connector
+from tests.fakes.collector import Collector
+
+# -- crafted datagrams --------------------------------------------------------------------
+
+
+def message(what: int, union: bytes, *, cpu: int = 0, seq: int = 0, ack: int = 0,
+            ts: int = 123, idx: int = 1, cn_len: int | None = None) -> bytes:  # fmt: skip
+    event = struct.pack("=IIQ", what, cpu, ts) + union
+    cn = struct.pack("=IIIIHH", idx, 1, seq, ack, len(event) if cn_len is None else cn_len, 0)
+    body = cn + event
+    return struct.pack("=IHHII", 16 + len(body), p.NLMSG_DONE, 0, 0, 0) + body
+
+
+def fork(child: int, parent: int, **kw: int) -> bytes:
+    return message(p.PROC_EVENT_FORK, struct.pack("=6I", parent, parent, child, child, 0, 0), **kw)
+
+
+def decode(data: bytes, decoder: p.Decoder | None = None) -> list[p.Record]:
+    out: list[p.Record] = []
+    (decoder or p.Decoder()).decode(data, 0, len(data), out)
+    return out
+
 
 # -- a connector whose kernel is a script ------------------------------------------------
 
@@ -79,84 +98,6 @@ def replay_source(
     return source, replay
 
 
-# -- a process storm with a recorded ground truth ----------------------------------------
-
-_SPAWNER = r"""
-import json, os, sys, time
-n, seconds = int(sys.argv[1]), float(sys.argv[2])
-pids, end = [], time.monotonic() + seconds
-while len(pids) < n and time.monotonic() < end:
-    pid = os.posix_spawn("/bin/true", ["/bin/true"], {})
-    os.waitpid(pid, 0)
-    pids.append(pid)
-json.dump(pids, sys.stdout)
-"""
-
-
-class Storm:
-    """``spawners`` processes each posix_spawn + wait ``/bin/true`` as fast as they can.
-
-    Each child gives exactly three events (fork, exec, exit); the pids are the ground truth.
-    """
-
-    def __init__(self, spawners: int = 2, per_spawner: int = 1500, seconds: float = 10.0) -> None:
-        # The pid lists go to files, not pipes: a fast machine spawns more pids than a pipe
-        # holds, and a spawner blocked on its final write would never end.
-        self._outs = [tempfile.TemporaryFile("w+") for _ in range(spawners)]  # noqa: SIM115
-        cmd = [sys.executable, "-c", _SPAWNER, str(per_spawner), str(seconds)]
-        self._procs = [subprocess.Popen(cmd, stdout=out) for out in self._outs]
-        self.pids: set[int] = set()
-        self.per_spawner: list[list[int]] = []  # in spawn order
-
-    def running(self) -> bool:
-        return any(proc.poll() is None for proc in self._procs)
-
-    def stop(self) -> None:
-        for proc in self._procs:
-            proc.terminate()
-
-    def wait(self, timeout: float = 60.0) -> set[int]:
-        for proc, out in zip(self._procs, self._outs, strict=True):
-            proc.wait(timeout=timeout)
-            out.seek(0)
-            data = out.read()
-            out.close()
-            if data:
-                self.per_spawner.append(json.loads(data))
-                self.pids.update(self.per_spawner[-1])
-        return self.pids
-
-    @property
-    def spawner_pids(self) -> set[int]:
-        return {proc.pid for proc in self._procs}
-
-
-# -- gauges --------------------------------------------------------------------------------
-
-
-def open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def threads_now() -> set[threading.Thread]:
-    return set(threading.enumerate())
-
-
-def wait_until(predicate: object, timeout: float, interval: float = 0.01) -> bool:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
-
-
 # -- the real kernel ----------------------------------------------------------------------
 
 
@@ -208,3 +149,16 @@ def flush_cpus(collector: Collector, timeout: float = 10.0) -> None:
             if collector.wait_for(lambda c=child: bool(collector.of(c.pid, EventKind.EXITED)), 1):
                 break  # (this flusher's own events may be lost under load: then try again)
             assert time.monotonic() < deadline, f"no event from cpu {cpu} got through"
+
+
+def break_connector_socket(fd: int) -> None:
+    """Make a running monitor's receive fail for real: its netlink socket's fd becomes a pipe.
+
+    A poll() already asleep keeps waiting on the old socket, so a process event is started
+    to wake it; the receive that follows finds the pipe (ENOTSOCK).
+    """
+    r, w = os.pipe()
+    os.dup2(r, fd)
+    os.close(r)
+    os.close(w)
+    subprocess.run(["/bin/true"], check=True)

@@ -1,4 +1,5 @@
-"""What the Linux source tests share: the eBPF source or a skip (a fail in CI) with the reason."""
+"""The eBPF source for tests: a scope on it that sees only our children, ring buffer records
+as the kernel program writes them, an already opened source handed to a scope."""
 
 from __future__ import annotations
 
@@ -8,27 +9,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from procobsrv import ApplicationScope, EventKind, MonitorError, QueuedItem
+from procobsrv import ApplicationScope, EventKind, QueuedItem
 from procobsrv.linux import EbpfSource
 from procobsrv.platform import Batch, KernelSource
-from tests.conftest import Collector, unavailable
-
-_problem: list[str] = []
-
-
-def require_ebpf() -> None:
-    """Skip (locally) or fail (CI) when this process may not load the eBPF program."""
-    if not _problem:
-        source = EbpfSource(read_proc=False)
-        try:
-            source.open()
-            _problem.append("")
-        except MonitorError as exc:
-            _problem.append(str(exc))
-        finally:
-            source.close()
-    if _problem[0]:
-        unavailable(f"eBPF source: {_problem[0]}")
+from tests.fakes.availability import require_ebpf
+from tests.fakes.collector import Collector
 
 
 @contextmanager

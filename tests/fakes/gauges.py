@@ -1,18 +1,40 @@
-"""What the surface tests share: a leak check and a synthetic-item factory."""
+"""Probes: open fds, threads, memory, a leak check, waiting for a condition, and a task that
+proves the event loop is not blocked."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from procobsrv import ApplicationScope, EventKind, QueuedItem
+from procobsrv import ApplicationScope
 
 
 def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def threads_now() -> set[threading.Thread]:
+    return set(threading.enumerate())
+
+
+def wait_until(predicate: object, timeout: float = 10.0, interval: float = 0.01) -> bool:
+    """True as soon as ``predicate()`` is; its last answer once ``timeout`` seconds passed."""
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
 
 
 @contextmanager
@@ -24,17 +46,6 @@ def leaves_nothing_behind() -> Iterator[None]:
     assert scope is None or not scope.is_monitoring
     assert set(threading.enumerate()) == threads
     assert open_fds() == fds
-
-
-def item(
-    kind: EventKind,
-    pid: int,
-    ppid: int = 1,
-    start_ns: int = 0,
-    at_ns: int = 0,
-    **fields: object,
-) -> QueuedItem:
-    return QueuedItem(kind, pid, ppid, at_ns / 1e9, at_ns, start_ns=start_ns, **fields)  # type: ignore[arg-type]
 
 
 class Ticker:

@@ -10,14 +10,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.conftest import unavailable
+from tests.fakes.availability import unavailable
 
 LOOPBACK = "127.0.0.1"
 
@@ -81,17 +78,6 @@ class NatsServer:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-
-
-@pytest.fixture
-def nats_servers(tmp_path: Path) -> Iterator[list[NatsServer]]:
-    """A list the test fills with servers (see :func:`single` and :func:`cluster`)."""
-    servers: list[NatsServer] = []
-    try:
-        yield servers
-    finally:
-        for s in servers:
-            s.kill()
 
 
 def single(servers: list[NatsServer], tmp_path: Path) -> NatsServer:

@@ -14,8 +14,7 @@ import pytest
 from procobsrv import MonitorError
 from procobsrv.linux import EbpfSource, bpfprog, libbpf
 from procobsrv.linux.choice import open_named_source
-from tests.conftest import require_tool, unavailable
-from tests.linux.support import require_ebpf
+from tests.fakes.availability import require_ebpf, require_tool, unavailable
 
 pytestmark = pytest.mark.kernel
 ROOT = Path(__file__).resolve().parents[2]

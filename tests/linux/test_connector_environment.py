@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import require_connector, unavailable
+from tests.fakes.availability import require_connector, unavailable
 
 pytestmark = pytest.mark.kernel
 NOBODY = 65534
@@ -21,7 +21,7 @@ _PROBE = r"""
 import json, subprocess, sys, time
 from procobsrv import ApplicationScope, EventKind, MonitorError
 from procobsrv.linux import ConnectorSource
-from tests.conftest import Collector
+from tests.fakes.collector import Collector
 began = time.monotonic()
 mode = sys.argv[1]
 try:

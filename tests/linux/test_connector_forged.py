@@ -19,9 +19,9 @@ from procobsrv import ApplicationScope, MonitorError
 from procobsrv.linux import parser as p
 from procobsrv.linux.connector import NETLINK_CONNECTOR, ConnectorSocket
 from procobsrv.linux.source import ConnectorSource
-from tests.conftest import Collector, require_connector, unavailable
-from tests.core.test_parser import message
-from tests.reliability.support import ack
+from tests.fakes.availability import require_connector, unavailable
+from tests.fakes.collector import Collector
+from tests.fakes.connector import ack, message
 
 pytestmark = pytest.mark.kernel
 FAKE_PID = 3_999_999  # above any pid_max: no real process has it

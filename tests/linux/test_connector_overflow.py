@@ -25,15 +25,17 @@ import pytest
 from procobsrv import EventKind, QueuedItem
 from procobsrv.linux import ConnectorSource
 from procobsrv.linux import parser as p
-from tests.conftest import Collector, require_connector
-from tests.reliability.support import RecordingDecoder, Storm, flush_cpus, monitoring
+from tests.fakes.availability import require_connector
+from tests.fakes.collector import Collector
+from tests.fakes.connector import RecordingDecoder, flush_cpus, monitoring
+from tests.fakes.storm import Storm
 
 pytestmark = pytest.mark.kernel
 
 _REFERENCE = r"""
 import json, select, sys
 from procobsrv.linux import ConnectorSource
-from tests.reliability.support import RecordingDecoder
+from tests.fakes.connector import RecordingDecoder
 source = ConnectorSource(rcvbuf=64 << 20, read_proc=False)
 source.decoder = decoder = RecordingDecoder()
 source.open()

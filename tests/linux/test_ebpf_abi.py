@@ -14,7 +14,7 @@ from pathlib import Path
 
 from procobsrv.linux import ebpf_abi
 from procobsrv.linux.ebpf_decoder import HEADER
-from tests.conftest import require_tool
+from tests.fakes.availability import require_tool
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 HEADER_FILE = BPF_DIR / "procobsrv.h"

@@ -1,7 +1,7 @@
 """Fuzzing the eBPF record decoder: nothing raises, every bad record counted, never delivered.
 
 The example budget is the connector decoders' (PROCOBSRV_FUZZ_EXAMPLES, see
-tests/reliability/test_fuzz.py).
+tests/linux/test_parser_fuzz.py).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from procobsrv.events import EventKind, QueuedItem
 from procobsrv.linux.ebpf_abi import HEADER_SIZE, PO_EXEC, PO_EXIT, PO_FORK
 from procobsrv.linux.ebpf_decoder import Decoder, Program
-from tests.linux.support import record
-from tests.reliability.test_fuzz import EXAMPLES, FUZZ
+from tests.fakes.ebpf import record
+from tests.fakes.fuzzing import EXAMPLES, FUZZ
 
 pytestmark = pytest.mark.timeout(max(300, EXAMPLES // 50))
 LENGTHS = struct.Struct("<6H")  # args_len .. reserved, at offset 60 of the header

@@ -17,8 +17,9 @@ import pytest
 from procobsrv import ApplicationScope, EventKind
 from procobsrv.linux import EbpfSource, procfs
 from procobsrv.linux.ebpf_abi import PO_ARGS_CAP
-from tests.conftest import Collector, require_connector
-from tests.linux.support import AlreadyOpen, ebpf_monitoring, events, require_ebpf, run_child
+from tests.fakes.availability import require_connector, require_ebpf
+from tests.fakes.collector import Collector
+from tests.fakes.ebpf import AlreadyOpen, ebpf_monitoring, events, run_child
 
 pytestmark = pytest.mark.kernel
 CREATED, EXEC, EXITED = EventKind.CREATED, EventKind.EXEC, EventKind.EXITED

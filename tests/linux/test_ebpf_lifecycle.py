@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 
 from procobsrv.linux import EbpfSource
-from tests.conftest import require_tool
-from tests.linux.support import require_ebpf
+from tests.fakes.availability import require_ebpf, require_tool
 
 pytestmark = pytest.mark.kernel
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import require_connector
+from tests.fakes.availability import require_connector
 
 pytestmark = pytest.mark.kernel
 
@@ -51,7 +51,7 @@ def test_monitoring_works_with_more_than_1024_open_files() -> None:
 
         from procobsrv import ApplicationScope, EventKind
         from procobsrv.linux.sync import EventFd
-        from tests.conftest import Collector
+        from tests.fakes.collector import Collector
 
         event = EventFd()
         assert event.wait_handle > 1024 and not event.is_set()
@@ -80,7 +80,7 @@ def test_running_out_of_fds_at_start_is_a_monitor_error_that_leaks_nothing() -> 
     run_python("""
         import procobsrv.linux  # imported now: an import needs an fd as well
         from procobsrv import ApplicationScope, MonitorError
-        from tests.conftest import Collector
+        from tests.fakes.collector import Collector
 
         limit_fds(64)
         scope = ApplicationScope.get_instance(Collector())
@@ -116,7 +116,7 @@ def test_a_proc_read_that_fails_for_lack_of_fds_is_counted_and_warned_once() -> 
     run = run_python("""
         import logging
         from procobsrv import ApplicationScope, EventKind
-        from tests.conftest import Collector
+        from tests.fakes.collector import Collector
 
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
         limit_fds(64)

@@ -1,41 +1,29 @@
 """Fuzzing the decoders of what the kernel side sends: nothing raises, every defect counted.
 
-The example budget comes from PROCOBSRV_FUZZ_EXAMPLES (CI: the default below; ``make fuzz``:
-100,000 per test).
+The example budget comes from PROCOBSRV_FUZZ_EXAMPLES (tests/fakes/fuzzing.py).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import os
 import random
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from procobsrv.events import QueuedItem
+from procobsrv.events import EventKind, QueuedItem
 from procobsrv.linux import connector
 from procobsrv.linux import parser as p
-from procobsrv.windows import contract
-from procobsrv.windows.device import ProtocolError, decode_records
-from tests.core.test_parser import decode, fork, message
-from tests.reliability.support import replay_source
-from tests.windows.win_fakes import make_record
+from tests.fakes.collector import Collector
+from tests.fakes.connector import decode, fork, message, monitoring, replay_source
+from tests.fakes.fuzzing import FUZZ, FUZZ_TIMEOUT, mutate, random_bytes, seeds
 
-EXAMPLES = int(os.environ.get("PROCOBSRV_FUZZ_EXAMPLES", "2000"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-# A 100,000-example run of one test takes minutes: lift the suite's per-test timeout with it.
-pytestmark = pytest.mark.timeout(max(300, EXAMPLES // 50))
+pytestmark = FUZZ_TIMEOUT
 MASK = 0xFFFFFFFF
 KNOWN = sorted(p.UNION_LEN)
 COUNTERS = ("malformed", "unknown", "netlink_errors")
@@ -105,10 +93,6 @@ class Oracle:
     records: list[tuple[int, int, int]] = field(default_factory=list)  # (what, cpu, seq)
 
 
-def _binary(rng: random.Random, low: int, high: int) -> bytes:
-    return rng.randbytes(rng.randint(low, high))
-
-
 def labelled_message(rng: random.Random, oracle: Oracle) -> bytes:
     label = rng.choice(sorted(LABELS))
     counter, accounted = LABELS[label]
@@ -134,27 +118,27 @@ def labelled_message(rng: random.Random, oracle: Oracle) -> bytes:
     kw = {"cpu": cpu, "seq": seq, "ts": rng.getrandbits(64)}
     if label == "event":
         oracle.records.append((what, cpu, seq))
-        return message(what, _binary(rng, need, need + 40), **kw)
+        return message(what, random_bytes(rng, need, need + 40), **kw)
     if label == "unknown_what":
         bad = rng.choice([3, 8, 0x400, 0x20000000, rng.getrandbits(32)])
         while bad in p.UNION_LEN:
             bad = rng.getrandbits(32)
-        return message(bad, _binary(rng, 0, 40), **kw)
+        return message(bad, random_bytes(rng, 0, 40), **kw)
     if label == "short_union":
-        return message(what, _binary(rng, 0, need - 1), **kw)
+        return message(what, random_bytes(rng, 0, need - 1), **kw)
     if label == "foreign_id":
         return message(what, bytes(need), idx=rng.choice([0, 2, 11, rng.getrandbits(32) | 2]), **kw)
-    union = _binary(rng, need, need + 8)
+    union = random_bytes(rng, need, need + 8)
     if label == "cn_len_past_end":
         return message(what, union, cn_len=rng.randint(16 + len(union) + 1, 0xFFFF), **kw)
     if label == "cn_len_too_short":
         return message(what, union, cn_len=rng.randint(0, 15), **kw)
     if label == "too_small":  # a DONE message that cannot hold a proc event at all
-        return nlmsg(p.NLMSG_DONE, _binary(rng, 0, 35))
+        return nlmsg(p.NLMSG_DONE, random_bytes(rng, 0, 35))
     nl_type = {"noop": p.NLMSG_NOOP, "error": p.NLMSG_ERROR, "overrun": p.NLMSG_OVERRUN}.get(
         label, rng.randint(5, 0xFFFF)
     )
-    return nlmsg(nl_type, _binary(rng, 0, 40))
+    return nlmsg(nl_type, random_bytes(rng, 0, 40))
 
 
 def datagram(rng: random.Random, oracle: Oracle, slot: int | None = None) -> bytes:
@@ -166,10 +150,10 @@ def datagram(rng: random.Random, oracle: Oracle, slot: int | None = None) -> byt
         body += bytes(rng.randint(1, 3))
     elif tail == "trailing":  # 4..15 bytes: not even a netlink header
         oracle.counts["malformed"] += 1
-        body += _binary(rng, 4, 15)
+        body += random_bytes(rng, 4, 15)
     elif tail == "past_end":  # a nested length pointing past the end of the datagram
         oracle.counts["malformed"] += 1
-        extra = _binary(rng, 0, 60)
+        extra = random_bytes(rng, 0, 60)
         body += nlmsg(p.NLMSG_DONE, extra, nl_len=16 + len(extra) + rng.randint(1, 999))
     if slot is not None and len(body) > slot:  # truncated by the ring: one defect, no records
         oracle.__dict__.update(before.__dict__)
@@ -183,10 +167,6 @@ def datagram_stream(rng: random.Random, slot: int | None = None) -> tuple[list[b
     return [datagram(rng, oracle, slot) for _ in range(rng.randint(1, 6))], oracle
 
 
-# The structured generator draws from one hypothesis-seeded Random: hypothesis spends some
-# 100 us per draw, which would make a 100,000-example run take hours; a failure still prints
-# the seed that reproduces it.
-seeds = st.integers(0, 2**64 - 1)
 #: The stream uses CPUs up to 63: a decoder for a 64-CPU machine follows all their sequences
 #: (test_parser.py checks that CPUs a machine cannot have are not followed).
 ORACLE_CPUS = 64
@@ -222,14 +202,6 @@ def test_fuzz_raw_bytes_never_raise(data: bytes, offset: int, length: int) -> No
 
 
 VALID = b"".join(align(fork(1000 + i, 1, cpu=i % 2, seq=i // 2)) for i in range(4))
-
-
-def mutate(rng: random.Random, data: bytes) -> bytes:
-    """Overwrite a few bytes, cut somewhere, append a little garbage."""
-    out = bytearray(data)
-    for _ in range(rng.randint(0, 8)):
-        out[rng.randrange(len(out))] = rng.choice([0, 0xFF, rng.getrandbits(8)])
-    return bytes(out[: rng.randint(0, len(out))]) + _binary(rng, 0, rng.choice([0, 0, 40]))
 
 
 @FUZZ
@@ -283,73 +255,41 @@ def test_fuzz_connector_source_builds_items_from_anything(
     assert batch.lost == oracle.lost
 
 
-# -- the Windows driver's record batches: decoded exactly, or refused as ProtocolError ------
+# -- garbage through a running scope: the monitor thread survives, counts stay exact ------
+
+NO_CPU = 0xFFFFFFFF  # sentinels stay out of the sequence accounting the oracle predicts
 
 
-def _text(rng: random.Random) -> str:
-    """Any string a driver may report: ASCII, the BMP without surrogates, astral planes."""
-    ranges = [(32, 126), (0x80, 0xD7FF), (0xE000, 0xFFFF), (0x10000, 0x10FFFF)]
-    chars = []
-    for _ in range(rng.choice([0, rng.randint(1, 40)])):
-        low, high = rng.choice(ranges)
-        chars.append(chr(rng.randint(low, high)))
-    return "".join(chars)
-
-
-@FUZZ
-@given(seeds)
-def test_fuzz_driver_batches_round_trip(seed: int) -> None:
-    rng = random.Random(seed)
-    records = [
-        (
-            rng.choice([contract.KIND_CREATE, contract.KIND_EXIT]),
-            rng.getrandbits(64),
-            rng.getrandbits(32),
-            rng.getrandbits(32),
-            _text(rng),
-            _text(rng),
-            rng.getrandbits(32),
-            rng.getrandbits(32),
-        )
-        for _ in range(rng.randint(0, 6))
-    ]
-    data = b"".join(
-        make_record(kind, seq, pid, ppid, image, cmd, exit_status=status, flags=flags)
-        for kind, seq, pid, ppid, image, cmd, status, flags in records
-    )
-    got = decode_records(data)
-    assert [
-        (r.kind, r.sequence, r.pid, r.parent_pid, r.image, r.command_line, r.exit_status, r.flags)
-        for r in got
-    ] == records
-    for r in got:
-        r.to_item()  # every decoded record becomes an item
-
-
-@FUZZ
-@given(st.binary(max_size=600))
-def test_fuzz_driver_batches_raw_bytes(data: bytes) -> None:
-    _decode_or_refuse(data)
-
-
-DRIVER_VALID = make_record(1, 7, 100, 4, "\\??\\C:\\a.exe", '"a" b') + make_record(2, 8, 100)
-
-
-@FUZZ
-@given(seeds)
-def test_fuzz_driver_batches_mutated(seed: int) -> None:
-    _decode_or_refuse(mutate(random.Random(seed), DRIVER_VALID))
-
-
-def _decode_or_refuse(data: bytes) -> None:
-    """The driver's decoder is strict: it returns exact records or raises ProtocolError only."""
+def test_garbage_through_a_running_scope_leaves_the_monitor_thread_alive() -> None:
+    logging.getLogger("procobsrv.linux").setLevel(logging.ERROR)  # thousands of defects
     try:
-        records = decode_records(data)
-    except ProtocolError:
-        return
-    for r in records:
-        assert r.kind in (contract.KIND_CREATE, contract.KIND_EXIT)
-        r.to_item()
+        source, replay = replay_source()
+        source.decoder = p.Decoder(cpus=ORACLE_CPUS)
+        handler = Collector()
+        oracle = Oracle()
+        rng = random.Random(20240607)
+        with monitoring(handler, source=source) as scope:
+            monitor = scope._session.monitor if scope._session else None
+            assert monitor is not None
+            for round_ in range(300):
+                garbage = [datagram(rng, oracle, connector.SLOT_SIZE) for _ in range(5)]
+                garbage.append(rng.randbytes(rng.randint(300, 600)))  # larger than a slot
+                oracle.counts["malformed"] += 1
+                replay.publish([*garbage, fork(1_000_000 + round_, 1, cpu=NO_CPU)])
+            sentinels = set(range(1_000_000, 1_000_300))
+            assert handler.wait_for(
+                lambda: len(handler.of(sentinels, EventKind.CREATED)) == 300, 20
+            )
+            assert monitor.is_alive() and monitor.error is None
+        stats = scope.stats()
+    finally:
+        logging.getLogger("procobsrv.linux").setLevel(logging.NOTSET)
+    got = [i.process_id for i in handler.items if i.process_id in sentinels]
+    assert got == sorted(sentinels)  # in order, none lost
+    assert counters(source.decoder) == oracle.counts
+    assert all(oracle.counts[c] for c in COUNTERS)  # every kind of defect was in the mix
+    assert stats.lost == handler.lost == oracle.lost  # gaps in the garbage are reported losses
+    assert stats.handler_errors == 0
 
 
 # -- the log line of each defect ------------------------------------------------------------

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from procobsrv import ApplicationScope, EventKind
-from tests.conftest import Collector
+from tests.fakes.collector import Collector
 
 pytestmark = pytest.mark.kernel
 
@@ -120,7 +120,7 @@ def test_burst_of_500_true(collector: Collector) -> None:
 
 def test_process_started_before_monitoring_keeps_one_key() -> None:
     """Its fork was never seen: start_ns is 0 on every event and the parent comes from /proc."""
-    from tests.conftest import require_connector
+    from tests.fakes.availability import require_connector
 
     require_connector()
     child = subprocess.Popen(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.support import ROOT
-from tests.conftest import require_connector, require_tool
+from tests.fakes.availability import require_connector, require_tool
+from tests.fakes.watch import ROOT
 
 UNIT = ROOT / "packaging" / "procobsrv.service"
 INSTALLED = "/usr/local/bin/procobsrv"

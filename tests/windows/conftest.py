@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from procobsrv.windows import winapi
-from tests.windows.win_fakes import FakeWindows
+from tests.fakes.windows import FakeWindows
 
 
 @pytest.fixture

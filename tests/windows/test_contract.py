@@ -20,7 +20,7 @@ import pytest
 
 from procobsrv.windows import contract
 from procobsrv.windows.device import RECORD_HEADER
-from tests.conftest import require_tool, unavailable
+from tests.fakes.availability import require_tool, unavailable
 
 pytestmark = pytest.mark.winapi
 

@@ -18,7 +18,7 @@ from procobsrv.windows.installer import (
     normalize_image_path,
     utf16z_in,
 )
-from tests.windows.win_fakes import FakeWindows, Service
+from tests.fakes.windows import FakeWindows, Service
 
 OPEN_SCM, CLOSE = "OpenSCManagerW", "CloseServiceHandle"
 

@@ -13,7 +13,7 @@ from procobsrv.platform import Platform
 from procobsrv.windows import contract, winapi
 from procobsrv.windows.source import DriverSource
 from procobsrv.windows.sync import Win32Event, Win32Mutex, Win32Waiter, wait_milliseconds
-from tests.windows.win_fakes import FakeWindows
+from tests.fakes.windows import FakeWindows
 
 
 def test_event_is_manual_reset(fake: FakeWindows) -> None:

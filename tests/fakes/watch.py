@@ -1,4 +1,4 @@
-"""Helpers for the agent's tests: the CLI as a subprocess, marker children, the schema."""
+"""`procobsrv watch` as its tests run it: a subprocess, marker children, the schema."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+
+from tests.fakes.availability import require_connector
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -89,10 +91,11 @@ def run_markers(tag: str) -> list[int]:
     return pids
 
 
-def wait_for(predicate: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
+def start_watch(*args: str) -> subprocess.Popen[str]:
+    """`procobsrv watch ARGS` on the real connector, returned once it has subscribed."""
+    require_connector()
+    proc = subprocess.Popen([sys.executable, "-m", "procobsrv", "watch", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stderr is not None
+    assert "watching" in proc.stderr.readline()  # subscribed: from here on nothing is missed
+    return proc

@@ -43,12 +43,12 @@ class Example:
         )
         self._stderr: queue.Queue[str] = queue.Queue()
         self.stderr_lines: list[str] = []
+        assert self.proc.stderr is not None
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)
         self._pump_thread.start()
 
     def _pump(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
+        for line in self.proc.stderr or ():
             self._stderr.put(line)
 
     def wait_ready(self, timeout: float = 10.0) -> None:

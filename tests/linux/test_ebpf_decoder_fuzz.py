@@ -1,14 +1,13 @@
 """Fuzzing the eBPF record decoder: nothing raises, every bad record counted, never delivered.
 
 The example budget is the connector decoders' (PROCOBSRV_FUZZ_EXAMPLES, see
-tests/linux/test_parser_fuzz.py).
+tests/fakes/fuzzing.py).
 """
 
 from __future__ import annotations
 
 import struct
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -16,11 +15,13 @@ from procobsrv.events import EventKind, QueuedItem
 from procobsrv.linux.ebpf_abi import HEADER_SIZE, PO_EXEC, PO_EXIT, PO_FORK
 from procobsrv.linux.ebpf_decoder import Decoder, Program
 from tests.fakes.ebpf import record
-from tests.fakes.fuzzing import EXAMPLES, FUZZ
+from tests.fakes.fuzzing import FUZZ, FUZZ_TIMEOUT
 
-pytestmark = pytest.mark.timeout(max(300, EXAMPLES // 50))
+pytestmark = FUZZ_TIMEOUT
 LENGTHS = struct.Struct("<6H")  # args_len .. reserved, at offset 60 of the header
 LENGTHS_AT = 60
+KIND = struct.Struct("<I")  # the header's first field
+KINDS = {PO_FORK: EventKind.CREATED, PO_EXEC: EventKind.EXEC, PO_EXIT: EventKind.EXITED}
 
 
 def decode(data: bytes, spans: list[tuple[int, int]]) -> tuple[list[QueuedItem], Decoder]:
@@ -34,6 +35,23 @@ def decode(data: bytes, spans: list[tuple[int, int]]) -> tuple[list[QueuedItem],
 def valid_record(kind: int, argv: list[bytes], image: bytes) -> bytes:
     args = b"".join(a + b"\0" for a in argv)
     return record(kind, args=args, image=image, cwd=b"/tmp")
+
+
+def expected(data: bytes, spans: list[tuple[int, int]]) -> list[EventKind | None]:
+    """What each span must give, read from the bytes alone: its event's kind, or None (bad).
+
+    A record is delivered when it lies inside the data, holds a whole header, its five
+    variable parts fit after the header and its kind is one the program writes.
+    """
+    kinds: list[EventKind | None] = []
+    for offset, length in spans:
+        if length < HEADER_SIZE or offset < 0 or offset + length > len(data):
+            kinds.append(None)
+            continue
+        parts = sum(LENGTHS.unpack_from(data, offset + LENGTHS_AT)[:5])
+        kind = KIND.unpack_from(data, offset)[0]
+        kinds.append(KINDS.get(kind) if parts <= length - HEADER_SIZE else None)
+    return kinds
 
 
 def test_a_well_formed_exec_decodes() -> None:
@@ -52,6 +70,9 @@ def test_a_well_formed_exec_decodes() -> None:
 def test_arbitrary_bytes_and_spans(data: bytes, spans: list[tuple[int, int]]) -> None:
     items, decoder = decode(data, spans)
     assert len(items) + decoder.bad == len(spans)
+    want = expected(data, spans)
+    assert [i.kind for i in items] == [k for k in want if k is not None]
+    assert decoder.bad == want.count(None)
     for item in items:
         assert item.kind in (EventKind.CREATED, EventKind.EXEC, EventKind.EXITED)
 
@@ -79,6 +100,7 @@ def test_mutated_records(kind: int, argv: list[bytes], image: bytes, data: st.Da
     blob = bytes(rec)
     items, decoder = decode(blob, [(0, len(blob))])
     assert len(items) + decoder.bad == 1
+    assert [i.kind for i in items] == [k for k in expected(blob, [(0, len(blob))]) if k]
     if items:  # delivered: a known kind, and every length inside the record
         assert kind in (PO_FORK, PO_EXEC, PO_EXIT) or action == "flip"
         assert len(blob) >= HEADER_SIZE

@@ -91,6 +91,22 @@ class Oracle:
     lost: int = 0
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
     records: list[tuple[int, int, int]] = field(default_factory=list)  # (what, cpu, seq)
+    processes: list[tuple[EventKind, int]] = field(default_factory=list)  # the items they make
+
+
+def process_items(what: int, union: bytes) -> list[tuple[EventKind, int]]:
+    """The item a connector record becomes (<linux/cn_proc.h>'s unions): a fork or an exit of
+    a thread (pid != tgid) and every other kind of event make none."""
+    if what == p.PROC_EVENT_FORK:
+        _parent_pid, _parent_tgid, child_pid, child_tgid = struct.unpack_from("=4I", union)
+        return [(EventKind.CREATED, child_tgid)] if child_pid == child_tgid else []
+    if what == p.PROC_EVENT_EXEC:
+        _pid, tgid = struct.unpack_from("=2I", union)
+        return [(EventKind.EXEC, tgid)]
+    if what == p.PROC_EVENT_EXIT:
+        pid, tgid = struct.unpack_from("=2I", union)
+        return [(EventKind.EXITED, tgid)] if pid == tgid else []
+    return []
 
 
 def labelled_message(rng: random.Random, oracle: Oracle) -> bytes:
@@ -117,8 +133,15 @@ def labelled_message(rng: random.Random, oracle: Oracle) -> bytes:
     need = p.UNION_LEN[what]
     kw = {"cpu": cpu, "seq": seq, "ts": rng.getrandbits(64)}
     if label == "event":
+        union = bytearray(random_bytes(rng, need, need + 40))
+        if rng.random() < 0.5:  # a process, not a thread: pid == tgid
+            if what == p.PROC_EVENT_FORK:
+                union[8:12] = union[12:16]
+            elif what == p.PROC_EVENT_EXIT:
+                union[0:4] = union[4:8]
         oracle.records.append((what, cpu, seq))
-        return message(what, random_bytes(rng, need, need + 40), **kw)
+        oracle.processes.extend(process_items(what, bytes(union)))
+        return message(what, bytes(union), **kw)
     if label == "unknown_what":
         bad = rng.choice([3, 8, 0x400, 0x20000000, rng.getrandbits(32)])
         while bad in p.UNION_LEN:
@@ -188,17 +211,88 @@ def test_fuzz_structured_datagrams_match_the_oracle(seed: int) -> None:
 
 # -- raw bytes and mutations: no exception, only well-formed records ----------------------
 
+_NLHDR = struct.Struct("=IH")  # nlmsg_len, nlmsg_type
+_CN_MSG = struct.Struct("=IIIIH")  # idx, val, seq, ack, len: after the netlink header
+_EVENT = struct.Struct("=II")  # what, cpu: after the cn_msg header
+
+
+@dataclass
+class Walk:
+    """What decoding arbitrary bytes must give, found by walking them independently of the
+    decoder: the netlink framing, then each NLMSG_DONE as the cn_proc message it claims to be."""
+
+    cpus: int
+    last_seq: dict[int, int] = field(default_factory=dict)
+    lost: int = 0
+    forged: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    records: list[tuple[int, int, int]] = field(default_factory=list)  # (what, cpu, seq)
+
+    def datagram(self, data: bytes | bytearray | memoryview, offset: int, length: int) -> None:
+        if length == p.FORGED:
+            self.forged += 1
+            return
+        if length < 0 or offset < 0 or offset + length > len(data):
+            self.counts["malformed"] += 1
+            return
+        pos, end = offset, offset + length
+        while end - pos >= 16:
+            nl_len, nl_type = _NLHDR.unpack_from(data, pos)
+            if not 16 <= nl_len <= end - pos:
+                self.counts["malformed"] += 1
+                return
+            if nl_type == p.NLMSG_DONE:
+                self.message(bytes(data[pos : pos + nl_len]))
+            elif nl_type in (p.NLMSG_ERROR, p.NLMSG_OVERRUN):
+                self.counts["netlink_errors"] += 1
+            elif nl_type != p.NLMSG_NOOP:
+                self.counts["unknown"] += 1
+            pos += (nl_len + 3) & ~3
+        if end - pos >= 4:
+            self.counts["malformed"] += 1  # trailing bytes that are not padding
+
+    def message(self, msg: bytes) -> None:
+        if len(msg) < 16 + 20 + 16:  # netlink + cn_msg + proc event headers
+            self.counts["malformed"] += 1
+            return
+        idx, val, seq, _ack, cn_len = _CN_MSG.unpack_from(msg, 16)
+        if (idx, val) != (p.CN_IDX_PROC, p.CN_VAL_PROC) or not 16 <= cn_len <= len(msg) - 36:
+            self.counts["malformed"] += 1
+            return
+        what, cpu = _EVENT.unpack_from(msg, 36)
+        if cpu < self.cpus:  # only real CPUs have a sequence
+            last = self.last_seq.get(cpu)
+            self.last_seq[cpu] = seq
+            gap = 0 if last is None else (seq - last - 1) & MASK
+            self.lost += gap if gap < 0x80000000 else 0  # a step back is a restart, no loss
+        if what not in p.UNION_LEN:
+            self.counts["unknown"] += 1
+        elif cn_len < 16 + p.UNION_LEN[what]:
+            self.counts["malformed"] += 1
+        else:
+            self.records.append((what, cpu, seq))
+
+
+def check_against_walk(d: p.Decoder, out: list[p.Record], walk: Walk) -> None:
+    assert [(r[p.WHAT], r[p.CPU], r[p.CN_SEQ]) for r in out] == walk.records
+    assert counters(d) == walk.counts
+    assert d.take_lost() == walk.lost and d.forged == walk.forged
+
 
 @FUZZ
 @given(st.binary(max_size=700), st.integers(-8, 720), st.integers(-8, 720))
 def test_fuzz_raw_bytes_never_raise(data: bytes, offset: int, length: int) -> None:
     d = p.Decoder()
+    walk = Walk(cpus=d.cpus)
     out: list[p.Record] = []
     d.decode(data, offset, length, out)
+    walk.datagram(data, offset, length)
     d.decode(bytearray(data), 0, len(data), out)
     d.decode(memoryview(data), 0, len(data), out)
+    for _ in range(2):
+        walk.datagram(data, 0, len(data))
     assert all(well_formed(r) for r in out)
-    assert d.lost >= 0 and min(counters(d).values()) >= 0
+    check_against_walk(d, out, walk)
 
 
 VALID = b"".join(align(fork(1000 + i, 1, cpu=i % 2, seq=i // 2)) for i in range(4))
@@ -213,6 +307,9 @@ def test_fuzz_mutated_datagrams_never_raise(seed: int) -> None:
     assert all(well_formed(r) for r in out)
     # Every message either came out or was counted: the walk never skips one silently.
     assert len(out) + sum(counters(d).values()) >= 1 or len(data) < 16 or _only_noops(data)
+    walk = Walk(cpus=d.cpus)
+    walk.datagram(data, 0, len(data))
+    check_against_walk(d, out, walk)
 
 
 def _only_noops(data: bytes | bytearray) -> bool:
@@ -250,6 +347,7 @@ def test_fuzz_connector_source_builds_items_from_anything(
         source.close()
     assert all(isinstance(i, QueuedItem) for i in batch.items)
     assert len(batch.items) <= len(oracle.records)
+    assert [(i.kind, i.process_id) for i in batch.items] == oracle.processes
     got = counters(decoder)
     assert {c: got[c] - before[c] for c in COUNTERS} == oracle.counts
     assert batch.lost == oracle.lost
@@ -271,11 +369,14 @@ def test_garbage_through_a_running_scope_leaves_the_monitor_thread_alive() -> No
         with monitoring(handler, source=source) as scope:
             monitor = scope._session.monitor if scope._session else None
             assert monitor is not None
+            delivered: list[tuple[EventKind, int]] = []  # what the handler must get, in order
             for round_ in range(300):
+                first = len(oracle.processes)
                 garbage = [datagram(rng, oracle, connector.SLOT_SIZE) for _ in range(5)]
                 garbage.append(rng.randbytes(rng.randint(300, 600)))  # larger than a slot
                 oracle.counts["malformed"] += 1
                 replay.publish([*garbage, fork(1_000_000 + round_, 1, cpu=NO_CPU)])
+                delivered += [*oracle.processes[first:], (EventKind.CREATED, 1_000_000 + round_)]
             sentinels = set(range(1_000_000, 1_000_300))
             assert handler.wait_for(
                 lambda: len(handler.of(sentinels, EventKind.CREATED)) == 300, 20
@@ -286,6 +387,7 @@ def test_garbage_through_a_running_scope_leaves_the_monitor_thread_alive() -> No
         logging.getLogger("procobsrv.linux").setLevel(logging.NOTSET)
     got = [i.process_id for i in handler.items if i.process_id in sentinels]
     assert got == sorted(sentinels)  # in order, none lost
+    assert [(i.kind, i.process_id) for i in handler.items] == delivered
     assert counters(source.decoder) == oracle.counts
     assert all(oracle.counts[c] for c in COUNTERS)  # every kind of defect was in the mix
     assert stats.lost == handler.lost == oracle.lost  # gaps in the garbage are reported losses

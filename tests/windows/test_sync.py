@@ -48,12 +48,13 @@ def test_mutex_context_manager(fake: FakeWindows) -> None:
 def test_mutex_excludes_other_threads(fake: FakeWindows) -> None:
     mutex = Win32Mutex(fake.api())
     inside = []
+    crowds: list[int] = []  # how many threads were inside, seen by each entry; checked below
 
     def worker(n: int) -> None:
         for _ in range(50):
             with mutex:
                 inside.append(n)
-                assert len(inside) == 1
+                crowds.append(len(inside))
                 inside.pop()
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
@@ -62,6 +63,7 @@ def test_mutex_excludes_other_threads(fake: FakeWindows) -> None:
     for t in threads:
         t.join()
     mutex.close()
+    assert crowds == [1] * 4 * 50
 
 
 def test_release_by_a_non_owner_raises(fake: FakeWindows) -> None:

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
 
 import pytest
 
@@ -16,7 +15,7 @@ from procobsrv.container import DEFAULT_QUEUE_LIMIT
 from procobsrv.linux import ConnectorSource
 from procobsrv.linux import parser as p
 from procobsrv.scope import ApplicationScope
-from tests.fakes.collector import Collector
+from tests.fakes.collector import Blocking
 from tests.fakes.connector import RecordingDecoder, monitoring
 from tests.fakes.gauges import rss_bytes, wait_until
 from tests.fakes.storm import Storm
@@ -37,19 +36,9 @@ def bytes_per_item(items: list[QueuedItem]) -> float:
     return total / len(items) + 8  # + the deque's slot
 
 
-class Stalled(Collector):
+def stalled() -> Blocking:
     """Blocks on the first event until released: a consumer that stopped consuming."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inside = threading.Event()
-        self.release = threading.Event()
-
-    def on_process_event(self, item: QueuedItem, param: Any) -> None:
-        if not self.inside.is_set():
-            self.inside.set()
-            self.release.wait(60)
-        super().on_process_event(item, param)
+    return Blocking(timeout=60, first_only=True)
 
 
 def test_the_defaults_are_drop_oldest_and_100000_events() -> None:
@@ -62,7 +51,7 @@ def test_the_defaults_are_drop_oldest_and_100000_events() -> None:
 
 def test_stalled_handler_under_a_storm_keeps_memory_flat() -> None:
     limit = 2000
-    handler = Stalled()
+    handler = stalled()
     with monitoring(handler, queue_limit=limit) as scope:
         subprocess.run(["/bin/true"], check=True)
         assert handler.inside.wait(5)
@@ -101,7 +90,7 @@ def test_stalled_handler_under_a_storm_keeps_memory_flat() -> None:
 
 
 def test_drop_newest_keeps_the_earliest_history() -> None:
-    handler = Stalled()
+    handler = stalled()
     source = ConnectorSource()
     source.decoder = decoder = RecordingDecoder()  # tells when the monitor has read an event
     limit, count = 3000, 1500

@@ -8,20 +8,17 @@ import time
 import pytest
 
 from procobsrv import EventFilter, EventKind, FilterHandler, monitor
-from tests.fakes.availability import require_connector
 from tests.fakes.collector import Collector
 from tests.fakes.gauges import leaves_nothing_behind
 from tests.fakes.scripted import item
 
 pytestmark = pytest.mark.timeout(30)
-kernel = pytest.mark.kernel
 CREATED, EXEC, EXITED = EventKind.CREATED, EventKind.EXEC, EventKind.EXITED
 
 
-# -- filtering ----------------------------------------------------------------------------
-@kernel
+@pytest.mark.kernel
+@pytest.mark.usefixtures("connector")
 def test_filter_handler_passes_only_matching_events_of_real_processes() -> None:
-    require_connector()
     inner = Collector()
     handler = FilterHandler(inner, kinds=["exec", "exited"], command_line=r"procobsrv-needle")
     with leaves_nothing_behind(), monitor(handler):

@@ -11,17 +11,14 @@ import time
 import pytest
 
 from procobsrv import JsonLinesHandler, monitor
-from tests.fakes.availability import require_connector
 from tests.fakes.gauges import leaves_nothing_behind
 
 pytestmark = pytest.mark.timeout(30)
-kernel = pytest.mark.kernel
 
 
-# -- JSON lines ---------------------------------------------------------------------------
-@kernel
+@pytest.mark.kernel
+@pytest.mark.usefixtures("connector")
 def test_json_lines_handler_writes_one_parsable_object_per_event() -> None:
-    require_connector()
     out = io.StringIO()
     handler = JsonLinesHandler(out)
     with leaves_nothing_behind(), monitor(handler):

@@ -8,19 +8,16 @@ import subprocess
 import pytest
 
 from procobsrv import EventKind, ProcessTree, monitor
-from tests.fakes.availability import require_connector
 from tests.fakes.gauges import leaves_nothing_behind, wait_until
 from tests.fakes.scripted import item
 
 pytestmark = pytest.mark.timeout(30)
-kernel = pytest.mark.kernel
 CREATED, EXEC, EXITED = EventKind.CREATED, EventKind.EXEC, EventKind.EXITED
 
 
-# -- process tree -------------------------------------------------------------------------
-@kernel
+@pytest.mark.kernel
+@pytest.mark.usefixtures("connector")
 def test_process_tree_tracks_child_and_grandchild() -> None:
-    require_connector()
     tree = ProcessTree()
     with leaves_nothing_behind(), monitor(tree):
         child = subprocess.Popen(["sh", "-c", "sleep 0.4 & wait"])

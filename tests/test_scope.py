@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from procobsrv import ApplicationScope, CallbackHandler, MonitorError, QueuedItem
-from tests.fakes.collector import Collector
+from tests.fakes.collector import Blocking, Collector
 from tests.fakes.gauges import open_fds
 from tests.fakes.scripted import FailingSource, ScriptedSource, items
+
+Source = TypeVar("Source", bound=ScriptedSource)
+
+
+def start_on(handler: CallbackHandler, source: Source, param: Any = None, **kw: Any) -> Source:
+    """Bind ``handler`` to the scope and start monitoring ``source`` (its kernel is the test)."""
+    assert ApplicationScope.get_instance(handler).start_monitoring(param, source=source, **kw)
+    return source
 
 
 @pytest.fixture
@@ -100,9 +108,7 @@ class Raising(Collector):
 
 def test_handler_exceptions_do_not_stop_delivery(scope: ApplicationScope, caplog) -> None:  # type: ignore[no-untyped-def]
     handler = Raising()
-    ApplicationScope.get_instance(handler)
-    source = ScriptedSource()
-    scope.start_monitoring(source=source)
+    source = start_on(handler, ScriptedSource())
     source.publish(items(10))
     scope.stop_monitoring()
     assert [i.process_id for i in handler.items] == list(range(1, 11))
@@ -127,9 +133,7 @@ class StopsItself(CallbackHandler):
 def test_stop_from_inside_the_handler(scope: ApplicationScope) -> None:
     threads, fds = set(threading.enumerate()), open_fds()
     handler = StopsItself()
-    ApplicationScope.get_instance(handler)
-    source = ScriptedSource()
-    scope.start_monitoring(source=source)
+    source = start_on(handler, ScriptedSource())
     source.publish(items(10))
     assert handler.returned.wait(5)
     assert not scope.is_monitoring
@@ -140,23 +144,9 @@ def test_stop_from_inside_the_handler(scope: ApplicationScope) -> None:
     assert open_fds() == fds
 
 
-class Slow(Collector):
-    def __init__(self) -> None:
-        super().__init__()
-        self.inside = threading.Event()
-        self.release = threading.Event()
-
-    def on_process_event(self, item: QueuedItem, param: Any) -> None:
-        self.inside.set()
-        self.release.wait(5)
-        super().on_process_event(item, param)
-
-
 def test_stop_from_another_thread_while_handler_runs(scope: ApplicationScope) -> None:
-    handler = Slow()
-    ApplicationScope.get_instance(handler)
-    source = ScriptedSource()
-    scope.start_monitoring(source=source)
+    handler = Blocking(timeout=5)
+    source = start_on(handler, ScriptedSource())
     source.publish(items(5))
     assert handler.inside.wait(5)
     stopper = threading.Thread(target=scope.stop_monitoring)
@@ -173,10 +163,8 @@ def test_stop_from_another_thread_while_handler_runs(scope: ApplicationScope) ->
 
 
 def test_bounded_queue_reports_overflow(scope: ApplicationScope) -> None:
-    handler = Slow()
-    ApplicationScope.get_instance(handler)
-    source = ScriptedSource()
-    scope.start_monitoring(source=source, queue_limit=100)
+    handler = Blocking(timeout=5)
+    source = start_on(handler, ScriptedSource(), queue_limit=100)
     source.publish(items(1))
     assert handler.inside.wait(5)  # the handler is now stuck on pid 1
     source.publish(items(1000, start=2))
@@ -194,9 +182,7 @@ def test_a_failing_source_ends_the_session_and_tells_the_handler(
 ) -> None:
     threads, fds = set(threading.enumerate()), open_fds()
     handler = Collector()
-    ApplicationScope.get_instance(handler)
-    source = FailingSource()
-    scope.start_monitoring("p", source=source)
+    source = start_on(handler, FailingSource(), "p")
     source.publish(items(100))
     error = OSError(9, "Bad file descriptor")
     source.fail(error)
@@ -235,9 +221,7 @@ class Restarts(Collector):
 
 def test_the_handler_may_start_monitoring_again_from_on_error(scope: ApplicationScope) -> None:
     handler = Restarts()
-    ApplicationScope.get_instance(handler)
-    source = FailingSource()
-    scope.start_monitoring(source=source)
+    source = start_on(handler, FailingSource())
     source.fail(RuntimeError("driver unloaded"))
     assert handler.wait_for(lambda: bool(handler.errors), 5)
     assert handler.restarted is True and scope.is_monitoring
@@ -251,9 +235,7 @@ def test_the_handler_may_start_monitoring_again_from_on_error(scope: Application
 def test_default_on_error_logs_the_reason(
     scope: ApplicationScope, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ApplicationScope.get_instance(StopsItself())  # does not override on_error
-    source = FailingSource()
-    scope.start_monitoring(source=source)
+    source = start_on(StopsItself(), FailingSource())  # does not override on_error
     source.fail(RuntimeError("driver unloaded"))
     deadline = time.monotonic() + 5
     while "process monitoring stopped: driver unloaded" not in caplog.text:

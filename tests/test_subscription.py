@@ -27,7 +27,7 @@ from procobsrv import (
     watch,
 )
 from tests.fakes.availability import require_connector
-from tests.fakes.collector import Collector
+from tests.fakes.collector import Blocking, Collector
 from tests.fakes.gauges import leaves_nothing_behind, open_fds
 from tests.fakes.scripted import ScriptedSource, items
 
@@ -61,13 +61,19 @@ def stream_until_exit(stream: Any, pid: int) -> list[QueuedItem]:
     return seen
 
 
+def stopped_scope(handler: Collector) -> ApplicationScope:
+    """The application's scope on the real kernel, bound to ``handler``, not monitoring."""
+    require_connector()
+    scope = ApplicationScope.get_instance(handler)
+    scope.stop_monitoring()
+    return scope
+
+
 @pytest.fixture
 def app() -> Any:
     """The application's own handler, started the article's way."""
-    require_connector()
     handler = Collector()
-    scope = ApplicationScope.get_instance(handler)
-    scope.stop_monitoring()
+    scope = stopped_scope(handler)
     with leaves_nothing_behind():
         assert scope.start_monitoring("app-param")
         yield handler
@@ -126,10 +132,8 @@ def test_a_library_stream_ending_leaves_the_applications_monitoring_alone(app: C
 def test_a_kept_scope_delivers_after_a_watch_has_run_and_ended() -> None:
     # Before: watch() swapped the scope's handler for its own, so the application's kept
     # scope then started with the stream's handler and delivered 0 events, silently.
-    require_connector()
     handler = Collector()
-    scope = ApplicationScope.get_instance(handler)
-    scope.stop_monitoring()
+    scope = stopped_scope(handler)
     with leaves_nothing_behind():
         assert list(watch(timeout=0.05, kinds="exec")) is not None
         assert scope.handler is handler
@@ -222,16 +226,11 @@ def test_a_slow_subscriber_on_the_real_kernel_does_not_cost_the_fast_one_an_even
         assert len(mine) + s.lost >= 3000
 
 
-class Stuck(Collector):
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered = threading.Event()
-        self.release = threading.Event()
+class Stuck(Blocking):
+    """Records each event, then blocks until released (the stop's log names this class)."""
 
-    def on_process_event(self, item: QueuedItem, param: Any) -> None:
-        super().on_process_event(item, param)
-        self.entered.set()
-        self.release.wait()
+    def __init__(self) -> None:
+        super().__init__(record_first=True)
 
 
 def test_a_stuck_subscriber_does_not_stop_the_others(caplog: pytest.LogCaptureFixture) -> None:
@@ -242,7 +241,7 @@ def test_a_stuck_subscriber_does_not_stop_the_others(caplog: pytest.LogCaptureFi
         with scope.subscribe(other):
             blocked = scope.subscribe(stuck, queue_limit=5)
             child()
-            assert stuck.entered.wait(10)
+            assert stuck.inside.wait(10)
             pids = [child(f"exit {n}") for n in range(20)]  # while it is stuck
             for n, pid in enumerate(pids):
                 assert other.wait_exit(pid).exit_code == n

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.nats import NatsServer
+from tests.fakes.nats import NatsServer, single
 
 
 @pytest.fixture
@@ -19,3 +19,9 @@ def nats_servers(tmp_path: Path) -> Iterator[list[NatsServer]]:
     finally:
         for s in servers:
             s.kill()
+
+
+@pytest.fixture
+def nats_server(connector: None, nats_servers: list[NatsServer], tmp_path: Path) -> NatsServer:
+    """One running server, for a test that also needs the kernel's process-events connector."""
+    return single(nats_servers, tmp_path)

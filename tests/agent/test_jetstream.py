@@ -18,9 +18,8 @@ from benchmarks.harness import run_storm
 
 from procobsrv import EventKind, QueuedItem
 from procobsrv.agent import RecordMaker
-from tests.fakes.availability import require_connector
 from tests.fakes.gauges import wait_until
-from tests.fakes.nats import NatsServer, cluster, free_port, single, stream_contents, stream_leader
+from tests.fakes.nats import NatsServer, cluster, free_port, stream_contents, stream_leader
 from tests.fakes.watch import run_markers, validate_lines, watching
 
 SUMMARY = re.compile(r"procobsrv: (\d+) events \(.*\), (\d+) lost")
@@ -89,17 +88,13 @@ def test_send_never_blocks_when_no_server_answers() -> None:
 
 
 @pytest.mark.kernel
-def test_a_marker_exec_arrives_in_the_stream_with_its_argv(
-    nats_servers: list[NatsServer], tmp_path: Path
-) -> None:
-    require_connector()
-    server = single(nats_servers, tmp_path)
+def test_a_marker_exec_arrives_in_the_stream_with_its_argv(nats_server: NatsServer) -> None:
     marker_argv = ["sh", "-c", "sleep 0.5; true", "nats-marker"]  # lives until /proc is read
-    with watching("--output", server.url) as watch:
+    with watching("--output", nats_server.url) as watch:
         subprocess.run(marker_argv, check=True)
         run_markers("nats-marker")
         counts = stop(watch)
-    contents = stream_contents([server.url])
+    contents = stream_contents([nats_server.url])
     validate_lines([json.dumps(r) for _, _, r in contents])
     host = re.sub(r"[.*>\s]", "_", socket.gethostname())
     marker = [
@@ -115,16 +110,14 @@ def test_a_marker_exec_arrives_in_the_stream_with_its_argv(
 
 @pytest.mark.kernel
 def test_collect_filters_and_resumes_where_it_stopped(
-    nats_servers: list[NatsServer], tmp_path: Path
+    nats_server: NatsServer, tmp_path: Path
 ) -> None:
-    require_connector()
-    server = single(nats_servers, tmp_path)
     out = tmp_path / "collected.jsonl"
-    collect = [sys.executable, "-m", "procobsrv", "collect", server.url, "--durable", "t",
+    collect = [sys.executable, "-m", "procobsrv", "collect", nats_server.url, "--durable", "t",
                "--match", "batch-marker", "--kind", "exec", "--output", str(out),
                "--duration", "2"]  # fmt: skip
     for tag in ("first-batch-marker", "second-batch-marker"):
-        with watching("--output", server.url) as watch:
+        with watching("--output", nats_server.url) as watch:
             for _ in range(2):  # alive long enough for its argv to be read at exec
                 subprocess.run(["sh", "-c", "sleep 0.5; true", tag], check=True)
             stop(watch)
@@ -141,10 +134,10 @@ def test_collect_filters_and_resumes_where_it_stopped(
 
 
 @pytest.mark.kernel
+@pytest.mark.usefixtures("connector")
 def test_a_cluster_node_killed_in_a_storm_loses_and_duplicates_nothing(
     nats_servers: list[NatsServer], tmp_path: Path
 ) -> None:
-    require_connector()
     nodes = cluster(nats_servers, tmp_path)
     urls = [n.url for n in nodes]
     with watching("--output", target(*nodes), "--nats-replicas", "3") as watch:
@@ -174,41 +167,33 @@ def test_a_cluster_node_killed_in_a_storm_loses_and_duplicates_nothing(
 
 
 @pytest.mark.kernel
-def test_events_during_a_server_restart_arrive(
-    nats_servers: list[NatsServer], tmp_path: Path
-) -> None:
-    require_connector()
-    server = single(nats_servers, tmp_path)
-    with watching("--output", server.url) as watch:
+def test_events_during_a_server_restart_arrive(nats_server: NatsServer) -> None:
+    with watching("--output", nats_server.url) as watch:
         run_markers("before-restart")
-        assert wait_until(lambda: bool(stream_contents([server.url])))
-        server.kill()
+        assert wait_until(lambda: bool(stream_contents([nats_server.url])))
+        nats_server.kill()
         pids = run_markers("while-down")
-        server.start().ready()  # same port, same store
+        nats_server.start().ready()  # same port, same store
         counts = stop(watch)
-    contents = stream_contents([server.url])
+    contents = stream_contents([nats_server.url])
     assert has_pids(events(contents), pids)
     assert_all_published(counts, contents)
 
 
 @pytest.mark.kernel
-def test_a_server_down_longer_than_the_buffer_loses_an_exact_count(
-    nats_servers: list[NatsServer], tmp_path: Path
-) -> None:
-    require_connector()
-    server = single(nats_servers, tmp_path)
-    with watching("--output", server.url, "--nats-buffer", "50") as watch:
+def test_a_server_down_longer_than_the_buffer_loses_an_exact_count(nats_server: NatsServer) -> None:
+    with watching("--output", nats_server.url, "--nats-buffer", "50") as watch:
         run_markers("before-outage")
-        assert wait_until(lambda: bool(stream_contents([server.url])))
-        server.kill()
+        assert wait_until(lambda: bool(stream_contents([nats_server.url])))
+        nats_server.kill()
         for _ in range(60):  # 180 events at least: more than the buffer holds
             subprocess.run(["true"], check=True)
         time.sleep(0.5)
-        server.start().ready()
+        nats_server.start().ready()
         subprocess.run(["true"], check=True)  # an event after the return: the loss goes out
-        assert wait_until(lambda: output_losses(stream_contents([server.url])) > 0)
+        assert wait_until(lambda: output_losses(stream_contents([nats_server.url])) > 0)
         counts = stop(watch)
-    contents = stream_contents([server.url])
+    contents = stream_contents([nats_server.url])
     lost = output_losses(contents)
     assert counts["overflowed"] > 0 and lost == counts["overflowed"]
     assert counts["published"] == len(events(contents))

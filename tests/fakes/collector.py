@@ -49,3 +49,29 @@ class Collector(CallbackHandler):
             f"no EXITED event for pid {pid}; saw {self.of(pid)}"
         )
         return self.of(pid, EventKind.EXITED)[0]
+
+
+class Blocking(Collector):
+    """A Collector that blocks in ``on_process_event`` until ``release`` is set (``timeout``
+    seconds at most; None: for ever); ``inside`` tells that it got there.
+
+    ``first_only``: blocks on the first event only (a consumer that stopped consuming once);
+    ``record_first``: records the event before blocking, not after.
+    """
+
+    def __init__(
+        self, timeout: float | None = None, *, first_only: bool = False, record_first: bool = False
+    ) -> None:
+        super().__init__()
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self._timeout, self._first_only, self._record_first = timeout, first_only, record_first
+
+    def on_process_event(self, item: QueuedItem, param: Any) -> None:
+        if self._record_first:
+            super().on_process_event(item, param)
+        if not (self._first_only and self.inside.is_set()):
+            self.inside.set()
+            self.release.wait(self._timeout)
+        if not self._record_first:
+            super().on_process_event(item, param)

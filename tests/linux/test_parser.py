@@ -7,24 +7,7 @@ import struct
 
 from procobsrv.linux import parser as p
 from procobsrv.linux.source import decode_wait_status
-
-
-def message(what: int, union: bytes, *, cpu: int = 0, seq: int = 0, ack: int = 0,
-            ts: int = 123, idx: int = 1, cn_len: int | None = None) -> bytes:  # fmt: skip
-    event = struct.pack("=IIQ", what, cpu, ts) + union
-    cn = struct.pack("=IIIIHH", idx, 1, seq, ack, len(event) if cn_len is None else cn_len, 0)
-    body = cn + event
-    return struct.pack("=IHHII", 16 + len(body), p.NLMSG_DONE, 0, 0, 0) + body
-
-
-def fork(child: int, parent: int, **kw: int) -> bytes:
-    return message(p.PROC_EVENT_FORK, struct.pack("=6I", parent, parent, child, child, 0, 0), **kw)
-
-
-def decode(data: bytes, decoder: p.Decoder | None = None) -> list[p.Record]:
-    out: list[p.Record] = []
-    (decoder or p.Decoder()).decode(data, 0, len(data), out)
-    return out
+from tests.fakes.connector import decode, fork, message
 
 
 def test_fork_record_fields() -> None:

@@ -87,10 +87,8 @@ def test_stop_leaves_no_thread_and_no_fd(scope: ApplicationScope) -> None:
 
 
 @pytest.mark.kernel
+@pytest.mark.usefixtures("connector")
 def test_stop_on_the_real_kernel_leaves_nothing_behind(scope: ApplicationScope) -> None:
-    from tests.fakes.availability import require_connector
-
-    require_connector()
     threads, fds = set(threading.enumerate()), open_fds()
     for _ in range(20):
         scope.start_monitoring()

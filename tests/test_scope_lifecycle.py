@@ -16,7 +16,6 @@ import pytest
 
 from procobsrv import ApplicationScope, CallbackHandler, MonitorError, QueuedItem
 from procobsrv.linux.source import ConnectorSource
-from tests.fakes.availability import require_connector
 from tests.fakes.collector import Collector
 from tests.fakes.connector import break_connector_socket, monitoring
 from tests.fakes.gauges import open_fds, rss_bytes, threads_now
@@ -36,8 +35,8 @@ class Counting(CallbackHandler):
         self.count += 1
 
 
+@pytest.mark.usefixtures("connector")
 def test_1000_start_stop_cycles_leave_fds_threads_and_memory_flat() -> None:
-    require_connector()
     scope = ApplicationScope.get_instance(Counting())
     scope.stop_monitoring()
     for _ in range(300):  # warm-up: imports, caches, allocator arenas
@@ -159,8 +158,8 @@ print(json.dumps(report))
 """
 
 
+@pytest.mark.usefixtures("connector")
 def test_fork_does_not_duplicate_the_monitor_and_both_sides_keep_working() -> None:
-    require_connector()
     run = subprocess.run(
         [sys.executable, "-c", _FORK], capture_output=True, text=True, timeout=60, cwd=os.getcwd()
     )
@@ -178,10 +177,10 @@ def test_fork_does_not_duplicate_the_monitor_and_both_sides_keep_working() -> No
     assert report["parent_threads"] == 4  # main, monitor, retrieval, delivery
 
 
+@pytest.mark.usefixtures("connector")
 def test_a_broken_kernel_socket_ends_monitoring_tells_the_handler_and_releases_all() -> None:
     """The monitor thread's receive fails for real (the netlink socket's fd is made a pipe):
     the handler hears why, monitoring ends by itself, nothing is left open or running."""
-    require_connector()
     handler = Collector()
     threads, fds = threads_now(), open_fds()
     source = ConnectorSource()

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from procobsrv import ApplicationScope, CallbackHandler, OverflowPolicy, QueuedItem
-from tests.fakes.availability import require_connector
 from tests.fakes.gauges import open_fds, threads_now, wait_until
 from tests.fakes.scripted import ScriptedSource, items
 
@@ -90,9 +89,9 @@ print("exiting", flush=True)
 """
 
 
+@pytest.mark.usefixtures("connector")
 def test_the_interpreters_exit_does_not_hang_on_a_stuck_handler() -> None:
     # Before: the atexit hook's stop waited for the handler for ever; the process never ended.
-    require_connector()
     began = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-c", EXITS_WITH_A_STUCK_HANDLER],

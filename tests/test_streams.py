@@ -19,7 +19,6 @@ from procobsrv import (
     monitor,
     watch,
 )
-from tests.fakes.availability import require_connector
 from tests.fakes.collector import Collector
 from tests.fakes.gauges import Ticker, leaves_nothing_behind
 from tests.fakes.scripted import FailingSource, ScriptedSource, items
@@ -30,8 +29,8 @@ kernel = pytest.mark.kernel
 
 # -- monitor() ----------------------------------------------------------------------------
 @kernel
+@pytest.mark.usefixtures("connector")
 def test_monitor_sees_a_child_and_stops_at_the_end_of_the_block() -> None:
-    require_connector()
     handler = Collector()
     with leaves_nothing_behind():
         with monitor(handler, "my-param") as scope:
@@ -44,8 +43,8 @@ def test_monitor_sees_a_child_and_stops_at_the_end_of_the_block() -> None:
 
 
 @kernel
+@pytest.mark.usefixtures("connector")
 def test_monitor_stops_when_the_block_raises() -> None:
-    require_connector()
     handler = Collector()
     with leaves_nothing_behind(), pytest.raises(KeyError), monitor(handler) as scope:
         assert scope.is_monitoring
@@ -53,8 +52,8 @@ def test_monitor_stops_when_the_block_raises() -> None:
 
 
 @kernel
+@pytest.mark.usefixtures("connector")
 def test_monitor_nests_and_each_block_detaches_only_its_own_handler() -> None:
-    require_connector()
     outer, inner = Collector(), Collector()
     with leaves_nothing_behind(), monitor(outer) as scope:
         with monitor(inner):  # a second subscriber of the one kernel subscription
@@ -69,8 +68,8 @@ def test_monitor_nests_and_each_block_detaches_only_its_own_handler() -> None:
 
 # -- watch() ------------------------------------------------------------------------------
 @kernel
+@pytest.mark.usefixtures("connector")
 def test_watch_sees_a_child_and_break_releases_everything() -> None:
-    require_connector()
     with leaves_nothing_behind():
         # The child exits after watch() has subscribed (which takes milliseconds).
         child = subprocess.Popen(["sh", "-c", "sleep 0.3; exit 4"])
@@ -137,8 +136,8 @@ def test_watch_backpressure_is_the_queues_policy_and_losses_are_counted(
 
 # -- awatch() -----------------------------------------------------------------------------
 @kernel
+@pytest.mark.usefixtures("connector")
 def test_awatch_sees_a_child_without_blocking_the_loop() -> None:
-    require_connector()
 
     async def main() -> QueuedItem:
         ticker = Ticker(0.01)
@@ -158,8 +157,8 @@ def test_awatch_sees_a_child_without_blocking_the_loop() -> None:
 
 
 @kernel
+@pytest.mark.usefixtures("connector")
 def test_awatch_cancellation_stops_monitoring() -> None:
-    require_connector()
     started = threading.Event()
 
     async def consume() -> None:
@@ -182,8 +181,8 @@ def test_awatch_cancellation_stops_monitoring() -> None:
 
 
 @kernel
+@pytest.mark.usefixtures("connector")
 def test_awatch_break_out_of_the_loop_stops_monitoring() -> None:
-    require_connector()
 
     async def main() -> None:
         child = subprocess.Popen(["sh", "-c", "sleep 0.2"])

@@ -92,9 +92,9 @@ def test_watch_runs_beside_the_applications_handler(app: Collector) -> None:
     assert scope.handler is app and set(app.params) == {"app-param"}
 
 
+@pytest.mark.usefixtures("connector")
 def test_two_awatch_at_once_both_see_every_event() -> None:
     # Before: the second awatch() raised MonitorError.
-    require_connector()
 
     async def consume(events: Any, pid: list[int]) -> list[int]:
         got = []
@@ -145,10 +145,10 @@ def test_a_kept_scope_delivers_after_a_watch_has_run_and_ended() -> None:
             scope.stop_monitoring()
 
 
+@pytest.mark.usefixtures("connector")
 def test_breaking_out_of_a_kept_stream_blocks_nothing_else() -> None:
     # Before: a stream still referenced after ``break`` kept monitoring for itself, and
     # nothing else in the process could start (MonitorError).
-    require_connector()
     with leaves_nothing_behind():
         kept = watch(timeout=10)
         timer = threading.Timer(0.1, child)
@@ -206,8 +206,8 @@ def test_a_slow_subscriber_beside_a_fast_one_the_fast_one_loses_nothing() -> Non
         )
 
 
+@pytest.mark.usefixtures("connector")
 def test_a_slow_subscriber_on_the_real_kernel_does_not_cost_the_fast_one_an_event() -> None:
-    require_connector()
     with leaves_nothing_behind():
         scope = ApplicationScope._shared()
         fast, slow = Collector(), SlowHandler(50e-6)
@@ -233,8 +233,8 @@ class Stuck(Blocking):
         super().__init__(record_first=True)
 
 
+@pytest.mark.usefixtures("connector")
 def test_a_stuck_subscriber_does_not_stop_the_others(caplog: pytest.LogCaptureFixture) -> None:
-    require_connector()
     stuck, other = Stuck(), Collector()
     with leaves_nothing_behind():
         scope = ApplicationScope._shared()
@@ -259,8 +259,8 @@ def test_a_stuck_subscriber_does_not_stop_the_others(caplog: pytest.LogCaptureFi
             assert other.wait_exit(pid).exit_code == 9
 
 
+@pytest.mark.usefixtures("connector")
 def test_every_subscriber_sees_the_events_in_the_same_order() -> None:
-    require_connector()
     first, second = Collector(), Collector()
     with leaves_nothing_behind():
         scope = ApplicationScope._shared()
@@ -337,8 +337,8 @@ def test_a_later_subscriber_cannot_bring_its_own_source() -> None:
         second.close()
 
 
+@pytest.mark.usefixtures("connector")
 def test_a_garbage_collected_stream_releases_its_subscription() -> None:
-    require_connector()
     with leaves_nothing_behind():
         stream = watch()
         scope = ApplicationScope._shared()
@@ -348,8 +348,8 @@ def test_a_garbage_collected_stream_releases_its_subscription() -> None:
         assert not scope.is_monitoring
 
 
+@pytest.mark.usefixtures("connector")
 def test_the_last_subscriber_out_releases_the_kernel_side() -> None:
-    require_connector()
     threads, fds = set(threading.enumerate()), open_fds()
     handler = Collector()
     scope = ApplicationScope.get_instance(handler)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.availability import require_connector
 from tests.fakes.gauges import wait_until
 from tests.fakes.watch import run_markers, validate_lines, watching
 
@@ -34,9 +33,9 @@ def all_exited(path: Path, pids: list[int]) -> bool:
     return set(pids) <= exited
 
 
+@pytest.mark.usefixtures("connector")
 def test_appends_and_reopens_on_sighup_after_a_move(tmp_path: Path) -> None:
     """logrotate's convention: move the file, SIGHUP, and the agent writes a new file."""
-    require_connector()
     log = tmp_path / "events.jsonl"
     log.write_text('{"earlier": "content stays"}\n')
     rotated = tmp_path / "events.jsonl.1"
@@ -60,9 +59,9 @@ def test_appends_and_reopens_on_sighup_after_a_move(tmp_path: Path) -> None:
     assert not has_marker(log, "before-rotation")
 
 
+@pytest.mark.usefixtures("connector")
 def test_a_killed_agent_leaves_only_whole_lines(tmp_path: Path) -> None:
     """SIGKILL in the middle of a storm: each line was one write(), so none is cut."""
-    require_connector()
     log = tmp_path / "events.jsonl"
     storm = "for i in $(seq 400); do /bin/true --storm-marker; done"
     with watching("--output", str(log)) as watch:

@@ -20,7 +20,7 @@ from benchmarks.harness import (
     score,
 )
 
-from tests.fakes.availability import require_connector, require_ebpf, require_tool, unavailable
+from tests.fakes.availability import require_tool, unavailable
 
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(60)]
 
@@ -33,9 +33,9 @@ def bpf_stats_setting() -> str:
 
 
 @pytest.mark.parametrize("contender", ["procobsrv-ebpf", "procobsrv-ebpf-watch"])
+@pytest.mark.usefixtures("ebpf")
 def test_ebpf_source_reports_every_exact_argv_and_image(contender: str) -> None:
     """Through ApplicationScope(source="ebpf") and `procobsrv watch --source ebpf`."""
-    require_ebpf()
     require_tool("bpftool")
     before = bpf_stats_setting()
     result = run_one(contender, 2, 400, "mixed")
@@ -53,10 +53,10 @@ def test_ebpf_source_reports_every_exact_argv_and_image(contender: str) -> None:
     assert bpf_stats_setting() == before
 
 
+@pytest.mark.usefixtures("connector")
 def test_connector_source_is_scored_per_process() -> None:
     """Slow enough (one process per 20 ms) that /proc is mostly read in time: the column
     must show it; 0 % would mean the scoring no longer matches the listener's output."""
-    require_connector()
     result = run_one("procobsrv-api", 1, 50, "spawn", 0.02)
     assert result.execed == 50
     assert result.exact["argv"] is not None and result.exact["argv"] > 0

@@ -8,14 +8,12 @@ from __future__ import annotations
 import pytest
 from benchmarks.harness import run_one
 
-from tests.fakes.availability import require_connector
-
 pytestmark = [pytest.mark.kernel, pytest.mark.timeout(60)]
 
 
 @pytest.mark.parametrize(("k", "total", "mode"), [(2, 2000, "spawn"), (2, 600, "mixed")])
+@pytest.mark.usefixtures("connector")
 def test_storm_misses_nothing_silently(k: int, total: int, mode: str) -> None:
-    require_connector()
     result = run_one("procobsrv-api", k, total, mode)
     assert result.processes == total
     expected = sum(result.expected.values())

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.kernel
 TOOL = [sys.executable, "-m", "procobsrv"]
 
 
+@pytest.mark.usefixtures("connector")
 def test_demo_observes_all_ten() -> None:
-    require_connector()
     run = subprocess.run([*TOOL, "demo"], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "observed 10/10 starts and 10/10 exits" in run.stdout
@@ -116,11 +116,11 @@ def test_watch_realtime_refused_says_what_to_do() -> None:
     assert "Traceback" not in run.stderr
 
 
+@pytest.mark.usefixtures("connector")
 def test_watch_ends_with_status_2_when_the_kernel_side_fails(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The connector socket breaks under a running watch: it ends by itself and says why."""
-    require_connector()
     from procobsrv import ApplicationScope
     from procobsrv.cli.main import main
 

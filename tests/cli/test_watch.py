@@ -70,9 +70,9 @@ def test_bad_arguments_get_one_line_and_status_2(args: list[str], said: str) -> 
     assert said in err and err.startswith("procobsrv"), err
 
 
+@pytest.mark.usefixtures("connector")
 def test_kind_names_accepted_are_the_names_shown() -> None:
     """--kind takes created/exec/exited, the text output's EVENT column shows the same."""
-    require_connector()
     watch = subprocess.Popen([*TOOL, "watch", "--kind", "created", "--kind", "exited"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     assert watch.stderr is not None and "watching" in watch.stderr.readline()
@@ -126,8 +126,8 @@ def test_watch_ends_at_once_and_quietly_when_its_reader_goes_away(mode: list[str
 
 
 @pytest.mark.parametrize("reader", ["head -n 3", "grep -m 1 exec"])
+@pytest.mark.usefixtures("connector")
 def test_a_shell_pipeline_into_a_reader_that_stops_early_ends(reader: str) -> None:
-    require_connector()
     shell = subprocess.Popen(["sh", "-c", f'"$@" | {reader}', "sh", *TOOL, "watch", "--json"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     _started.append(shell)
@@ -207,10 +207,10 @@ def with_open_file_limit(limit: int) -> Callable[[], None]:
 
 
 @pytest.mark.parametrize("limit", [5, 6])
+@pytest.mark.usefixtures("connector")
 def test_an_error_at_start_is_one_line_and_status_2(limit: int) -> None:
     """Too few file descriptors for the socket and the eventfds: the OSError becomes one
     line on stderr and status 2, never a traceback."""
-    require_connector()
     run = subprocess.run([*TOOL, "watch", "--duration", "5"], capture_output=True, text=True,
                          timeout=20, preexec_fn=with_open_file_limit(limit))  # fmt: skip
     err = one_line_error(run)

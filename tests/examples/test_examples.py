@@ -139,8 +139,8 @@ def test_lifetimes_measures_a_sleep_of_300_ms(started: list[Example]) -> None:
     assert int(summary.split()[1]) >= 1
 
 
+@pytest.mark.usefixtures("connector")
 def test_watch_tree_follows_the_tree_until_its_last_member_ends() -> None:
-    require_connector()
     # The shell exits at once with 3; its background child lives on for 0.3 s.
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "watch_tree.py"), "--timeout", "10", "--",

@@ -81,8 +81,8 @@ def check_fallback(run: subprocess.CompletedProcess[str]) -> None:
     assert "CAP_BPF and CAP_PERFMON" in result["explicit_error"]
 
 
+@pytest.mark.usefixtures("ebpf")
 def test_auto_as_root_is_ebpf() -> None:
-    require_ebpf()
     source = open_named_source("auto")
     try:
         assert isinstance(source, EbpfSource)
@@ -95,13 +95,13 @@ def test_without_the_capabilities_auto_falls_back_once_and_explicit_ebpf_names_t
     check_fallback(run_as(without_bpf_capabilities(), "-c", _PROBE))
 
 
+@pytest.mark.usefixtures("ebpf")
 def test_as_nobody_auto_falls_back_once_and_explicit_ebpf_names_the_capabilities() -> None:
-    require_ebpf()
     check_fallback(run_as(as_nobody(), "-c", _PROBE))
 
 
+@pytest.mark.usefixtures("ebpf")
 def test_watch_says_in_one_line_that_it_fell_back() -> None:
-    require_ebpf()
     prefix = without_bpf_capabilities()
     run = run_as(prefix, "-m", "procobsrv", "-q", "watch", "--json", "--duration", "0.3")
     assert run.returncode == 0, run.stderr
@@ -148,8 +148,8 @@ int on_fork(unsigned long long *ctx)
 """
 
 
+@pytest.mark.usefixtures("ebpf")
 def test_verifier_rejection_keeps_its_log_in_the_file_it_names(tmp_path: Path) -> None:
-    require_ebpf()
     clang = require_tool("clang")
     source = tmp_path / "bad.bpf.c"
     source.write_text(BAD_PROGRAM)

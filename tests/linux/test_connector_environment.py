@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.fakes.availability import require_connector, unavailable
+from tests.fakes.availability import unavailable
 
 pytestmark = pytest.mark.kernel
 NOBODY = 65534
@@ -76,8 +76,8 @@ def require_root_and(tool: str) -> str:
     return path
 
 
+@pytest.mark.usefixtures("connector")
 def test_unprivileged_user_can_monitor_on_linux_6_6_and_later() -> None:
-    require_connector()
     setpriv = require_root_and("setpriv")
     as_nobody = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
     readable = subprocess.run(

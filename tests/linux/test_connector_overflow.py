@@ -25,7 +25,6 @@ import pytest
 from procobsrv import EventKind, QueuedItem
 from procobsrv.linux import ConnectorSource
 from procobsrv.linux import parser as p
-from tests.fakes.availability import require_connector
 from tests.fakes.collector import Collector
 from tests.fakes.connector import RecordingDecoder, flush_cpus, monitoring
 from tests.fakes.storm import Storm
@@ -79,8 +78,8 @@ def storm_records(seen: list[tuple[int, ...]], pids: set[int]) -> set[tuple[int,
     return out
 
 
+@pytest.mark.usefixtures("connector")
 def test_lost_count_from_sequence_gaps_is_exact() -> None:
-    require_connector()
     reference = subprocess.Popen(
         [sys.executable, "-c", _REFERENCE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )

@@ -8,8 +8,6 @@ import textwrap
 
 import pytest
 
-from tests.fakes.availability import require_connector
-
 pytestmark = pytest.mark.kernel
 
 
@@ -40,9 +38,9 @@ def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[st
     return run
 
 
+@pytest.mark.usefixtures("connector")
 def test_monitoring_works_with_more_than_1024_open_files() -> None:
     """select() cannot take fd numbers >= 1024 (FD_SETSIZE): every wait must be a poll."""
-    require_connector()
     run_python("""
         import subprocess
         limit_fds(max(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
@@ -72,11 +70,11 @@ def test_monitoring_works_with_more_than_1024_open_files() -> None:
     """)
 
 
+@pytest.mark.usefixtures("connector")
 def test_running_out_of_fds_at_start_is_a_monitor_error_that_leaks_nothing() -> None:
     """With 0 to 3 fds left (start needs a socket and three eventfds), each start fails at
     another step: a MonitorError saying what ran out and how to raise it, and every fd
     opened before the failure is released, over many attempts."""
-    require_connector()
     run_python("""
         import procobsrv.linux  # imported now: an import needs an fd as well
         from procobsrv import ApplicationScope, MonitorError
@@ -109,10 +107,10 @@ def test_running_out_of_fds_at_start_is_a_monitor_error_that_leaks_nothing() -> 
     """)
 
 
+@pytest.mark.usefixtures("connector")
 def test_a_proc_read_that_fails_for_lack_of_fds_is_counted_and_warned_once() -> None:
     """Monitoring runs, then every fd is taken: /proc/PID/cmdline cannot be opened. That
     must be counted and logged (once), not pass for a process that was already gone."""
-    require_connector()
     run = run_python("""
         import logging
         from procobsrv import ApplicationScope, EventKind

@@ -118,11 +118,9 @@ def test_burst_of_500_true(collector: Collector) -> None:
     assert stats.lost == 0 and stats.handler_errors == 0
 
 
+@pytest.mark.usefixtures("connector")
 def test_process_started_before_monitoring_keeps_one_key() -> None:
     """Its fork was never seen: start_ns is 0 on every event and the parent comes from /proc."""
-    from tests.fakes.availability import require_connector
-
-    require_connector()
     child = subprocess.Popen(
         ["sh", "-c", "echo ready; read _; exec sleep 0.2"],
         stdin=subprocess.PIPE,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes.availability import require_connector, require_tool
+from tests.fakes.availability import require_tool
 from tests.fakes.watch import ROOT
 
 UNIT = ROOT / "packaging" / "procobsrv.service"
@@ -66,8 +66,8 @@ def test_least_privilege_scores_ok(tmp_path: Path) -> None:
 
 
 @pytest.mark.kernel
+@pytest.mark.usefixtures("connector")
 def test_the_units_command_line_runs(tmp_path: Path) -> None:
-    require_connector()
     argv = exec_start()
     assert argv[0] == INSTALLED and "/var/log/procobsrv/events.jsonl" in argv
     out = tmp_path / "events.jsonl"

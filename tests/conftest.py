@@ -1,15 +1,20 @@
 """Fixtures every test may use: the kernel sources it needs (skip locally, fail in CI when
-one is unusable: tests/fakes/availability.py) and a running scope on the real kernel."""
+one is unusable: tests/fakes/availability.py), a running scope on the real kernel, and a
+simulated Windows (tests/fakes/windows.py) for the Windows side and `procobsrv driver`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from procobsrv import ApplicationScope
+from procobsrv.windows import winapi
 from tests.fakes.availability import require_connector, require_ebpf
 from tests.fakes.collector import Collector
+from tests.fakes.windows import FakeWindows
 
 
 @pytest.fixture
@@ -34,3 +39,19 @@ def collector(connector: None) -> Iterator[Collector]:
         yield handler
     finally:
         scope.stop_monitoring()
+
+
+@pytest.fixture
+def fake(mocker: Any, tmp_path: Path) -> Iterator[FakeWindows]:
+    """A fresh simulated Windows, also installed as what ``winapi.api()`` returns.
+
+    Its system directory (GetSystemDirectoryW) is a temporary one with a ``drivers`` folder.
+    """
+    system = FakeWindows(mocker)
+    system.system_directory = str(tmp_path / "Windows" / "System32")
+    (tmp_path / "Windows" / "System32" / "drivers").mkdir(parents=True)
+    previous = winapi.set_api(system.api())
+    try:
+        yield system
+    finally:
+        winapi.set_api(previous)

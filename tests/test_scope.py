@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, TypeVar
 
 import pytest
 
 from procobsrv import ApplicationScope, CallbackHandler, MonitorError, QueuedItem
 from tests.fakes.collector import Blocking, Collector
-from tests.fakes.gauges import open_fds
+from tests.fakes.gauges import open_fds, wait_until
 from tests.fakes.scripted import FailingSource, ScriptedSource, items
 
 Source = TypeVar("Source", bound=ScriptedSource)
@@ -235,8 +234,7 @@ def test_default_on_error_logs_the_reason(
 ) -> None:
     source = start_on(StopsItself(), FailingSource())  # does not override on_error
     source.fail(RuntimeError("driver unloaded"))
-    deadline = time.monotonic() + 5
-    while "process monitoring stopped: driver unloaded" not in caplog.text:
-        assert time.monotonic() < deadline, caplog.text
-        time.sleep(0.01)
+    assert wait_until(lambda: "process monitoring stopped: driver unloaded" in caplog.text, 5), (
+        caplog.text
+    )
     assert not scope.is_monitoring

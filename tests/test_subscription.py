@@ -28,7 +28,7 @@ from procobsrv import (
 )
 from tests.fakes.availability import require_connector
 from tests.fakes.collector import Blocking, Collector
-from tests.fakes.gauges import leaves_nothing_behind, open_fds
+from tests.fakes.gauges import leaves_nothing_behind, open_fds, wait_until
 from tests.fakes.scripted import ScriptedSource, items
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.kernel]
@@ -317,9 +317,7 @@ def test_a_handlers_calls_never_overlap_and_it_cannot_be_subscribed_twice() -> N
             source.publish(items(50, first))
             extra = scope.subscribe(NoOverlap())  # others come and go meanwhile
             extra.close()
-        deadline = time.monotonic() + 20
-        while any(h.calls < 1000 for h in handlers) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: all(h.calls >= 1000 for h in handlers), 20)
         for s in subs[::-1]:
             s.close()
         assert not any(h.overlapped for h in handlers)

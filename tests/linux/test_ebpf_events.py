@@ -20,6 +20,7 @@ from procobsrv.linux.ebpf_abi import PO_ARGS_CAP
 from tests.fakes.availability import require_connector, require_ebpf
 from tests.fakes.collector import Collector
 from tests.fakes.ebpf import AlreadyOpen, ebpf_monitoring, events, run_child
+from tests.fakes.gauges import wait_until
 
 pytestmark = pytest.mark.kernel
 CREATED, EXEC, EXITED = EventKind.CREATED, EventKind.EXEC, EventKind.EXITED
@@ -256,9 +257,7 @@ def test_process_tree_knows_the_processes_running_at_start(name: str) -> None:
             assert me is not None and node.parent == me.key
             child.kill()
             child.wait()
-            deadline = time.monotonic() + 10
-            while tree.find(child.pid) is not None and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(lambda: tree.find(child.pid) is None, 10)
             (gone,) = [n for n in tree.exited if n.pid == child.pid]
             assert gone.signal == signal.SIGKILL and gone.image == "/usr/bin/sleep"
         finally:

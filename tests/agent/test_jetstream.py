@@ -22,6 +22,7 @@ from tests.fakes.gauges import wait_until
 from tests.fakes.nats import NatsServer, cluster, free_port, stream_contents, stream_leader
 from tests.fakes.watch import run_markers, validate_lines, watching
 
+NATS_POLL = 0.05  # seconds between two queries of the servers while waiting
 SUMMARY = re.compile(r"procobsrv: (\d+) events \(.*\), (\d+) lost")
 PUBLISHED = re.compile(r"procobsrv: (\d+) events published to \S+ \(\w+\)(?:, (\d+) lost)?")
 
@@ -149,7 +150,7 @@ def test_a_cluster_node_killed_in_a_storm_loses_and_duplicates_nothing(
             except Exception:
                 return None
 
-        assert wait_until(lambda: leader() is not None, 30)
+        assert wait_until(lambda: leader() is not None, 30, interval=NATS_POLL)
         victim = next(n for n in nodes if n.name == leader())
         storms: list[Any] = []
         storm = threading.Thread(target=lambda: storms.append(run_storm(2, 2000)))
@@ -170,7 +171,7 @@ def test_a_cluster_node_killed_in_a_storm_loses_and_duplicates_nothing(
 def test_events_during_a_server_restart_arrive(nats_server: NatsServer) -> None:
     with watching("--output", nats_server.url) as watch:
         run_markers("before-restart")
-        assert wait_until(lambda: bool(stream_contents([nats_server.url])))
+        assert wait_until(lambda: bool(stream_contents([nats_server.url])), interval=NATS_POLL)
         nats_server.kill()
         pids = run_markers("while-down")
         nats_server.start().ready()  # same port, same store
@@ -184,14 +185,16 @@ def test_events_during_a_server_restart_arrive(nats_server: NatsServer) -> None:
 def test_a_server_down_longer_than_the_buffer_loses_an_exact_count(nats_server: NatsServer) -> None:
     with watching("--output", nats_server.url, "--nats-buffer", "50") as watch:
         run_markers("before-outage")
-        assert wait_until(lambda: bool(stream_contents([nats_server.url])))
+        assert wait_until(lambda: bool(stream_contents([nats_server.url])), interval=NATS_POLL)
         nats_server.kill()
         for _ in range(60):  # 180 events at least: more than the buffer holds
             subprocess.run(["true"], check=True)
         time.sleep(0.5)
         nats_server.start().ready()
         subprocess.run(["true"], check=True)  # an event after the return: the loss goes out
-        assert wait_until(lambda: output_losses(stream_contents([nats_server.url])) > 0)
+        assert wait_until(
+            lambda: output_losses(stream_contents([nats_server.url])) > 0, interval=NATS_POLL
+        )
         counts = stop(watch)
     contents = stream_contents([nats_server.url])
     lost = output_losses(contents)

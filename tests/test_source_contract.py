@@ -41,7 +41,7 @@ import pytest
 from procobsrv.errors import MonitorError
 from procobsrv.events import EventKind, QueuedItem
 from procobsrv.platform import Batch, KernelSource
-from tests.conftest import require_connector, require_tool, unavailable
+from tests.fakes.availability import require_connector, require_tool, unavailable
 
 #: Wall time is the monotonic stamp plus an offset read once at open; NTP slewing in between
 #: and the read itself may move it this far (seconds).
@@ -143,7 +143,7 @@ class ConnectorSubject(Subject):
         process): per CPU, what the reference heard between the first and the last message
         the source heard, and the source did not, is exactly what the source must report."""
         from procobsrv.linux import ConnectorSource
-        from tests.reliability.support import RecordingDecoder
+        from tests.fakes.connector import RecordingDecoder
 
         reference = ConnectorSource(rcvbuf=REFERENCE_RCVBUF, read_proc=False)
         reference.decoder = heard = RecordingDecoder()
@@ -239,7 +239,7 @@ class EbpfSubject(Subject):
     def __init__(self) -> None:
         if not sys.platform.startswith("linux"):
             unavailable("the eBPF source needs Linux")
-        from tests.linux.support import require_ebpf
+        from tests.fakes.availability import require_ebpf
 
         require_ebpf()
 
@@ -316,7 +316,7 @@ def fetch_until(
 
 def replay_source() -> tuple[KernelSource, Any]:
     """A ConnectorSource and the scripted socket it reads (the replay seam, in one place)."""
-    from tests.reliability.support import replay_source as connector_over_replay
+    from tests.fakes.connector import replay_source as connector_over_replay
 
     return connector_over_replay()
 
@@ -342,7 +342,7 @@ class ReplaySubject(Subject):
     def fork(self, *, dropped: bool = False) -> int:
         """A fork of a new process stamped now (``dropped``: the kernel could not send it)."""
         from procobsrv.linux import connector_abi as abi
-        from tests.reliability.support import message
+        from tests.fakes.connector import message
 
         pid, parent = next(self._pids), os.getpid()
         self._seq += 1
@@ -397,7 +397,7 @@ class ReplaySubject(Subject):
 class DriverSubject(Subject):
     def __init__(self, mocker: Any, tmp_path: Path) -> None:
         from procobsrv.windows.installer import DriverService
-        from tests.windows.win_fakes import FakeWindows
+        from tests.fakes.windows import FakeWindows
 
         fake = self.fake = FakeWindows(mocker)
         fake.interrupt_offset = WINDOWS_BOOT_OFFSET

@@ -155,7 +155,7 @@ def new_item(
     largest single cost of an event in the pipeline (docs/performance.md). Here the fields
     are plain slot stores on a twin class. The parameters are the class's, by name, order,
     type and default: checked below at import, so that reordering the class's fields fails
-    at once instead of shifting every positional call by one (tests/core/test_items.py
+    at once instead of shifting every positional call by one (tests/test_events.py
     also checks that the objects are equal). The sources' hot loops call it positionally,
     one argument per line with the field named beside it: passing 10 to 16 keywords costs
     about 0.15 us per event, 10% of the connector source's time (measured for issue 16).

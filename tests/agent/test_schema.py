@@ -12,8 +12,7 @@ import pytest
 from procobsrv import EventKind, QueuedItem
 from procobsrv.agent import RecordMaker, schema_text
 from procobsrv.agent.records import read_boot_id
-from tests.agent.support import ROOT, run_markers, schema, validate_lines, watching
-from tests.conftest import require_connector
+from tests.fakes.watch import ROOT, run_markers, schema, validate_lines, watching
 
 
 def test_schema_is_draft_2020_12_and_shipped() -> None:
@@ -56,11 +55,11 @@ def test_the_same_event_gets_the_same_id_from_two_collectors() -> None:
 
 
 @pytest.mark.kernel
+@pytest.mark.usefixtures("connector")
 def test_every_line_of_real_watch_json_runs_validates() -> None:
     """Two watches at once see the same children: all lines valid, ids unique within each
     run, and (the connector stamps each event once for every listener) the same event
     carries the same id in both."""
-    require_connector()
     with (
         watching("--json", "--source", "connector") as one,
         watching("--json", "--source", "connector") as two,

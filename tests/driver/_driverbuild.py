@@ -6,7 +6,7 @@ import functools
 import subprocess
 from pathlib import Path
 
-from tests.conftest import require_tool, unavailable
+from tests.fakes.availability import require_tool, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = ROOT / "driver"

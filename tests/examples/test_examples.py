@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_connector
+from tests.fakes.availability import require_connector
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -43,12 +43,12 @@ class Example:
         )
         self._stderr: queue.Queue[str] = queue.Queue()
         self.stderr_lines: list[str] = []
+        assert self.proc.stderr is not None
         self._pump_thread = threading.Thread(target=self._pump, daemon=True)
         self._pump_thread.start()
 
     def _pump(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
+        for line in self.proc.stderr or ():
             self._stderr.put(line)
 
     def wait_ready(self, timeout: float = 10.0) -> None:
@@ -139,8 +139,8 @@ def test_lifetimes_measures_a_sleep_of_300_ms(started: list[Example]) -> None:
     assert int(summary.split()[1]) >= 1
 
 
+@pytest.mark.usefixtures("connector")
 def test_watch_tree_follows_the_tree_until_its_last_member_ends() -> None:
-    require_connector()
     # The shell exits at once with 3; its background child lives on for 0.3 s.
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "watch_tree.py"), "--timeout", "10", "--",

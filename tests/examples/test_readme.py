@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_connector
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,8 +27,8 @@ def test_index_shows_the_readme_handler() -> None:
 
 
 @pytest.mark.kernel
+@pytest.mark.usefixtures("connector")
 def test_readme_handler_reports_a_child(tmp_path: Path) -> None:
-    require_connector()
     script = tmp_path / "hello.py"
     script.write_text(python_blocks(ROOT / "README.md")[0])
     out = tmp_path / "out.txt"

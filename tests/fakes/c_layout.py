@@ -15,7 +15,7 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from tests.conftest import require_tool
+from tests.fakes.availability import require_tool
 
 Mirror = type[ctypes.Structure] | type[ctypes.Union]
 #: ctypes' codes of the signed integer types.

@@ -17,8 +17,10 @@ import pytest
 from procobsrv import ApplicationScope, EventKind
 from procobsrv.linux import EbpfSource, procfs
 from procobsrv.linux.ebpf_abi import PO_ARGS_CAP
-from tests.conftest import Collector, require_connector
-from tests.linux.support import AlreadyOpen, ebpf_monitoring, events, require_ebpf, run_child
+from tests.fakes.availability import require_connector, require_ebpf
+from tests.fakes.collector import Collector
+from tests.fakes.ebpf import AlreadyOpen, ebpf_monitoring, events, run_child
+from tests.fakes.gauges import wait_until
 
 pytestmark = pytest.mark.kernel
 CREATED, EXEC, EXITED = EventKind.CREATED, EventKind.EXEC, EventKind.EXITED
@@ -26,10 +28,10 @@ TRUE = os.path.realpath("/bin/true")
 SH = os.path.realpath("/bin/sh")
 
 
+@pytest.mark.usefixtures("ebpf")
 def test_default_scope_gets_exact_argv_and_image_of_every_short_process() -> None:
     """A few hundred concurrent short processes, each with its own argv, through
     ApplicationScope with no option set (auto picks eBPF as root)."""
-    require_ebpf()
     handler = Collector()
     scope = ApplicationScope.get_instance(handler)
     assert scope.start_monitoring()
@@ -190,8 +192,8 @@ def test_cgroup_id_and_path_are_those_of_proc_pid_cgroup() -> None:
     assert exec_.cgroup_id == exit_.cgroup_id == group_id
 
 
+@pytest.mark.usefixtures("ebpf")
 def test_process_started_before_monitoring_is_named_at_its_exit() -> None:
-    require_ebpf()
     child = subprocess.Popen(["/bin/sleep", "30.25"])
     try:
         time.sleep(0.05)
@@ -207,11 +209,11 @@ def test_process_started_before_monitoring_is_named_at_its_exit() -> None:
     assert item.signal == signal.SIGKILL
 
 
+@pytest.mark.usefixtures("ebpf")
 def test_full_ring_buffer_counts_every_dropped_event_exactly() -> None:
     """The consumer stalls while 400 children run: what it then receives plus what
     on_events_lost reports is exactly 3 events per child (the filter keeps other
     processes of this machine out of the count)."""
-    require_ebpf()
     source = EbpfSource(parent_filter=os.getpid(), ring_size=64 << 10, read_proc=False)
     source.open()
     try:
@@ -255,9 +257,7 @@ def test_process_tree_knows_the_processes_running_at_start(name: str) -> None:
             assert me is not None and node.parent == me.key
             child.kill()
             child.wait()
-            deadline = time.monotonic() + 10
-            while tree.find(child.pid) is not None and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_until(lambda: tree.find(child.pid) is None, 10)
             (gone,) = [n for n in tree.exited if n.pid == child.pid]
             assert gone.signal == signal.SIGKILL and gone.image == "/usr/bin/sleep"
         finally:
@@ -266,12 +266,12 @@ def test_process_tree_knows_the_processes_running_at_start(name: str) -> None:
         child.kill()
 
 
+@pytest.mark.usefixtures("ebpf")
 def test_records_the_program_does_not_announce_are_still_delivered() -> None:
     """A consumer that does not fetch (as ProcessThreadMonitor lingering in a storm) leaves
     the fork unconsumed, so the exec and exit land in a non-empty buffer and wake nobody:
     the fd must still poll readable and one fetch must bring all three (the filter keeps
     every other process's events out)."""
-    require_ebpf()
     source = EbpfSource(parent_filter=os.getpid(), read_proc=False)
     source.open()
     try:

@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 
 from procobsrv.linux import EbpfSource
-from tests.conftest import require_tool
-from tests.linux.support import require_ebpf
+from tests.fakes.availability import require_tool
 
 pytestmark = pytest.mark.kernel
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,8 +69,8 @@ def rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+@pytest.mark.usefixtures("ebpf")
 def test_open_holds_programs_links_and_maps_and_close_releases_them() -> None:
-    require_ebpf()
     before = held()
     source = EbpfSource(read_proc=False)
     source.open()
@@ -86,8 +85,8 @@ def test_open_holds_programs_links_and_maps_and_close_releases_them() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("ebpf")
 def test_many_start_stop_cycles_leave_nothing_behind() -> None:
-    require_ebpf()
     before = held()
     fds_before = len(os.listdir("/proc/self/fd"))
     threads_before = threading.active_count()
@@ -120,8 +119,8 @@ time.sleep(60)
 """
 
 
+@pytest.mark.usefixtures("ebpf")
 def test_nothing_stays_attached_after_the_monitoring_process_is_killed() -> None:
-    require_ebpf()
     child = subprocess.Popen(
         [sys.executable, "-c", HOLDER],
         stdout=subprocess.PIPE,

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_connector
-
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER_MANIFEST = ROOT / "src" / "procobsrv" / "windows" / "bin" / "ProcObsrv.sys.sha256"
 
@@ -104,12 +102,12 @@ def test_build_refuses_a_wheel_without_the_driver(dists: tuple[Path, Path], tmp_
 
 
 @pytest.mark.kernel
+@pytest.mark.usefixtures("connector")
 def test_installed_wheel_watches_with_no_other_step(
     dists: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """A fresh venv, `pip install` of the wheel alone (no dependencies, no index), then
     `procobsrv watch` reports a marker child."""
-    require_connector()
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     subprocess.run(

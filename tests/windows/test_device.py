@@ -19,7 +19,7 @@ from procobsrv.windows.device import (
     filetime_to_unix,
     split_command_line,
 )
-from tests.windows.win_fakes import FakeWindows, make_record
+from tests.fakes.windows import FakeWindows, make_record
 
 CREATE, EXIT = contract.KIND_CREATE, contract.KIND_EXIT
 

@@ -17,7 +17,7 @@ from procobsrv.windows.installer import (
     ServiceState,
     utf16z_in,
 )
-from tests.windows.win_fakes import FakeWindows, Service
+from tests.fakes.windows import FakeWindows, Service
 
 OPEN_SCM, CLOSE = "OpenSCManagerW", "CloseServiceHandle"
 

@@ -12,7 +12,7 @@ from procobsrv.events import EventKind
 from procobsrv.windows import contract, winapi
 from procobsrv.windows.installer import DriverService
 from procobsrv.windows.source import DriverSource
-from tests.windows.win_fakes import FakeWindows
+from tests.fakes.windows import FakeWindows
 
 CREATE, EXIT = contract.KIND_CREATE, contract.KIND_EXIT
 

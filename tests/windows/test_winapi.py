@@ -12,7 +12,7 @@ import pytest
 from procobsrv.errors import MonitorError
 from procobsrv.windows import winapi
 from procobsrv.windows.winapi import BINDINGS, Binding, Check, WinApi, WinApiError
-from tests.windows.win_fakes import FakeWindows
+from tests.fakes.windows import FakeWindows
 
 
 def test_types_are_fixed_width() -> None:

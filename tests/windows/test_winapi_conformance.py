@@ -24,7 +24,7 @@ import pytest
 
 from procobsrv.windows import winapi
 from procobsrv.windows.winapi import BINDINGS, Binding, Check
-from tests.conftest import require_tool, unavailable
+from tests.fakes.availability import require_tool, unavailable
 
 pytestmark = pytest.mark.winapi
 

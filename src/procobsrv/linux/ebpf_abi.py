@@ -1,6 +1,6 @@
 """The records of the eBPF program, as ctypes structures: the Python side of bpf/procobsrv.h.
 
-``tests/linux/test_ebpf_layout.py`` compiles ``_Static_assert``s generated from these
+``tests/linux/test_ebpf_abi.py`` compiles ``_Static_assert``s generated from these
 structures against the header, so that the two cannot drift apart.
 """
 

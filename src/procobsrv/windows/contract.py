@@ -2,7 +2,7 @@
 
 Every struct, IOCTL code, limit, flag and name of the header is here once, under its C name
 in :data:`STRUCTURES`, :data:`CONSTANTS` and :data:`STRINGS`, so that
-``tests/windows/test_contract_layout.py`` can turn them into ``_Static_assert``s and compile
+``tests/windows/test_contract.py`` can turn them into ``_Static_assert``s and compile
 those against the header with ``x86_64-w64-mingw32-gcc`` and the native gcc. WCHAR strings
 are decoded from bytes as UTF-16 (``ctypes.c_wchar`` is 4 bytes off Windows).
 """

@@ -1,0 +1,204 @@
+"""`watch --output nats://...` and `collect` against real NATS servers started here."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from benchmarks.harness import run_storm
+
+from procobsrv import EventKind, QueuedItem
+from procobsrv.agent import RecordMaker
+from tests.fakes.gauges import wait_until
+from tests.fakes.nats import NatsServer, cluster, free_port, stream_contents, stream_leader
+from tests.fakes.watch import run_markers, validate_lines, watching
+
+NATS_POLL = 0.05  # seconds between two queries of the servers while waiting
+SUMMARY = re.compile(r"procobsrv: (\d+) events \(.*\), (\d+) lost")
+PUBLISHED = re.compile(r"procobsrv: (\d+) events published to \S+ \(\w+\)(?:, (\d+) lost)?")
+
+
+def summary(stderr: str) -> dict[str, int]:
+    total = SUMMARY.search(stderr)
+    published = PUBLISHED.search(stderr)
+    assert total and published, stderr
+    return {
+        "total": int(total.group(1)),
+        "pipeline_lost": int(total.group(2)),
+        "published": int(published.group(1)),
+        "overflowed": int(published.group(2) or 0),
+    }
+
+
+def stop(watch: subprocess.Popen[str]) -> dict[str, int]:
+    watch.send_signal(signal.SIGINT)
+    _, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0, err
+    return summary(err)
+
+
+def target(*servers: NatsServer) -> str:
+    return "nats://" + ",".join(s.url.removeprefix("nats://") for s in servers)
+
+
+def events(contents: list[tuple[str, str, Any]]) -> list[dict[str, Any]]:
+    return [r for _, _, r in contents if r["kind"] != "lost"]
+
+
+def output_losses(contents: list[tuple[str, str, Any]]) -> int:
+    return sum(
+        r["count"] for _, _, r in contents if r["kind"] == "lost" and r["reason"] == "output"
+    )
+
+
+def assert_all_published(counts: dict[str, int], contents: list[tuple[str, str, Any]]) -> None:
+    """Every event the agent saw was acknowledged, and the stream holds exactly those."""
+    assert counts["overflowed"] == 0
+    assert counts["published"] == counts["total"] == len(events(contents))
+
+
+def has_pids(records: list[dict[str, Any]], pids: list[int]) -> bool:
+    seen = {(r["pid"], r["kind"]) for r in records}
+    return all((pid, k) in seen for pid in pids for k in ("created", "exited"))
+
+
+def test_send_never_blocks_when_no_server_answers() -> None:
+    """The retrieval thread's side only appends: with nothing listening, 10,000 records go
+    through send() at once, what does not fit is counted, and close() gives up in time."""
+    from procobsrv.agent.jetstream import JetStreamSink
+
+    sink = JetStreamSink(f"nats://127.0.0.1:{free_port()}", buffer=1000, close_timeout=1)
+    maker = RecordMaker()
+    record = maker.event(QueuedItem(EventKind.EXEC, 1, 0, 1.0, monotonic_ns=1))
+    sender = threading.Thread(target=lambda: [sink.send(record) for _ in range(10_000)])
+    sender.start()
+    sender.join(timeout=30)
+    assert not sender.is_alive()
+    sink.close()
+    assert sink.overflowed == 9000 and sink.published == 0 and sink.unsent == 1000
+    assert "9000 lost" in sink.summary() and "1000 not sent" in sink.summary()
+
+
+@pytest.mark.kernel
+def test_a_marker_exec_arrives_in_the_stream_with_its_argv(nats_server: NatsServer) -> None:
+    marker_argv = ["sh", "-c", "sleep 0.5; true", "nats-marker"]  # lives until /proc is read
+    with watching("--output", nats_server.url) as watch:
+        subprocess.run(marker_argv, check=True)
+        run_markers("nats-marker")
+        counts = stop(watch)
+    contents = stream_contents([nats_server.url])
+    validate_lines([json.dumps(r) for _, _, r in contents])
+    host = re.sub(r"[.*>\s]", "_", socket.gethostname())
+    marker = [
+        (subject, r)
+        for subject, _, r in contents
+        if r["kind"] == "exec" and r["command_line"] == marker_argv
+    ]
+    assert marker, "the marker's exec is not in the stream"
+    assert marker[0][0] == f"procobsrv.{host}.exec"
+    assert all(msg_id == r["id"] for _, msg_id, r in contents)
+    assert_all_published(counts, contents)
+
+
+@pytest.mark.kernel
+def test_collect_filters_and_resumes_where_it_stopped(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "collected.jsonl"
+    collect = [sys.executable, "-m", "procobsrv", "collect", nats_server.url, "--durable", "t",
+               "--match", "batch-marker", "--kind", "exec", "--output", str(out),
+               "--duration", "2"]  # fmt: skip
+    for tag in ("first-batch-marker", "second-batch-marker"):
+        with watching("--output", nats_server.url) as watch:
+            for _ in range(2):  # alive long enough for its argv to be read at exec
+                subprocess.run(["sh", "-c", "sleep 0.5; true", tag], check=True)
+            stop(watch)
+        done = subprocess.run(collect, timeout=60, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    lines = out.read_text().splitlines()
+    records = validate_lines(lines)
+    tags = [" ".join(r["command_line"]) for r in records]
+    assert all(r["kind"] == "exec" for r in records)
+    first = [t for t in tags if "first-batch-marker" in t]
+    second = [t for t in tags if "second-batch-marker" in t]
+    assert len(first) == len(second) == 2, tags  # not read twice: the consumer resumed
+    assert tags.index(second[0]) > tags.index(first[-1])
+
+
+@pytest.mark.kernel
+@pytest.mark.usefixtures("connector")
+def test_a_cluster_node_killed_in_a_storm_loses_and_duplicates_nothing(
+    nats_servers: list[NatsServer], tmp_path: Path
+) -> None:
+    nodes = cluster(nats_servers, tmp_path)
+    urls = [n.url for n in nodes]
+    with watching("--output", target(*nodes), "--nats-replicas", "3") as watch:
+        subprocess.run(["true"], check=True)  # the first event makes the sink create the stream
+
+        def leader() -> str | None:
+            try:
+                return stream_leader(urls)
+            except Exception:
+                return None
+
+        assert wait_until(lambda: leader() is not None, 30, interval=NATS_POLL)
+        victim = next(n for n in nodes if n.name == leader())
+        storms: list[Any] = []
+        storm = threading.Thread(target=lambda: storms.append(run_storm(2, 2000)))
+        storm.start()
+        time.sleep(0.5)
+        victim.kill()  # the stream's leader: the cluster elects another during the storm
+        storm.join(timeout=120)
+        counts = stop(watch)
+    survivors = [n.url for n in nodes if n is not victim]
+    contents = stream_contents(survivors)
+    ids = [msg_id for _, msg_id, _ in contents]
+    assert len(ids) == len(set(ids)), "a message is in the stream twice"
+    assert_all_published(counts, contents)
+    assert has_pids(events(contents), [p[0] for p in storms[0].procs])
+
+
+@pytest.mark.kernel
+def test_events_during_a_server_restart_arrive(nats_server: NatsServer) -> None:
+    with watching("--output", nats_server.url) as watch:
+        run_markers("before-restart")
+        assert wait_until(lambda: bool(stream_contents([nats_server.url])), interval=NATS_POLL)
+        nats_server.kill()
+        pids = run_markers("while-down")
+        nats_server.start().ready()  # same port, same store
+        counts = stop(watch)
+    contents = stream_contents([nats_server.url])
+    assert has_pids(events(contents), pids)
+    assert_all_published(counts, contents)
+
+
+@pytest.mark.kernel
+def test_a_server_down_longer_than_the_buffer_loses_an_exact_count(nats_server: NatsServer) -> None:
+    with watching("--output", nats_server.url, "--nats-buffer", "50") as watch:
+        run_markers("before-outage")
+        assert wait_until(lambda: bool(stream_contents([nats_server.url])), interval=NATS_POLL)
+        nats_server.kill()
+        for _ in range(60):  # 180 events at least: more than the buffer holds
+            subprocess.run(["true"], check=True)
+        time.sleep(0.5)
+        nats_server.start().ready()
+        subprocess.run(["true"], check=True)  # an event after the return: the loss goes out
+        assert wait_until(
+            lambda: output_losses(stream_contents([nats_server.url])) > 0, interval=NATS_POLL
+        )
+        counts = stop(watch)
+    contents = stream_contents([nats_server.url])
+    lost = output_losses(contents)
+    assert counts["overflowed"] > 0 and lost == counts["overflowed"]
+    assert counts["published"] == len(events(contents))
+    assert counts["published"] + lost == counts["total"]  # published + reported lost == produced
+    validate_lines([json.dumps(r) for _, _, r in contents if r["kind"] == "lost"])

@@ -1,0 +1,86 @@
+"""The eBPF source for tests: a scope on it that sees only our children, ring buffer records
+as the kernel program writes them, an already opened source handed to a scope."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from procobsrv import ApplicationScope, EventKind, QueuedItem
+from procobsrv.linux import EbpfSource
+from procobsrv.platform import Batch, KernelSource
+from tests.fakes.availability import require_ebpf
+from tests.fakes.collector import Collector
+
+
+@contextmanager
+def ebpf_monitoring(**kw: Any) -> Iterator[Collector]:
+    """ApplicationScope on an EbpfSource that reports only this process's children."""
+    require_ebpf()
+    handler = Collector()
+    scope = ApplicationScope.get_instance(handler)
+    assert scope.start_monitoring(source=EbpfSource(parent_filter=os.getpid(), **kw))
+    try:
+        yield handler
+    finally:
+        scope.stop_monitoring()
+
+
+def run_child(argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+    child = subprocess.Popen(argv, **kw)
+    child.wait()
+    return child
+
+
+def events(handler: Collector, pid: int, kind: EventKind) -> list[QueuedItem]:
+    handler.wait_exit(pid)
+    return handler.of(pid, kind)
+
+
+class AlreadyOpen(KernelSource):
+    """An opened source handed to ApplicationScope as it is (its events waited meanwhile)."""
+
+    def __init__(self, inner: KernelSource) -> None:
+        self.inner = inner
+
+    def open(self) -> None:
+        pass
+
+    @property
+    def wait_handle(self) -> int:
+        return self.inner.wait_handle
+
+    def fetch_batch(self) -> Batch:
+        return self.inner.fetch_batch()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def record(
+    kind: int,
+    pid: int = 100,
+    *,
+    ppid: int = 1,
+    start_ns: int = 5,
+    args: bytes = b"",
+    image: bytes = b"",
+    script: bytes = b"",
+    cwd: bytes = b"",
+    cgroup: bytes = b"/",
+    flags: int = 0,
+    status: int = 0,
+    args_size: int | None = None,
+) -> bytes:
+    """One ring buffer sample as the kernel program writes it (bpf/procobsrv.h)."""
+    from procobsrv.linux.ebpf_decoder import HEADER
+
+    header = HEADER.pack(
+        kind, flags, pid, ppid, 0, 0, 1_000, start_ns, 7, status, 0,
+        len(args) if args_size is None else args_size,
+        len(args), len(image), len(script), len(cwd), len(cgroup), 0, b"comm",
+    )  # fmt: skip
+    return header + args + image + script + cwd + cgroup

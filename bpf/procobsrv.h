@@ -2,7 +2,7 @@
 /*
  * The record layout shared by the kernel program (procobsrv.bpf.c) and user space
  * (src/procobsrv/linux/ebpf_abi.py, checked against this file by
- * tests/linux/test_ebpf_layout.py). Types only: no kernel headers, so that both sides
+ * tests/linux/test_ebpf_abi.py). Types only: no kernel headers, so that both sides
  * compile it (the BPF side gets __u32 & co. from vmlinux.h, user space from <linux/types.h>).
  */
 #ifndef PROCOBSRV_H

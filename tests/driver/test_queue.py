@@ -26,7 +26,7 @@ from tests.driver._driverbuild import OUT, make, require_sanitizer
 
 pytestmark = pytest.mark.driver
 
-# The record layout is the contract's (checked against ProcObsrv.h by test_contract_layout.py).
+# The record layout is the contract's (tests/windows/test_contract.py checks it vs ProcObsrv.h).
 HEADER = contract.RECORD_HEADER_SIZE
 MAX_IMAGE = contract.MAX_IMAGE_CHARS
 MAX_CMD = contract.MAX_COMMAND_LINE_CHARS

@@ -18,8 +18,9 @@ from pathlib import Path
 from tests.fakes.availability import require_tool
 
 Mirror = type[ctypes.Structure] | type[ctypes.Union]
-#: ctypes' codes of the signed integer types.
-_SIGNED_CODES = "bhilq"
+#: ctypes' codes of the integer types, and of the signed ones among them.
+_INTEGER_CODES = "bBhHiIlLqQnN"
+_SIGNED_CODES = "bhilqn"
 
 
 def _label(c_type: str, mirror: Mirror) -> str:
@@ -40,7 +41,8 @@ def layout_asserts(
     ``structures`` maps a C type (``struct po_event``, a typedef name, or an expression such
     as ``__typeof__(((struct proc_event *)0)->event_data)`` for an anonymous member) to its
     mirror: its size and alignment, every field's offset, size and signedness are checked,
-    and, for a structure, that the mirrored fields add up to its size (none is missing).
+    and, for a structure without padding, that the mirrored fields add up to its size (none
+    is missing).
     ``constants`` maps a C constant to its value; ``extra`` adds (expression, message) pairs.
     """
     lines = [f"#include {include}" for include in includes]
@@ -58,10 +60,14 @@ def layout_asserts(
             member = f"(({c_type} *)0)->{field}"
             check(f"offsetof({c_type}, {field}) == {descriptor.offset}", f"{name}.{field} offset")
             check(f"sizeof({member}) == {descriptor.size}", f"{name}.{field} size")
-            if isinstance(getattr(ctype, "_type_", None), str):  # a scalar, not a struct/array
-                signed = ctype._type_ in _SIGNED_CODES
+            code = getattr(ctype, "_type_", None)
+            if isinstance(code, str) and code in _INTEGER_CODES:  # not a pointer/struct/array
+                signed = code in _SIGNED_CODES
                 check(f"((__typeof__({member}))-1 < 0) == {int(signed)}", f"{name}.{field} sign")
-        if issubclass(mirror, ctypes.Structure):  # a union's members overlap: no sum
+        mirrored = sum(getattr(mirror, field).size for field in fields)
+        # A union's members overlap, and a padded structure (struct msghdr's alignment gaps)
+        # has bytes no field covers: for those, sizes and offsets are all there is to check.
+        if issubclass(mirror, ctypes.Structure) and mirrored == ctypes.sizeof(mirror):
             total = " + ".join(f"sizeof((({c_type} *)0)->{field})" for field in fields)
             check(f"{total} == sizeof({c_type})", f"{name} has no unmirrored field")
     for name, value in constants.items():
@@ -77,6 +83,7 @@ def compile_c(
     tmp_path: Path,
     *,
     include_dirs: Sequence[Path] = (),
+    defines: Sequence[str] = (),
     std: str = "gnu11",
 ) -> subprocess.CompletedProcess[str]:
     """``compiler -fsyntax-only`` on ``source`` (skips the test if the compiler is missing)."""
@@ -84,6 +91,7 @@ def compile_c(
     path = tmp_path / f"layout_{Path(compiler).name}.c"
     path.write_text(source)
     includes = [arg for directory in include_dirs for arg in ("-I", str(directory))]
+    includes += [f"-D{define}" for define in defines]
     return subprocess.run(
         [cc, f"-std={std}", "-Wall", "-Werror", "-fsyntax-only", *includes, str(path)],
         capture_output=True,

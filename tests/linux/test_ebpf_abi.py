@@ -1,8 +1,9 @@
-"""The ctypes mirror (procobsrv.linux.ebpf_abi) against bpf/procobsrv.h, compiled.
+"""The ctypes mirror (procobsrv.linux.ebpf_abi) against bpf/procobsrv.h and <linux/bpf.h>.
 
 ``_Static_assert``s generated from the ctypes structures (size, alignment, every field's
 offset and size, signedness) and the constants are compiled with the host's C compiler
-against the header the kernel program includes. A deliberately wrong mirror must fail.
+against the header the kernel program includes, and the ring buffer's constants against
+the kernel's own header. A deliberately wrong mirror must fail.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import subprocess
 from pathlib import Path
 
 from procobsrv.linux import ebpf_abi
-from procobsrv.linux.ebpf_decoder import HEADER
 from tests.fakes import c_layout
 from tests.fakes.c_layout import layout_asserts
 
@@ -62,6 +62,20 @@ def test_mirror_is_complete() -> None:
 
 
 def test_decoder_header_format_matches_the_structure() -> None:
-    assert HEADER.size == ctypes.sizeof(ebpf_abi.po_event)
-    fields = [f for f, *_ in ebpf_abi.po_event._fields_]
-    assert len(fields) == len(HEADER.unpack(bytes(HEADER.size)))
+    """The one unpack of a record reads each field where the structure puts it."""
+    header = ebpf_abi.HEADER
+    assert header.size == ctypes.sizeof(ebpf_abi.po_event)
+    record = ebpf_abi.po_event()
+    names = [name for name, *_ in ebpf_abi.po_event._fields_]
+    for i, name in enumerate(names[:-1]):  # every integer field gets its own value
+        setattr(record, name, i + 1)
+    record.comm = b"comm"
+    assert header.unpack(bytes(record)) == (*range(1, len(names)), b"comm".ljust(16, b"\0"))
+
+
+def test_ring_buffer_constants_are_the_kernels(tmp_path: Path) -> None:
+    source = layout_asserts(["<linux/bpf.h>"], {}, ebpf_abi.RINGBUF_CONSTANTS)
+    assert source.count("_Static_assert") == 3
+    assert compile_c(source, tmp_path).returncode == 0
+    wrong = {**ebpf_abi.RINGBUF_CONSTANTS, "BPF_RINGBUF_HDR_SZ": 16}
+    assert compile_c(layout_asserts(["<linux/bpf.h>"], {}, wrong), tmp_path).returncode != 0

@@ -7,7 +7,6 @@ import struct
 
 from procobsrv.linux import connector_abi as abi
 from procobsrv.linux import parser as p
-from procobsrv.linux.connector_abi import decode_wait_status
 from tests.fakes.connector import decode, fork, message
 
 
@@ -65,13 +64,6 @@ def test_bad_input_is_counted_not_raised() -> None:
     assert decode(struct.pack("=IHHII", 16, abi.NLMSG_NOOP, 0, 0, 0), d) == []
     assert (d.malformed, d.unknown, d.netlink_errors) == (4, 1, 1)
     assert decode(good, d) != []  # and it goes on
-
-
-def test_wait_status() -> None:
-    assert decode_wait_status(0x100) == (1, None, False)
-    assert decode_wait_status(0x700) == (7, None, False)
-    assert decode_wait_status(9) == (None, 9, False)
-    assert decode_wait_status(0x86) == (None, 6, True)  # SIGABRT with core
 
 
 def test_only_possible_cpus_have_a_sequence() -> None:

@@ -30,8 +30,12 @@ from .connector_abi import (
     PROC_CN_MCAST_IGNORE,
     PROC_CN_MCAST_LISTEN,
     PROC_EVENT_NONE,
+    SO_RCVBUFFORCE,
     WHAT,
     Record,
+    iovec,
+    mmsghdr,
+    msghdr,
     sockaddr_nl,
     subscription,
 )
@@ -40,9 +44,7 @@ from .sync import NO_FDS, is_readable, out_of_fds
 
 log = logging.getLogger(__name__)
 
-#: setsockopt level/option to exceed net.core.rmem_max as root (<asm-generic/socket.h>).
 SOL_SOCKET = socket.SOL_SOCKET
-SO_RCVBUFFORCE = 33
 _U32 = 0xFFFFFFFF
 # Plain ints: socket's MsgFlag members are enums, and `int & enum` per datagram costs a
 # Python-level call into the enum machinery (seen in a py-spy profile of a storm).
@@ -57,42 +59,21 @@ SLOT_SIZE = 256
 SLOTS = 256
 
 
-# struct iovec / msghdr / mmsghdr for recvmmsg(2), sized for this machine's C ABI.
-class _IoVec(ctypes.Structure):
-    _fields_ = (("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t))
-
-
-class _MsgHdr(ctypes.Structure):
-    _fields_ = (
-        ("msg_name", ctypes.c_void_p),
-        ("msg_namelen", ctypes.c_uint32),
-        ("msg_iov", ctypes.POINTER(_IoVec)),
-        ("msg_iovlen", ctypes.c_size_t),
-        ("msg_control", ctypes.c_void_p),
-        ("msg_controllen", ctypes.c_size_t),
-        ("msg_flags", ctypes.c_int),
-    )
-
-
 _NAME_SIZE = ctypes.sizeof(sockaddr_nl)
 
 
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = (("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint32))
-
-
-_MMSG_SIZE = ctypes.sizeof(_MMsgHdr)
+_MMSG_SIZE = ctypes.sizeof(mmsghdr)
 #: msg_hdr.msg_flags and msg_len inside one mmsghdr, skipping everything else.
 _FLAGS_LEN = struct.Struct(
-    f"={_MsgHdr.msg_flags.offset}x i {_MMsgHdr.msg_len.offset - _MsgHdr.msg_flags.offset - 4}x "
-    f"I {_MMSG_SIZE - _MMsgHdr.msg_len.offset - 4}x"
+    f"={msghdr.msg_flags.offset}x i {mmsghdr.msg_len.offset - msghdr.msg_flags.offset - 4}x "
+    f"I {_MMSG_SIZE - mmsghdr.msg_len.offset - 4}x"
 )
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _recvmmsg = _libc.recvmmsg
 _recvmmsg.argtypes = (
     ctypes.c_int,
-    ctypes.POINTER(_MMsgHdr),
+    ctypes.POINTER(mmsghdr),
     ctypes.c_uint,
     ctypes.c_int,
     ctypes.c_void_p,
@@ -120,8 +101,8 @@ class ReceiveRing:
     def __init__(self, slots: int = SLOTS, slot_size: int = SLOT_SIZE) -> None:
         self.slot_size = slot_size
         self.buffer = ctypes.create_string_buffer(slots * slot_size)
-        self._iov = (_IoVec * slots)()
-        self._msgs = (_MMsgHdr * slots)()
+        self._iov = (iovec * slots)()
+        self._msgs = (mmsghdr * slots)()
         self._names = (sockaddr_nl * slots)()
         base = ctypes.addressof(self.buffer)
         for i in range(slots):

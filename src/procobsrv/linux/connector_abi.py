@@ -1,5 +1,6 @@
 """The process-events connector's kernel ABI, described once: the Python side of
-``<linux/netlink.h>``, ``<linux/connector.h>`` and ``<linux/cn_proc.h>``.
+``<linux/netlink.h>``, ``<linux/connector.h>`` and ``<linux/cn_proc.h>``, and of the
+``recvmmsg(2)`` structures of ``<sys/socket.h>`` the datagrams are received with.
 
 Every constant and structure the connector code uses is declared here, under the kernel's
 own names; ``tests/linux/test_connector_abi.py`` compiles ``_Static_assert``s generated from
@@ -61,6 +62,37 @@ NLMSG_HDRLEN: Final = (ctypes.sizeof(nlmsghdr) + NLMSG_ALIGNTO - 1) & ~(NLMSG_AL
 def nlmsg_align(length: int) -> int:
     """NLMSG_ALIGN: where the next message of a datagram starts."""
     return (length + NLMSG_ALIGNTO - 1) & ~(NLMSG_ALIGNTO - 1)
+
+
+# -- <sys/socket.h>: what recvmmsg(2) fills, and the receive buffer option ------------
+#: setsockopt option to exceed net.core.rmem_max as root (<asm-generic/socket.h>).
+SO_RCVBUFFORCE: Final = 33
+
+
+class iovec(ctypes.Structure):
+    """One buffer of a scatter/gather list (<sys/uio.h>)."""
+
+    _fields_ = (("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t))
+
+
+class msghdr(ctypes.Structure):
+    """What one datagram is received into: its sender, its buffers, its flags."""
+
+    _fields_ = (
+        ("msg_name", ctypes.c_void_p),  # a sockaddr_nl: who sent it
+        ("msg_namelen", ctypes.c_uint32),  # socklen_t
+        ("msg_iov", ctypes.POINTER(iovec)),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
+        ("msg_flags", ctypes.c_int),  # MSG_TRUNC: the datagram was larger than its buffer
+    )
+
+
+class mmsghdr(ctypes.Structure):
+    """One entry of recvmmsg's array: a msghdr and the length received into it."""
+
+    _fields_ = (("msg_hdr", msghdr), ("msg_len", ctypes.c_uint32))
 
 
 # -- <linux/connector.h> ------------------------------------------------------------------
@@ -352,43 +384,13 @@ def subscription(op: int, ack: int, pid: int | None = None) -> bytes:
 #: The sender address of everything the kernel multicasts to the cn_proc group.
 KERNEL_SENDER: Final = sockaddr_nl(socket.AF_NETLINK, 0, 0, 1 << (CN_IDX_PROC - 1))
 
-# -- the wait status (<sys/wait.h>) -----------------------------------------------------
-# exit_code of an exit event (and the eBPF record's exit_status) is the raw status
-# waitpid() returns: the exit code in bits 8-15, or the killing signal in bits 0-6 and the
-# core-dump flag in bit 7. Nothing above bit 15 is ever part of it.
-WAIT_SIGNAL_MASK: Final = 0x7F
-WAIT_CORE_FLAG: Final = 0x80
-WAIT_EXIT_SHIFT: Final = 8
-WAIT_EXIT_MASK: Final = 0xFF
-WAIT_STATUS_MASK: Final = 0xFFFF
-
-WaitStatus = tuple[int | None, int | None, bool]
-
-
-def decode_wait_status(status: int) -> WaitStatus:
-    """(exit_code, signal, core_dumped) from a raw wait status, as WIFEXITED/WEXITSTATUS/
-    WTERMSIG/WCOREDUMP split it."""
-    if status & WAIT_SIGNAL_MASK == 0:
-        return (status >> WAIT_EXIT_SHIFT) & WAIT_EXIT_MASK, None, False
-    return None, status & WAIT_SIGNAL_MASK, bool(status & WAIT_CORE_FLAG)
-
-
-def _wait_status_table() -> tuple[WaitStatus, ...]:
-    shared: dict[WaitStatus, WaitStatus] = {}  # about 500 distinct answers: store each once
-    return tuple(
-        shared.setdefault(answer, answer)
-        for answer in map(decode_wait_status, range(WAIT_STATUS_MASK + 1))
-    )
-
-
-#: decode_wait_status of every status, so that the decoders pay one index per exit:
-#: ``WAIT_STATUS[status & WAIT_STATUS_MASK]``.
-WAIT_STATUS: Final = _wait_status_table()
-
 #: Structures declared here, by their C type (checked against the headers).
 STRUCTURES: Final[dict[str, type[ctypes.Structure | ctypes.Union]]] = {
     "struct nlmsghdr": nlmsghdr,
     "struct sockaddr_nl": sockaddr_nl,
+    "struct iovec": iovec,
+    "struct msghdr": msghdr,
+    "struct mmsghdr": mmsghdr,
     "struct cb_id": cb_id,
     "struct cn_msg": cn_msg,
     "struct proc_event": proc_event,
@@ -410,6 +412,6 @@ STRUCTURES: Final[dict[str, type[ctypes.Structure | ctypes.Union]]] = {
 CONSTANTS: Final[dict[str, int]] = {
     name: value
     for name, value in globals().items()
-    if name.startswith(("NETLINK_", "NLMSG_", "CN_IDX_", "CN_VAL_", "PROC_"))
+    if name.startswith(("NETLINK_", "NLMSG_", "SO_", "CN_IDX_", "CN_VAL_", "PROC_"))
     and isinstance(value, int)
 }

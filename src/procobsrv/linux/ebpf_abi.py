@@ -1,12 +1,15 @@
-"""The records of the eBPF program, as ctypes structures: the Python side of bpf/procobsrv.h.
+"""The eBPF program's kernel interface, described once: its records and maps as ctypes
+structures (the Python side of bpf/procobsrv.h), and the ring buffer's record header
+(``<linux/bpf.h>``).
 
 ``tests/linux/test_ebpf_abi.py`` compiles ``_Static_assert``s generated from these
-structures against the header, so that the two cannot drift apart.
+declarations against both headers, so that the two sides cannot drift apart.
 """
 
 from __future__ import annotations
 
 import ctypes
+import struct
 from pathlib import Path
 
 u16, u32, u64 = ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
@@ -90,3 +93,29 @@ CONSTANTS: dict[str, int] = {
 }
 
 HEADER_SIZE = ctypes.sizeof(po_event)
+
+#: ``struct`` codes of the field types po_event uses (it has no padding: checked below).
+_CODES: dict[type[ctypes._CData], str] = {u16: "H", u32: "I", u64: "Q"}
+
+
+def _code(ctype: type[ctypes._CData]) -> str:
+    return _CODES.get(ctype) or f"{ctypes.sizeof(ctype)}s"  # else a char array
+
+
+#: po_event's fixed part in one unpack, little-endian as the kernel writes it on the
+#: machines procobsrv runs on (x86-64, arm64); the format follows the structure's fields.
+HEADER = struct.Struct("<" + "".join(_code(ctype) for _name, ctype, *_ in po_event._fields_))
+assert HEADER.size == HEADER_SIZE
+
+# -- the ring buffer's record header (<linux/bpf.h>) -------------------------------------
+#: Bit 31 of a record's length word: the kernel is still writing the record.
+BPF_RINGBUF_BUSY_BIT = 1 << 31
+#: Bit 30: the producer discarded the record; skip it.
+BPF_RINGBUF_DISCARD_BIT = 1 << 30
+#: The length word and the kernel's page offset before every record.
+BPF_RINGBUF_HDR_SZ = 8
+
+#: <linux/bpf.h>'s constants declared here (checked against that header).
+RINGBUF_CONSTANTS: dict[str, int] = {
+    name: value for name, value in globals().items() if name.startswith("BPF_RINGBUF_")
+}

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import time
 from dataclasses import dataclass
 
 from ..events import EventKind, QueuedItem, new_item
-from .connector_abi import WAIT_STATUS, WAIT_STATUS_MASK
-from .ebpf_abi import HEADER_SIZE, PO_EXEC, PO_EXIT, PO_F_ARGS_FAULT, PO_F_ARGS_TRUNCATED, PO_FORK
+from .ebpf_abi import (
+    HEADER,
+    HEADER_SIZE,
+    PO_EXEC,
+    PO_EXIT,
+    PO_F_ARGS_FAULT,
+    PO_F_ARGS_TRUNCATED,
+    PO_FORK,
+)
 from .procfs import START_NS_TOLERANCE, ProcessInfo
+from .wait_status import WAIT_STATUS, WAIT_STATUS_MASK
 
 log = logging.getLogger(__name__)
-
-#: struct po_event's fixed part (bpf/procobsrv.h), little-endian as the kernel writes it.
-HEADER = struct.Struct("<6I3Q3I6H16s")
-assert HEADER.size == HEADER_SIZE
 
 _NS_PER_S = 1e9
 #: exit_code, signal, core_dumped of an item that is no exit.

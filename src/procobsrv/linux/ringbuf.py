@@ -19,10 +19,10 @@ import mmap
 import os
 
 from ..errors import MonitorError
+from .ebpf_abi import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ
 
-BUSY = 1 << 31
-DISCARDED = 1 << 30
-HEADER = 8
+#: Records are padded to 8 bytes (kernel/bpf/ringbuf.c).
+_PAD = 7
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _mmap = _libc.mmap
@@ -91,12 +91,12 @@ class RingReader:
         words, mask = self._words, self._mask
         while pos < end and pos - start < limit:
             header = words[(pos & mask) >> 2]
-            if header & BUSY:
+            if header & BPF_RINGBUF_BUSY_BIT:
                 break  # still being written: the records after it wait for the next read
-            length = header & ~(BUSY | DISCARDED)
-            if not header & DISCARDED:
-                spans.append((pos - start + HEADER, length))
-            pos += (length + HEADER + 7) & ~7
+            length = header & ~(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT)
+            if not header & BPF_RINGBUF_DISCARD_BIT:
+                spans.append((pos - start + BPF_RINGBUF_HDR_SZ, length))
+            pos += (length + BPF_RINGBUF_HDR_SZ + _PAD) & ~_PAD
         if pos == start:
             return b""
         data = ctypes.string_at(self._data + (start & mask), pos - start)

@@ -24,13 +24,12 @@ from .connector_abi import (
     PROC_EVENT_EXIT,
     PROC_EVENT_FORK,
     TIMESTAMP,
-    WAIT_STATUS,
-    WAIT_STATUS_MASK,
     WHAT,
     Record,
 )
 from .parser import Decoder
 from .procfs import ProcessTable, as_created, cgroup_id, snapshot
+from .wait_status import WAIT_STATUS, WAIT_STATUS_MASK
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from procobsrv.windows import contract
-from procobsrv.windows.device import RECORD_HEADER
 from tests.driver._driverbuild import OUT, make, require_sanitizer
 
 pytestmark = pytest.mark.driver
@@ -34,7 +33,7 @@ MAX_RECORD = contract.MAX_RECORD_SIZE
 QUEUED, DROPPED = 1, 2  # PO_PUSH_QUEUED, PO_PUSH_DROPPED (poqueue.h)
 IMAGE_TRUNCATED = contract.RECORD_IMAGE_TRUNCATED
 CMD_TRUNCATED = contract.RECORD_COMMAND_LINE_TRUNCATED
-RECORD = RECORD_HEADER
+RECORD = contract.RECORD_HEADER
 assert RECORD.size == HEADER
 Stats = contract.Stats
 record_size = contract.record_size

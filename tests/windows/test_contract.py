@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from procobsrv.windows import contract
-from procobsrv.windows.device import RECORD_HEADER
 from tests.fakes import c_layout
 from tests.fakes.availability import require_tool, unavailable
 from tests.fakes.c_layout import layout_asserts
@@ -105,11 +104,13 @@ def test_names_match_header() -> None:
 
 
 def test_record_struct_format_matches_mirror() -> None:
-    """device.py decodes with struct.Struct; it must read the fields contract.Record names."""
-    assert RECORD_HEADER.size == ctypes.sizeof(contract.Record) == contract.RECORD_HEADER_SIZE
+    """contract.RECORD_HEADER (device.py decodes with it) reads the fields of contract.Record."""
+    assert (
+        contract.RECORD_HEADER.size == ctypes.sizeof(contract.Record) == contract.RECORD_HEADER_SIZE
+    )
     values = [(i + 1) * 0x0101 for i in range(len(contract.Record._fields_))]
     record = contract.Record(*values)
-    assert list(RECORD_HEADER.unpack(bytes(record))) == values
+    assert list(contract.RECORD_HEADER.unpack(bytes(record))) == values
 
 
 #: The access each request needs from the caller's handle (CTL_CODE bits 14-15): whatever

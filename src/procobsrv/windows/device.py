@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import struct
 from dataclasses import dataclass
 
 from ..errors import MonitorError
@@ -21,9 +20,6 @@ from .paths import nt_to_dos_path
 from .winapi import WinApi, WinApiError
 
 log = logging.getLogger(__name__)
-
-#: ``PROCOBSRV_RECORD`` as a struct format (little-endian, no padding); see contract.Record.
-RECORD_HEADER = struct.Struct("<IIQQIIIIHHI")
 
 #: FILETIME (100 ns since 1601-01-01 UTC) of the Unix epoch.
 FILETIME_UNIX_EPOCH = 116_444_736_000_000_000
@@ -136,7 +132,7 @@ def decode_records(data: bytes | bytearray | memoryview) -> list[DriverRecord]:
     view = memoryview(data)
     records: list[DriverRecord] = []
     offset, end = 0, len(view)
-    header = RECORD_HEADER.size
+    header = contract.RECORD_HEADER.size
     while offset < end:
         if end - offset < header:
             raise ProtocolError(f"record at offset {offset} cut short: {end - offset} bytes left")
@@ -152,7 +148,7 @@ def decode_records(data: bytes | bytearray | memoryview) -> list[DriverRecord]:
             image_len,
             cmd_len,
             _reserved,
-        ) = RECORD_HEADER.unpack_from(view, offset)
+        ) = contract.RECORD_HEADER.unpack_from(view, offset)
         strings_end = offset + header + contract.WCHAR_BYTES * (image_len + cmd_len)
         if size % contract.RECORD_ALIGN or size < contract.record_size(image_len, cmd_len):
             raise ProtocolError(

@@ -45,6 +45,20 @@ def test_mutex_context_manager(fake: FakeWindows) -> None:
     assert fake.open_handles() == []
 
 
+def test_mutex_acquire_release_is_recursive(fake: FakeWindows) -> None:
+    """acquire()/release() are the context manager's two halves; ownership counts up."""
+    mutex = Win32Mutex(fake.api())
+    mutex.acquire()
+    mutex.acquire()
+    mutex.release()
+    mutex.release()
+    assert fake.names() == ["CreateMutexW"] + ["WaitForSingleObject"] * 2 + ["ReleaseMutex"] * 2
+    with pytest.raises(winapi.WinApiError, match=r"ReleaseMutex failed: \[WinError 288\]"):
+        mutex.release()  # a third release: this thread no longer owns it
+    mutex.close()
+    assert fake.open_handles() == []
+
+
 def test_mutex_excludes_other_threads(fake: FakeWindows) -> None:
     mutex = Win32Mutex(fake.api())
     inside = []
@@ -69,7 +83,7 @@ def test_mutex_excludes_other_threads(fake: FakeWindows) -> None:
 def test_release_by_a_non_owner_raises(fake: FakeWindows) -> None:
     mutex = Win32Mutex(fake.api())
     with pytest.raises(winapi.WinApiError, match=r"ReleaseMutex failed: \[WinError 288\]"):
-        mutex.__exit__(None, None, None)
+        mutex.release()
 
 
 def test_waiter_returns_lowest_signalled_index_or_none(fake: FakeWindows) -> None:
@@ -81,8 +95,12 @@ def test_waiter_returns_lowest_signalled_index_or_none(fake: FakeWindows) -> Non
     b.set()
     assert waiter.wait(None) == 1
     count, array, wait_all, ms = fake.calls[-1][1]
-    assert (count, list(array), wait_all, ms) == (3, [a.handle, b.handle, c.handle], False,
-                                                  winapi.INFINITE)  # fmt: skip
+    assert (count, list(array), wait_all, ms) == (
+        3,
+        [a.handle, b.handle, c.handle],
+        False,
+        winapi.INFINITE,
+    )
     b.clear()
     assert waiter.wait(0.001) == 2
     assert fake.calls[-1][1][3] == 1

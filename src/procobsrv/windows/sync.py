@@ -87,16 +87,25 @@ class Win32Mutex(_Handle):
         super().__init__(api)
         self._handle = int(self._api.CreateMutexW(None, False, None))
 
-    def __enter__(self) -> Win32Mutex:
+    def acquire(self) -> None:
+        """Wait until this thread owns the mutex (``WaitForSingleObject``, INFINITE)."""
         result = int(self._api.WaitForSingleObject(self.handle, winapi.INFINITE))
         if result == winapi.WAIT_ABANDONED_0:
             log.warning("acquired an abandoned mutex: its previous owner thread ended holding it")
         elif result != winapi.WAIT_OBJECT_0:
             raise winapi.WinApiError(winapi.ERROR_GEN_FAILURE, "WaitForSingleObject")
+
+    def release(self) -> None:
+        """Give up one ownership (``ReleaseMutex``); a thread that does not own it gets
+        :class:`~procobsrv.windows.winapi.WinApiError` (ERROR_NOT_OWNER)."""
+        self._api.ReleaseMutex(self.handle)
+
+    def __enter__(self) -> Win32Mutex:
+        self.acquire()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._api.ReleaseMutex(self.handle)
+        self.release()
 
 
 class Win32Waiter:

@@ -25,7 +25,6 @@ from procobsrv.windows.winapi import WinApi
 
 ERROR_NOT_OWNER = 288
 INVALID = winapi.INVALID_HANDLE_VALUE
-REALTIME = winapi.REALTIME
 
 
 def interrupt_time_now(offset: int = 0) -> int:
@@ -197,18 +196,11 @@ def make_record(
 
 
 class FakeWindows:
-    """kernel32 + advapi32 over an in-memory model of the objects they manage."""
+    """kernel32 + advapi32 over an in-memory model of the objects they manage.
 
-    KERNEL32 = (
-        "CreateFileW", "DeviceIoControl", "CloseHandle", "CreateEventW", "OpenEventW",
-        "SetEvent", "ResetEvent", "CreateMutexW", "ReleaseMutex", "WaitForSingleObject",
-        "WaitForMultipleObjects", "GetSystemTimePreciseAsFileTime", "GetSystemDirectoryW",
-    )  # fmt: skip
-    REALTIME = ("QueryInterruptTime", "QueryInterruptTimePrecise")
-    ADVAPI32 = (
-        "OpenSCManagerW", "CreateServiceW", "OpenServiceW", "StartServiceW", "ControlService",
-        "QueryServiceStatus", "QueryServiceConfigW", "DeleteService", "CloseServiceHandle",
-    )  # fmt: skip
+    Its DLLs export what :data:`winapi.BINDINGS <procobsrv.windows.winapi.BINDINGS>` binds,
+    each function modelled by the method of the same name with a leading ``_``.
+    """
 
     def __init__(self, mocker: Any) -> None:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
@@ -230,15 +222,12 @@ class FakeWindows:
         self.wall_skew = 0
         #: What GetSystemDirectoryW answers (tests point it at a temporary directory).
         self.system_directory = "C:\\Windows\\system32"
-        dlls: dict[str, dict[str, FakeFunction]] = {"kernel32": {}, "advapi32": {}, REALTIME: {}}
-        dll_functions = (
-            ("kernel32", self.KERNEL32), ("advapi32", self.ADVAPI32), (REALTIME, self.REALTIME)
-        )  # fmt: skip
-        for dll, names in dll_functions:
-            for name in names:
-                impl = mocker.Mock(name=name, side_effect=getattr(self, "_" + name))
-                self.mocks[name] = impl
-                dlls[dll][name] = FakeFunction(name, impl, self.calls)
+        dlls: dict[str, dict[str, FakeFunction]] = {}
+        for binding in winapi.BINDINGS:
+            name = binding.name
+            impl = mocker.Mock(name=name, side_effect=getattr(self, "_" + name))
+            self.mocks[name] = impl
+            dlls.setdefault(binding.dll, {})[name] = FakeFunction(name, impl, self.calls)
         self.dlls = {k: FakeDll(v) for k, v in dlls.items()}
 
     # --- plumbing ------------------------------------------------------------------------

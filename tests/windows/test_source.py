@@ -100,8 +100,9 @@ def test_loss_from_gaps_and_drop_counter_is_counted_once(fake: FakeWindows) -> N
 
 def test_fetch_is_bounded_in_a_storm(fake: FakeWindows) -> None:
     driver = fake.start_driver_directly()
-    with DriverSource(api=fake.api(), load_driver=False,
-                      buffer_size=contract.MIN_EVENTS_BUFFER) as source:  # fmt: skip
+    with DriverSource(
+        api=fake.api(), load_driver=False, buffer_size=contract.MIN_EVENTS_BUFFER
+    ) as source:
         for pid in range(2000):
             driver.notify(CREATE, pid, image="C:\\x.exe")
         first = source.fetch_batch()

@@ -1,10 +1,11 @@
 """The ctypes bindings against the real prototypes: mingw-w64's headers, parsed by libclang.
 
 For every declared binding: the function exists in the headers and in its DLL's import
-library, has as many arguments, and each argument and the result has the same size and kind
-(pointer / signed / unsigned integer) as the C prototype; string and struct pointers point to
-2-byte WCHARs and structs of the same size. The structures and constants winapi declares are
-checked too (libclang for layouts, ``_Static_assert``s compiled by mingw gcc for values). The
+library, has as many arguments, each argument has the prototype's name, and each argument and
+the result has the same size and kind (pointer / signed / unsigned integer) as the C
+prototype; string and struct pointers point to 2-byte WCHARs and structs of the same size.
+The structures and constants winapi declares are checked too (libclang for layouts,
+``_Static_assert``s compiled by mingw gcc for values). The
 last tests show that a corrupted declaration is caught.
 """
 
@@ -195,7 +196,11 @@ def mismatches(binding: Binding, headers: dict[str, Any]) -> list[str]:
         problems.append(
             f"{binding.name}: {len(binding.argtypes)} arguments declared, prototype has {len(args)}"
         )
-    for i, (arg, declared) in enumerate(zip(args, binding.argtypes, strict=False)):
+    for i, (arg, (name, declared)) in enumerate(zip(args, binding.args, strict=False)):
+        if name != arg.spelling:
+            problems.append(
+                f"{binding.name}: argument {i} is named {name!r}, prototype {arg.spelling!r}"
+            )
         real, mine = c_type(arg.type), py_type(declared)
         if not compatible(mine, real):
             problems.append(
@@ -284,13 +289,16 @@ def _by_name(name: str) -> Binding:
 
 CORRUPTIONS = {
     "argument too wide": lambda b: dataclasses.replace(
-        b, argtypes=(b.argtypes[0], ctypes.c_uint64)
+        b, args=(b.args[0], (b.argnames[1], ctypes.c_uint64))
     ),  # WaitForSingleObject(HANDLE, DWORD) declared with a 64-bit timeout
-    "argument missing": lambda b: dataclasses.replace(b, argtypes=b.argtypes[:1]),
+    "argument missing": lambda b: dataclasses.replace(b, args=b.args[:1]),
+    "argument renamed": lambda b: dataclasses.replace(
+        b, args=(b.args[0], ("dwTimeout", b.argtypes[1]))
+    ),
     "result too narrow": lambda b: dataclasses.replace(b, restype=ctypes.c_uint16),
     "signedness": lambda b: dataclasses.replace(b, restype=ctypes.c_int32),
     "integer for pointer": lambda b: dataclasses.replace(
-        b, argtypes=(ctypes.c_uint64, b.argtypes[1])
+        b, args=((b.argnames[0], ctypes.c_uint64), b.args[1])
     ),
     "wrong dll": lambda b: dataclasses.replace(b, dll="advapi32"),
     "wrong error rule": lambda b: dataclasses.replace(b, check=Check.INVALID_HANDLE),
@@ -313,14 +321,28 @@ def test_corrupted_declaration_is_caught(corruption: str, headers: dict[str, Any
     assert mismatches(bad, headers), f"{corruption} went unnoticed"
 
 
+def test_corrupted_argument_name_is_caught(headers: dict[str, Any]) -> None:
+    """Two arguments of one type swapped in the table: the types agree, the names do not."""
+    good = _by_name("CreateEventW")
+    assert mismatches(good, headers) == []
+    attributes, manual_reset, initial_state, name = good.args
+    swapped = dataclasses.replace(good, args=(attributes, initial_state, manual_reset, name))
+    assert mismatches(swapped, headers) == [
+        "CreateEventW: argument 1 is named 'bInitialState', prototype 'bManualReset'",
+        "CreateEventW: argument 2 is named 'bManualReset', prototype 'bInitialState'",
+    ]
+
+
 def test_corrupted_typed_pointer_is_caught(headers: dict[str, Any]) -> None:
     good = _by_name("QueryServiceStatus")
     wrong_struct = ctypes.POINTER(winapi.QUERY_SERVICE_CONFIGW)  # not SERVICE_STATUS
-    bad = dataclasses.replace(good, argtypes=(good.argtypes[0], wrong_struct))
+    bad = dataclasses.replace(good, args=(good.args[0], (good.argnames[1], wrong_struct)))
     assert mismatches(bad, headers)
     bad_string = dataclasses.replace(_by_name("OpenEventW"))
     assert mismatches(bad_string, headers) == []
-    narrow = dataclasses.replace(bad_string, argtypes=(*bad_string.argtypes[:2], ctypes.c_char_p))
+    narrow = dataclasses.replace(
+        bad_string, args=(*bad_string.args[:2], (bad_string.argnames[2], ctypes.c_char_p))
+    )
     assert mismatches(narrow, headers), "a char* for a WCHAR* went unnoticed"
 
 

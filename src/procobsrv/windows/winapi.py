@@ -1,9 +1,10 @@
 """Every kernel32/advapi32 function procobsrv calls, declared once as data.
 
-Each :class:`Binding` names the function, its DLL, its result and argument types and the
-rule that tells failure from success. The types are fixed-width ctypes types chosen to match
-the x64 Windows ABI (``DWORD`` is 32 bits there), never ``ctypes.wintypes``: on Linux its
-``DWORD`` is 8 bytes, and the bindings are checked from Linux against the mingw-w64 headers
+Each :class:`Binding` names the function, its DLL, its result type, its arguments (each a C
+name and a ctypes type) and the rule that tells failure from success. The types are
+fixed-width ctypes types chosen to match the x64 Windows ABI (``DWORD`` is 32 bits there),
+never ``ctypes.wintypes``: on Linux its ``DWORD`` is 8 bytes, and the bindings (types and
+names) are checked from Linux against the mingw-w64 headers
 (``tests/windows/test_winapi_conformance.py``).
 
 :func:`api` applies the table to ``ctypes.WinDLL(..., use_last_error=True)`` on Windows. On
@@ -251,8 +252,18 @@ class Binding:
     name: str
     dll: str
     restype: Any  # a ctypes simple type
-    argtypes: tuple[Any, ...]
+    args: tuple[tuple[str, Any], ...]  # (the prototype's argument name, its ctypes type)
     check: Check
+
+    @property
+    def argtypes(self) -> tuple[Any, ...]:
+        """The argument types, in order (what ctypes' ``argtypes`` takes)."""
+        return tuple(ctype for _name, ctype in self.args)
+
+    @property
+    def argnames(self) -> tuple[str, ...]:
+        """The argument names, as the C prototype spells them."""
+        return tuple(name for name, _ctype in self.args)
 
     def failed(self, result: object) -> bool:
         """Whether ``result`` (as ctypes returns it for :attr:`restype`) signals failure."""
@@ -271,40 +282,86 @@ ADV = "advapi32"
 REALTIME = "api-ms-win-core-realtime-l1-1-1"
 _P = ctypes.c_void_p  # pointers procobsrv passes as None or a buffer address
 
+# One row per function: name, DLL, result type, then each argument as (C name, ctypes type),
+# under the names the mingw-w64 prototypes give (test_winapi_conformance checks them), and
+# the failure rule.
 # fmt: off
 BINDINGS: tuple[Binding, ...] = (
     # kernel32: the device, events, mutexes, waiting.
-    Binding("CreateFileW", K32, HANDLE,
-            (LPCWSTR, DWORD, DWORD, _P, DWORD, DWORD, HANDLE), Check.INVALID_HANDLE),
-    Binding("DeviceIoControl", K32, BOOL,
-            (HANDLE, DWORD, LPVOID, DWORD, LPVOID, DWORD, LPDWORD, _P), Check.ZERO),
-    Binding("CloseHandle", K32, BOOL, (HANDLE,), Check.ZERO),
-    Binding("CreateEventW", K32, HANDLE, (_P, BOOL, BOOL, LPCWSTR), Check.ZERO),
-    Binding("OpenEventW", K32, HANDLE, (DWORD, BOOL, LPCWSTR), Check.ZERO),
-    Binding("SetEvent", K32, BOOL, (HANDLE,), Check.ZERO),
-    Binding("ResetEvent", K32, BOOL, (HANDLE,), Check.ZERO),
-    Binding("CreateMutexW", K32, HANDLE, (_P, BOOL, LPCWSTR), Check.ZERO),
-    Binding("ReleaseMutex", K32, BOOL, (HANDLE,), Check.ZERO),
-    Binding("WaitForSingleObject", K32, DWORD, (HANDLE, DWORD), Check.WAIT_FAILED),
-    Binding("WaitForMultipleObjects", K32, DWORD,
-            (DWORD, LPHANDLE, BOOL, DWORD), Check.WAIT_FAILED),
+    Binding("CreateFileW", K32, HANDLE, (
+        ("lpFileName", LPCWSTR), ("dwDesiredAccess", DWORD), ("dwShareMode", DWORD),
+        ("lpSecurityAttributes", _P), ("dwCreationDisposition", DWORD),
+        ("dwFlagsAndAttributes", DWORD), ("hTemplateFile", HANDLE),
+    ), Check.INVALID_HANDLE),
+    Binding("DeviceIoControl", K32, BOOL, (
+        ("hDevice", HANDLE), ("dwIoControlCode", DWORD),
+        ("lpInBuffer", LPVOID), ("nInBufferSize", DWORD),
+        ("lpOutBuffer", LPVOID), ("nOutBufferSize", DWORD),
+        ("lpBytesReturned", LPDWORD), ("lpOverlapped", _P),
+    ), Check.ZERO),
+    Binding("CloseHandle", K32, BOOL, (("hObject", HANDLE),), Check.ZERO),
+    Binding("CreateEventW", K32, HANDLE, (
+        ("lpEventAttributes", _P), ("bManualReset", BOOL), ("bInitialState", BOOL),
+        ("lpName", LPCWSTR),
+    ), Check.ZERO),
+    Binding("OpenEventW", K32, HANDLE, (
+        ("dwDesiredAccess", DWORD), ("bInheritHandle", BOOL), ("lpName", LPCWSTR),
+    ), Check.ZERO),
+    Binding("SetEvent", K32, BOOL, (("hEvent", HANDLE),), Check.ZERO),
+    Binding("ResetEvent", K32, BOOL, (("hEvent", HANDLE),), Check.ZERO),
+    Binding("CreateMutexW", K32, HANDLE, (
+        ("lpMutexAttributes", _P), ("bInitialOwner", BOOL), ("lpName", LPCWSTR),
+    ), Check.ZERO),
+    Binding("ReleaseMutex", K32, BOOL, (("hMutex", HANDLE),), Check.ZERO),
+    Binding("WaitForSingleObject", K32, DWORD, (
+        ("hHandle", HANDLE), ("dwMilliseconds", DWORD),
+    ), Check.WAIT_FAILED),
+    Binding("WaitForMultipleObjects", K32, DWORD, (
+        ("nCount", DWORD), ("lpHandles", LPHANDLE), ("bWaitAll", BOOL),
+        ("dwMilliseconds", DWORD),
+    ), Check.WAIT_FAILED),
     # Clocks: the driver stamps records with the interrupt time (KeQueryInterruptTime).
-    Binding("QueryInterruptTime", REALTIME, None, (PULONGLONG,), Check.NEVER),
-    Binding("QueryInterruptTimePrecise", REALTIME, None, (PULONGLONG,), Check.NEVER),
-    Binding("GetSystemTimePreciseAsFileTime", K32, None, (LPFILETIME,), Check.NEVER),
-    Binding("GetSystemDirectoryW", K32, UINT, (_P, UINT), Check.ZERO),
+    Binding("QueryInterruptTime", REALTIME, None, (
+        ("lpInterruptTime", PULONGLONG),
+    ), Check.NEVER),
+    Binding("QueryInterruptTimePrecise", REALTIME, None, (
+        ("lpInterruptTimePrecise", PULONGLONG),
+    ), Check.NEVER),
+    Binding("GetSystemTimePreciseAsFileTime", K32, None, (
+        ("lpSystemTimeAsFileTime", LPFILETIME),
+    ), Check.NEVER),
+    Binding("GetSystemDirectoryW", K32, UINT, (
+        ("lpBuffer", _P), ("uSize", UINT),
+    ), Check.ZERO),
     # advapi32: the Service Control Manager.
-    Binding("OpenSCManagerW", ADV, SC_HANDLE, (LPCWSTR, LPCWSTR, DWORD), Check.ZERO),
-    Binding("CreateServiceW", ADV, SC_HANDLE,
-            (SC_HANDLE, LPCWSTR, LPCWSTR, DWORD, DWORD, DWORD, DWORD, LPCWSTR, LPCWSTR, LPDWORD,
-             LPCWSTR, LPCWSTR, LPCWSTR), Check.ZERO),
-    Binding("OpenServiceW", ADV, SC_HANDLE, (SC_HANDLE, LPCWSTR, DWORD), Check.ZERO),
-    Binding("StartServiceW", ADV, BOOL, (SC_HANDLE, DWORD, _P), Check.ZERO),
-    Binding("ControlService", ADV, BOOL, (SC_HANDLE, DWORD, LPSERVICE_STATUS), Check.ZERO),
-    Binding("QueryServiceStatus", ADV, BOOL, (SC_HANDLE, LPSERVICE_STATUS), Check.ZERO),
-    Binding("QueryServiceConfigW", ADV, BOOL, (SC_HANDLE, _P, DWORD, LPDWORD), Check.ZERO),
-    Binding("DeleteService", ADV, BOOL, (SC_HANDLE,), Check.ZERO),
-    Binding("CloseServiceHandle", ADV, BOOL, (SC_HANDLE,), Check.ZERO),
+    Binding("OpenSCManagerW", ADV, SC_HANDLE, (
+        ("lpMachineName", LPCWSTR), ("lpDatabaseName", LPCWSTR), ("dwDesiredAccess", DWORD),
+    ), Check.ZERO),
+    Binding("CreateServiceW", ADV, SC_HANDLE, (
+        ("hSCManager", SC_HANDLE), ("lpServiceName", LPCWSTR), ("lpDisplayName", LPCWSTR),
+        ("dwDesiredAccess", DWORD), ("dwServiceType", DWORD), ("dwStartType", DWORD),
+        ("dwErrorControl", DWORD), ("lpBinaryPathName", LPCWSTR),
+        ("lpLoadOrderGroup", LPCWSTR), ("lpdwTagId", LPDWORD), ("lpDependencies", LPCWSTR),
+        ("lpServiceStartName", LPCWSTR), ("lpPassword", LPCWSTR),
+    ), Check.ZERO),
+    Binding("OpenServiceW", ADV, SC_HANDLE, (
+        ("hSCManager", SC_HANDLE), ("lpServiceName", LPCWSTR), ("dwDesiredAccess", DWORD),
+    ), Check.ZERO),
+    Binding("StartServiceW", ADV, BOOL, (
+        ("hService", SC_HANDLE), ("dwNumServiceArgs", DWORD), ("lpServiceArgVectors", _P),
+    ), Check.ZERO),
+    Binding("ControlService", ADV, BOOL, (
+        ("hService", SC_HANDLE), ("dwControl", DWORD), ("lpServiceStatus", LPSERVICE_STATUS),
+    ), Check.ZERO),
+    Binding("QueryServiceStatus", ADV, BOOL, (
+        ("hService", SC_HANDLE), ("lpServiceStatus", LPSERVICE_STATUS),
+    ), Check.ZERO),
+    Binding("QueryServiceConfigW", ADV, BOOL, (
+        ("hService", SC_HANDLE), ("lpServiceConfig", _P), ("cbBufSize", DWORD),
+        ("pcbBytesNeeded", LPDWORD),
+    ), Check.ZERO),
+    Binding("DeleteService", ADV, BOOL, (("hService", SC_HANDLE),), Check.ZERO),
+    Binding("CloseServiceHandle", ADV, BOOL, (("hSCObject", SC_HANDLE),), Check.ZERO),
 )
 # fmt: on
 

@@ -26,7 +26,9 @@ import pytest
 
 from procobsrv.windows import winapi
 from procobsrv.windows.winapi import BINDINGS, Binding, Check
+from tests.fakes import c_layout
 from tests.fakes.availability import require_tool, unavailable
+from tests.fakes.c_layout import layout_asserts
 
 pytestmark = pytest.mark.winapi
 
@@ -268,18 +270,46 @@ def test_structure_layout_matches_header(name: str, headers: dict[str, Any]) -> 
     assert py_fields == c_fields
 
 
+#: What the mingw-w64 compile of winapi's structures and constants includes.
+WIN32_INCLUDES = ("<stddef.h>", "<windows.h>", "<winsvc.h>", "<winioctl.h>")
+
+
+def compile_mingw(source: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return c_layout.compile_c("x86_64-w64-mingw32-gcc", source, tmp_path)
+
+
 def test_constants_match_headers(tmp_path: Path) -> None:
-    gcc = require_tool("x86_64-w64-mingw32-gcc")
     consts = winapi.constants()
     assert len(consts) > 40
-    lines = ["#include <windows.h>", "#include <winsvc.h>", "#include <winioctl.h>"]
-    for name, value in sorted(consts.items()):
-        if name not in winapi.NOT_IN_MINGW_HEADERS:
-            lines.append(f'_Static_assert(({name}) == {value:#x}ULL, "{name} == {value:#x}");')
-    source = tmp_path / "constants.c"
-    source.write_text("\n".join(lines) + "\n")
-    result = subprocess.run([gcc, "-fsyntax-only", str(source)], capture_output=True, text=True)
+    checked = {
+        name: value
+        for name, value in sorted(consts.items())
+        if name not in winapi.NOT_IN_MINGW_HEADERS
+    }
+    result = compile_mingw(layout_asserts(WIN32_INCLUDES, {}, checked), tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+def test_structures_compile_against_headers(tmp_path: Path) -> None:
+    """The structures' layout again, as ``_Static_assert``s compiled by the mingw-w64 gcc."""
+    source = layout_asserts(WIN32_INCLUDES, winapi.STRUCTURES, {})
+    assert source.count("_Static_assert") > 3 * len(winapi.STRUCTURES)
+    result = compile_mingw(source, tmp_path)
+    assert result.returncode == 0, result.stderr
+
+
+def test_structure_compile_check_can_fail(tmp_path: Path) -> None:
+    class SERVICE_STATUS(ctypes.Structure):  # two fields swapped: same size, other names
+        _fields_ = (
+            winapi.SERVICE_STATUS._fields_[1],
+            winapi.SERVICE_STATUS._fields_[0],
+            *winapi.SERVICE_STATUS._fields_[2:],
+        )
+
+    source = layout_asserts(WIN32_INCLUDES, {"SERVICE_STATUS": SERVICE_STATUS}, {})
+    result = compile_mingw(source, tmp_path)
+    assert result.returncode != 0
+    assert "SERVICE_STATUS.dwServiceType offset" in result.stderr
 
 
 # --- The check can fail ------------------------------------------------------------------------

@@ -45,8 +45,13 @@ def test_install_creates_a_demand_start_kernel_driver(
 ) -> None:
     assert service.install() is True
     assert fake.names() == [
-        OPEN_SCM, "OpenServiceW", "GetSystemDirectoryW", "CreateServiceW", CLOSE, CLOSE,
-    ]  # fmt: skip
+        OPEN_SCM,
+        "OpenServiceW",
+        "GetSystemDirectoryW",
+        "CreateServiceW",
+        CLOSE,
+        CLOSE,
+    ]
     scm_access = fake.calls[0][1][2]
     assert scm_access == winapi.SC_MANAGER_CONNECT | winapi.SC_MANAGER_CREATE_SERVICE
     args = fake.calls[3][1]
@@ -72,8 +77,13 @@ def test_install_reuses_an_identical_registration(
     fake.calls.clear()
     assert service.install() is False
     assert fake.names() == [
-        OPEN_SCM, "OpenServiceW", "QueryServiceConfigW", "QueryServiceConfigW", CLOSE, CLOSE,
-    ]  # fmt: skip
+        OPEN_SCM,
+        "OpenServiceW",
+        "QueryServiceConfigW",
+        "QueryServiceConfigW",
+        CLOSE,
+        CLOSE,
+    ]
     assert fake.calls[1][1][2] == winapi.SERVICE_QUERY_CONFIG
     assert closed_everything(fake)
 
@@ -205,9 +215,15 @@ def test_stop_sequence_waits_for_stopped(fake: FakeWindows, service: DriverServi
     fake.calls.clear()
     assert service.stop() is True
     assert fake.names() == [
-        OPEN_SCM, "OpenServiceW", "ControlService", "QueryServiceStatus", "QueryServiceStatus",
-        "QueryServiceStatus", CLOSE, CLOSE,
-    ]  # fmt: skip
+        OPEN_SCM,
+        "OpenServiceW",
+        "ControlService",
+        "QueryServiceStatus",
+        "QueryServiceStatus",
+        "QueryServiceStatus",
+        CLOSE,
+        CLOSE,
+    ]
     assert fake.calls[1][1][2] == winapi.SERVICE_STOP | winapi.SERVICE_QUERY_STATUS
     assert fake.calls[2][1][1] == winapi.SERVICE_CONTROL_STOP
     assert fake.driver is None
@@ -243,9 +259,14 @@ def test_remove_sequence(fake: FakeWindows, service: DriverService) -> None:
     fake.calls.clear()
     assert service.remove() is True
     assert fake.names() == [
-        OPEN_SCM, "OpenServiceW", "QueryServiceConfigW", "QueryServiceConfigW", "DeleteService",
-        CLOSE, CLOSE,
-    ]  # fmt: skip
+        OPEN_SCM,
+        "OpenServiceW",
+        "QueryServiceConfigW",
+        "QueryServiceConfigW",
+        "DeleteService",
+        CLOSE,
+        CLOSE,
+    ]
     assert fake.calls[1][1][2] == winapi.DELETE | winapi.SERVICE_QUERY_CONFIG
     assert "ProcObsrv" not in fake.services
     assert service.remove() is False
@@ -292,8 +313,11 @@ def test_loaded_driver_leaves_the_system_as_found(
     assert fake.driver is None
     skip = (OPEN_SCM, CLOSE, "OpenServiceW", "QueryServiceConfigW", "GetSystemDirectoryW")
     assert [n for n in fake.names() if n not in skip] == [
-        "CreateServiceW", "StartServiceW", "ControlService", "DeleteService",
-    ]  # fmt: skip
+        "CreateServiceW",
+        "StartServiceW",
+        "ControlService",
+        "DeleteService",
+    ]
     assert closed_everything(fake)
 
 

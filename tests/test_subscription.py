@@ -140,7 +140,10 @@ def test_a_kept_scope_delivers_after_a_watch_has_run_and_ended() -> None:
     handler = Collector()
     scope = stopped_scope(handler)
     with leaves_nothing_behind():
-        assert list(watch(timeout=0.05, kinds="exec")) is not None
+        with watch(timeout=10, kinds="exec") as events:
+            ran = child()
+            seen = next((event for event in events if event.process_id == ran), None)
+        assert seen is not None and seen.kind is EventKind.EXEC
         assert scope.handler is handler
         assert scope.start_monitoring()
         try:

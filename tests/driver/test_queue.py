@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from procobsrv.windows import contract
 from procobsrv.windows.device import RECORD_HEADER
-from tests.driver._driverbuild import OUT, make, require_sanitizer
+from tests.fakes.driverbuild import OUT, make, require_sanitizer
 
 pytestmark = pytest.mark.driver
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.driver._driverbuild import make
+from tests.fakes.driverbuild import make
 from tests.fakes.availability import require_tool
 
 pytestmark = pytest.mark.wine

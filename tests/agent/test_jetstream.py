@@ -114,9 +114,23 @@ def test_collect_filters_and_resumes_where_it_stopped(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
     out = tmp_path / "collected.jsonl"
-    collect = [sys.executable, "-m", "procobsrv", "collect", nats_server.url, "--durable", "t",
-               "--match", "batch-marker", "--kind", "exec", "--output", str(out),
-               "--duration", "2"]  # fmt: skip
+    collect = [
+        sys.executable,
+        "-m",
+        "procobsrv",
+        "collect",
+        nats_server.url,
+        "--durable",
+        "t",
+        "--match",
+        "batch-marker",
+        "--kind",
+        "exec",
+        "--output",
+        str(out),
+        "--duration",
+        "2",
+    ]
     for tag in ("first-batch-marker", "second-batch-marker"):
         with watching("--output", nats_server.url) as watch:
             for _ in range(2):  # alive long enough for its argv to be read at exec

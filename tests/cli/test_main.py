@@ -62,9 +62,12 @@ def test_outside_the_initial_network_namespace_the_error_says_what_to_do() -> No
     unshare = shutil.which("unshare")
     if unshare is None or os.geteuid() != 0:
         unavailable("needs root and unshare(1) to create a network namespace")
-    run = subprocess.run([unshare, "--net", *TOOL, "watch", "--source", "connector"],
-                         capture_output=True, text=True,
-                         timeout=20)  # fmt: skip
+    run = subprocess.run(
+        [unshare, "--net", *TOOL, "watch", "--source", "connector"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert run.returncode == 2
     assert "network namespace" in run.stderr and "host" in run.stderr
     assert "Traceback" not in run.stderr
@@ -109,8 +112,9 @@ def test_watch_realtime_refused_says_what_to_do() -> None:
         unavailable("needs root, setpriv(1) and prlimit(1) to drop CAP_SYS_NICE")
     require_connector()
     no_nice = [prlimit, "--rtprio=0", setpriv, "--inh-caps=-sys_nice", "--bounding-set=-sys_nice"]
-    run = subprocess.run([*no_nice, *TOOL, "watch", "--realtime"], capture_output=True,
-                         text=True, timeout=20)  # fmt: skip
+    run = subprocess.run(
+        [*no_nice, *TOOL, "watch", "--realtime"], capture_output=True, text=True, timeout=20
+    )
     assert run.returncode == 2, run.stderr
     assert "real-time scheduling was refused" in run.stderr and "CAP_SYS_NICE" in run.stderr
     assert "Traceback" not in run.stderr

@@ -73,8 +73,12 @@ def test_bad_arguments_get_one_line_and_status_2(args: list[str], said: str) -> 
 @pytest.mark.usefixtures("connector")
 def test_kind_names_accepted_are_the_names_shown() -> None:
     """--kind takes created/exec/exited, the text output's EVENT column shows the same."""
-    watch = subprocess.Popen([*TOOL, "watch", "--kind", "created", "--kind", "exited"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    watch = subprocess.Popen(
+        [*TOOL, "watch", "--kind", "created", "--kind", "exited"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert watch.stderr is not None and "watching" in watch.stderr.readline()
     child = subprocess.Popen(["/bin/sleep", "0.1"])
     child.wait()
@@ -128,8 +132,11 @@ def test_watch_ends_at_once_and_quietly_when_its_reader_goes_away(mode: list[str
 @pytest.mark.parametrize("reader", ["head -n 3", "grep -m 1 exec"])
 @pytest.mark.usefixtures("connector")
 def test_a_shell_pipeline_into_a_reader_that_stops_early_ends(reader: str) -> None:
-    shell = subprocess.Popen(["sh", "-c", f'"$@" | {reader}', "sh", *TOOL, "watch", "--json"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    shell = subprocess.Popen(
+        ["sh", "-c", f'"$@" | {reader}', "sh", *TOOL, "watch", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     _started.append(shell)
     spawn_until(lambda: shell.poll() is not None, 15)
     out, err = shell.communicate(timeout=5)
@@ -211,8 +218,13 @@ def with_open_file_limit(limit: int) -> Callable[[], None]:
 def test_an_error_at_start_is_one_line_and_status_2(limit: int) -> None:
     """Too few file descriptors for the socket and the eventfds: the OSError becomes one
     line on stderr and status 2, never a traceback."""
-    run = subprocess.run([*TOOL, "watch", "--duration", "5"], capture_output=True, text=True,
-                         timeout=20, preexec_fn=with_open_file_limit(limit))  # fmt: skip
+    run = subprocess.run(
+        [*TOOL, "watch", "--duration", "5"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        preexec_fn=with_open_file_limit(limit),
+    )
     err = one_line_error(run)
     assert err.startswith("procobsrv: ") and "open files" in err, err
     assert run.stdout == ""
@@ -220,8 +232,13 @@ def test_an_error_at_start_is_one_line_and_status_2(limit: int) -> None:
 
 def test_a_closed_stdout_is_one_line_and_status_2() -> None:
     """Started with fd 1 closed (``watch >&-``): Python's sys.stdout is None."""
-    run = subprocess.run([*TOOL, "watch"], stderr=subprocess.PIPE, text=True, timeout=20,
-                         preexec_fn=lambda: os.close(1))  # fmt: skip
+    run = subprocess.run(
+        [*TOOL, "watch"],
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=20,
+        preexec_fn=lambda: os.close(1),
+    )
     assert "standard output is closed" in one_line_error(run)
 
 

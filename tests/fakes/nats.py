@@ -48,8 +48,20 @@ class NatsServer:
         return f"nats://{LOOPBACK}:{self.port}"
 
     def start(self) -> NatsServer:
-        argv = [server_binary(), "-a", LOOPBACK, "-p", str(self.port), "-m", str(self.monitor),
-                "-js", "-sd", str(self.store), "-n", self.name]  # fmt: skip
+        argv = [
+            server_binary(),
+            "-a",
+            LOOPBACK,
+            "-p",
+            str(self.port),
+            "-m",
+            str(self.monitor),
+            "-js",
+            "-sd",
+            str(self.store),
+            "-n",
+            self.name,
+        ]
         if self.routes:
             routes = ",".join(f"nats://{LOOPBACK}:{p}" for p in self.routes)
             own = f"nats://{LOOPBACK}:{self.cluster}"

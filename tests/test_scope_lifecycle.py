@@ -115,8 +115,8 @@ def wait_exit(h, pid):
 parent = Collector()
 scope = ApplicationScope.get_instance(parent)
 scope.start_monitoring()
-from procobsrv.scope import _session_handles
-session_fds = _session_handles(scope._session)  # the netlink socket and three eventfds
+from tests.fakes.session import session_handles
+session_fds = session_handles(scope)  # the netlink socket and three eventfds
 
 def is_open(fd):
     try:

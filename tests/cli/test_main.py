@@ -15,6 +15,7 @@ import pytest
 
 from tests.fakes.availability import require_connector, unavailable
 from tests.fakes.connector import break_connector_socket
+from tests.fakes.session import wait_for_source
 from tests.fakes.watch import start_watch
 
 pytestmark = pytest.mark.kernel
@@ -125,17 +126,12 @@ def test_watch_ends_with_status_2_when_the_kernel_side_fails(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The connector socket breaks under a running watch: it ends by itself and says why."""
-    from procobsrv import ApplicationScope
     from procobsrv.cli.main import main
 
     def break_the_socket() -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            session = ApplicationScope._instance and ApplicationScope._instance._session
-            if session is not None:
-                break_connector_socket(session.source.wait_handle)
-                return
-            time.sleep(0.01)
+        source = wait_for_source(timeout=10)
+        if source is not None:
+            break_connector_socket(source.wait_handle)
 
     breaker = threading.Thread(target=break_the_socket)
     breaker.start()

@@ -22,14 +22,6 @@ pytestmark = pytest.mark.kernel
 TOOL = [sys.executable, "-m", "procobsrv"]
 
 
-@pytest.mark.usefixtures("connector")
-def test_demo_observes_all_ten() -> None:
-    run = subprocess.run([*TOOL, "demo"], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert "observed 10/10 starts and 10/10 exits" in run.stdout
-    assert run.stdout.count("started pid") == 10 and run.stdout.count("by SIGTERM") == 10
-
-
 def test_watch_json_then_sigterm_prints_summary() -> None:
     watch = start_watch("--json", "--kind", "exited", "--kind", "exec")
     child = subprocess.Popen(["sh", "-c", "exit 9"])

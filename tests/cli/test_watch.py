@@ -10,12 +10,14 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from tests.fakes import watch as watch_tool
 from tests.fakes.availability import require_connector
 from tests.fakes.storm import Storm
 
@@ -195,6 +197,34 @@ def test_stop_signal_ends_watch_within_a_second_though_stdout_is_blocked(sig: in
     written = out.count(b"\n") - 1  # the header
     assert lost == 0 and unwritten > 0 and written > 0, err
     assert written + unwritten == total, (written, unwritten, total)
+
+
+def test_watch_sigint_under_load_exits_within_a_second_with_the_summary() -> None:
+    watch = watch_tool.start_watch("--json")  # text mode: lines as a terminal shows them
+    lines: list[str] = []
+    assert watch.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(watch.stdout or ()))  # a terminal
+    reader.start()
+    storm = Storm(spawners=2, per_spawner=100_000, seconds=4.0)
+    try:
+        time.sleep(1.0)
+        began = time.monotonic()
+        watch.send_signal(signal.SIGINT)
+        watch.wait(timeout=10)
+        took = time.monotonic() - began
+    finally:
+        storm.stop()
+        storm.wait()
+        reader.join(5)
+    assert watch.stderr is not None
+    err = watch.stderr.read()
+    assert took < 1.0, f"watch took {took:.2f} s to stop under load"
+    assert watch.returncode == 0
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "procobsrv: " in err and " events (" in err and " lost" in err
+    summary = err.strip().splitlines()[-1]
+    shown = int(summary.split()[1])
+    assert shown == len(lines) - sum('"kind":"lost"' in line for line in lines) > 1000
 
 
 # -- item 5: SIGHUP ---------------------------------------------------------------------------

@@ -504,10 +504,17 @@ class Poller(Contender):
 CONTENDER_TYPES: dict[str, type[Contender]] = {
     c.name: c
     for c in (
-        Contender, ApiListener, ApiListenerRealtime, EbpfListener, Watch, EbpfWatch,
-        Forkstat, Execsnoop, Poller,
+        Contender,
+        ApiListener,
+        ApiListenerRealtime,
+        EbpfListener,
+        Watch,
+        EbpfWatch,
+        Forkstat,
+        Execsnoop,
+        Poller,
     )
-}  # fmt: skip
+}
 
 
 # -- kernel-side cost of BPF programs -------------------------------------------------------
@@ -672,13 +679,24 @@ def score(name: str, storm: Storm, obs: Observed) -> RunResult:
         "image": 100.0 * exact_image / len(execed) if "image" in obs.reports else None,
     }
     return RunResult(
-        contender=name, k=storm.k, mode=storm.mode, processes=len(storm.procs),
-        events=storm.events, storm_seconds=storm.seconds, rate=storm.rate,
-        expected=expected, captured=captured, completeness=completeness, missing=missing,
-        lost=obs.lost, overflow_reports=obs.overflow_reports,
-        unaccounted=max(0, missing - obs.lost), wrong_exit_status=wrong,
-        execed=len(execed), exact=exact if execed else {},
-    )  # fmt: skip
+        contender=name,
+        k=storm.k,
+        mode=storm.mode,
+        processes=len(storm.procs),
+        events=storm.events,
+        storm_seconds=storm.seconds,
+        rate=storm.rate,
+        expected=expected,
+        captured=captured,
+        completeness=completeness,
+        missing=missing,
+        lost=obs.lost,
+        overflow_reports=obs.overflow_reports,
+        unaccounted=max(0, missing - obs.lost),
+        wrong_exit_status=wrong,
+        execed=len(execed),
+        exact=exact if execed else {},
+    )
 
 
 def run_one(name: str, k: int, total: int, mode: str = "spawn", interval: float = 0.0) -> RunResult:

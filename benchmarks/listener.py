@@ -37,9 +37,17 @@ class RecordingHandler(CallbackHandler):
 
     def on_process_event(self, item: QueuedItem, param: Any) -> None:
         self.events.append(
-            (item.kind, item.process_id, item.exit_code, item.signal, item.monotonic_ns,
-             time.monotonic_ns(), item.image, item.command_line)
-        )  # fmt: skip
+            (
+                item.kind,
+                item.process_id,
+                item.exit_code,
+                item.signal,
+                item.monotonic_ns,
+                time.monotonic_ns(),
+                item.image,
+                item.command_line,
+            )
+        )
 
     def on_events_lost(self, count: int, param: Any) -> None:
         self.lost += count

@@ -31,11 +31,16 @@ def main() -> None:
             return
         source.close()
     print(
-        json.dumps({
-            "source": name, "n": n, "first_ms": times[0],
-            "median_ms": statistics.median(times), "max_ms": max(times),
-        })
-    )  # fmt: skip
+        json.dumps(
+            {
+                "source": name,
+                "n": n,
+                "first_ms": times[0],
+                "median_ms": statistics.median(times),
+                "max_ms": max(times),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

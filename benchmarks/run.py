@@ -220,16 +220,18 @@ def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
             s = by.get((scenario, name))
             if not s or not fs:
                 continue
-            out.append({
-                "scenario": scenario,
-                "contender": name,
-                "tax_vs_forkstat": (s["tax_pct"] / fs["tax_pct"]) if fs["tax_pct"] else None,
-                "tax_pct": s["tax_pct"],
-                "forkstat_tax_pct": fs["tax_pct"],
-                "cpu_vs_forkstat": s["cpu_s_per_10k"] / fs["cpu_s_per_10k"]
-                if fs["cpu_s_per_10k"] and s["cpu_s_per_10k"] is not None
-                else None,
-            })  # fmt: skip
+            out.append(
+                {
+                    "scenario": scenario,
+                    "contender": name,
+                    "tax_vs_forkstat": (s["tax_pct"] / fs["tax_pct"]) if fs["tax_pct"] else None,
+                    "tax_pct": s["tax_pct"],
+                    "forkstat_tax_pct": fs["tax_pct"],
+                    "cpu_vs_forkstat": s["cpu_s_per_10k"] / fs["cpu_s_per_10k"]
+                    if fs["cpu_s_per_10k"] and s["cpu_s_per_10k"] is not None
+                    else None,
+                }
+            )
     return out
 
 
@@ -300,8 +302,14 @@ def chart(result: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8)
     cap = result.get("replay") or {}
     if cap:
-        ax.text(0.02, 0.95, f"pipeline replay, one core: {cap['events_per_s']:,.0f} events/s",
-                transform=ax.transAxes, fontsize=9, va="top")  # fmt: skip
+        ax.text(
+            0.02,
+            0.95,
+            f"pipeline replay, one core: {cap['events_per_s']:,.0f} events/s",
+            transform=ax.transAxes,
+            fontsize=9,
+            va="top",
+        )
     fig.suptitle(
         f"procobsrv benchmark ({result['machine']['cpus']} CPUs, {result['machine']['kernel']})"
     )

@@ -19,10 +19,6 @@ socket buffer, a full driver queue). The sources:
   the real code; the script numbers messages as the kernel does, per CPU);
 - ``driver``: DriverSource over the simulated Windows (it loads ProcObsrv.sys through the
   Service Control Manager and unloads it on close, as ConsCtl did).
-
-Every subject builds its source through the constructor's keywords only, except the replay,
-whose scripted socket still goes in through the support module's ``replay_source`` (one
-factory below, :func:`replay_source`, to adapt when the connector takes it as a keyword).
 """
 
 from __future__ import annotations

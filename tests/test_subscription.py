@@ -30,6 +30,7 @@ from tests.fakes.availability import require_connector
 from tests.fakes.collector import Blocking, Collector
 from tests.fakes.gauges import leaves_nothing_behind, open_fds, wait_until
 from tests.fakes.scripted import ScriptedSource, items
+from tests.fakes.session import shared_scope
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.kernel]
 
@@ -140,7 +141,10 @@ def test_a_kept_scope_delivers_after_a_watch_has_run_and_ended() -> None:
     handler = Collector()
     scope = stopped_scope(handler)
     with leaves_nothing_behind():
-        assert list(watch(timeout=0.05, kinds="exec")) is not None
+        with watch(timeout=10, kinds="exec") as events:
+            ran = child()
+            seen = next((event for event in events if event.process_id == ran), None)
+        assert seen is not None and seen.kind is EventKind.EXEC
         assert scope.handler is handler
         assert scope.start_monitoring()
         try:
@@ -194,7 +198,7 @@ def test_a_slow_subscriber_beside_a_fast_one_the_fast_one_loses_nothing() -> Non
     # Exact counts with a scripted source: 20,000 events as fast as they can be queued.
     with leaves_nothing_behind():
         source = ScriptedSource()
-        scope = ApplicationScope._shared()
+        scope = shared_scope()
         fast, slow = Collector(), SlowHandler(50e-6)
         with scope.subscribe(fast, source=source) as f, scope.subscribe(slow, queue_limit=500) as s:
             for first in range(1, 20_001, 100):
@@ -214,7 +218,7 @@ def test_a_slow_subscriber_beside_a_fast_one_the_fast_one_loses_nothing() -> Non
 @pytest.mark.usefixtures("connector")
 def test_a_slow_subscriber_on_the_real_kernel_does_not_cost_the_fast_one_an_event() -> None:
     with leaves_nothing_behind():
-        scope = ApplicationScope._shared()
+        scope = shared_scope()
         fast, slow = Collector(), SlowHandler(50e-6)
         with scope.subscribe(fast) as f, scope.subscribe(slow, queue_limit=50) as s:
             shell = storm(1500)
@@ -242,7 +246,7 @@ class Stuck(Blocking):
 def test_a_stuck_subscriber_does_not_stop_the_others(caplog: pytest.LogCaptureFixture) -> None:
     stuck, other = Stuck(), Collector()
     with leaves_nothing_behind():
-        scope = ApplicationScope._shared()
+        scope = shared_scope()
         with scope.subscribe(other):
             blocked = scope.subscribe(stuck, queue_limit=5)
             child()
@@ -268,7 +272,7 @@ def test_a_stuck_subscriber_does_not_stop_the_others(caplog: pytest.LogCaptureFi
 def test_every_subscriber_sees_the_events_in_the_same_order() -> None:
     first, second = Collector(), Collector()
     with leaves_nothing_behind():
-        scope = ApplicationScope._shared()
+        scope = shared_scope()
         with scope.subscribe(first), scope.subscribe(second), watch(timeout=10) as stream:
             shell = storm(300)
             streamed = stream_until_exit(stream, shell)
@@ -311,7 +315,7 @@ class NoOverlap(CallbackHandler):
 def test_a_handlers_calls_never_overlap_and_it_cannot_be_subscribed_twice() -> None:
     with leaves_nothing_behind():
         source = ScriptedSource()
-        scope = ApplicationScope._shared()
+        scope = shared_scope()
         handlers = [NoOverlap() for _ in range(3)]
         subs = [
             scope.subscribe(h, source=source if i == 0 else None) for i, h in enumerate(handlers)
@@ -333,7 +337,7 @@ def test_a_later_subscriber_cannot_bring_its_own_source() -> None:
     with leaves_nothing_behind():
         first, second = ScriptedSource(), ScriptedSource()
         with (
-            ApplicationScope._shared().subscribe(Collector(), source=first),
+            shared_scope().subscribe(Collector(), source=first),
             pytest.raises(MonitorError, match="source="),
         ):
             watch(source=second)
@@ -344,7 +348,7 @@ def test_a_later_subscriber_cannot_bring_its_own_source() -> None:
 def test_a_garbage_collected_stream_releases_its_subscription() -> None:
     with leaves_nothing_behind():
         stream = watch()
-        scope = ApplicationScope._shared()
+        scope = shared_scope()
         assert scope.is_monitoring and len(scope.subscriptions) == 1
         del stream
         gc.collect()
@@ -375,7 +379,7 @@ def test_the_last_subscriber_out_releases_the_kernel_side() -> None:
 def test_stats_per_subscriber_and_for_the_whole_scope() -> None:
     with leaves_nothing_behind():
         source = ScriptedSource()
-        scope = ApplicationScope._shared()
+        scope = shared_scope()
         a, b = Collector(), Collector()
         with scope.subscribe(a, source=source) as sa:
             source.publish(items(10))

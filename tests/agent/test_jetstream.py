@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,31 +17,17 @@ from benchmarks.harness import run_storm
 from procobsrv import EventKind, QueuedItem
 from procobsrv.agent import RecordMaker
 from tests.fakes.gauges import wait_until
-from tests.fakes.nats import NatsServer, cluster, free_port, stream_contents, stream_leader
+from tests.fakes.nats import (
+    NatsServer,
+    cluster,
+    free_port,
+    stop_watch,
+    stream_contents,
+    stream_leader,
+)
 from tests.fakes.watch import run_markers, validate_lines, watching
 
 NATS_POLL = 0.05  # seconds between two queries of the servers while waiting
-SUMMARY = re.compile(r"procobsrv: (\d+) events \(.*\), (\d+) lost")
-PUBLISHED = re.compile(r"procobsrv: (\d+) events published to \S+ \(\w+\)(?:, (\d+) lost)?")
-
-
-def summary(stderr: str) -> dict[str, int]:
-    total = SUMMARY.search(stderr)
-    published = PUBLISHED.search(stderr)
-    assert total and published, stderr
-    return {
-        "total": int(total.group(1)),
-        "pipeline_lost": int(total.group(2)),
-        "published": int(published.group(1)),
-        "overflowed": int(published.group(2) or 0),
-    }
-
-
-def stop(watch: subprocess.Popen[str]) -> dict[str, int]:
-    watch.send_signal(signal.SIGINT)
-    _, err = watch.communicate(timeout=60)
-    assert watch.returncode == 0, err
-    return summary(err)
 
 
 def target(*servers: NatsServer) -> str:
@@ -94,7 +78,7 @@ def test_a_marker_exec_arrives_in_the_stream_with_its_argv(nats_server: NatsServ
     with watching("--output", nats_server.url) as watch:
         subprocess.run(marker_argv, check=True)
         run_markers("nats-marker")
-        counts = stop(watch)
+        counts = stop_watch(watch)
     contents = stream_contents([nats_server.url])
     validate_lines([json.dumps(r) for _, _, r in contents])
     host = re.sub(r"[.*>\s]", "_", socket.gethostname())
@@ -107,31 +91,6 @@ def test_a_marker_exec_arrives_in_the_stream_with_its_argv(nats_server: NatsServ
     assert marker[0][0] == f"procobsrv.{host}.exec"
     assert all(msg_id == r["id"] for _, msg_id, r in contents)
     assert_all_published(counts, contents)
-
-
-@pytest.mark.kernel
-def test_collect_filters_and_resumes_where_it_stopped(
-    nats_server: NatsServer, tmp_path: Path
-) -> None:
-    out = tmp_path / "collected.jsonl"
-    collect = [sys.executable, "-m", "procobsrv", "collect", nats_server.url, "--durable", "t",
-               "--match", "batch-marker", "--kind", "exec", "--output", str(out),
-               "--duration", "2"]  # fmt: skip
-    for tag in ("first-batch-marker", "second-batch-marker"):
-        with watching("--output", nats_server.url) as watch:
-            for _ in range(2):  # alive long enough for its argv to be read at exec
-                subprocess.run(["sh", "-c", "sleep 0.5; true", tag], check=True)
-            stop(watch)
-        done = subprocess.run(collect, timeout=60, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-    lines = out.read_text().splitlines()
-    records = validate_lines(lines)
-    tags = [" ".join(r["command_line"]) for r in records]
-    assert all(r["kind"] == "exec" for r in records)
-    first = [t for t in tags if "first-batch-marker" in t]
-    second = [t for t in tags if "second-batch-marker" in t]
-    assert len(first) == len(second) == 2, tags  # not read twice: the consumer resumed
-    assert tags.index(second[0]) > tags.index(first[-1])
 
 
 @pytest.mark.kernel
@@ -170,7 +129,7 @@ def test_a_cluster_node_killed_in_a_storm_loses_and_duplicates_nothing(
                 return False
 
         wait_until(stream_holds_the_storm, 90, interval=1)
-        counts = stop(watch)
+        counts = stop_watch(watch)
     contents = stream_contents(survivors)
     ids = [msg_id for _, msg_id, _ in contents]
     assert len(ids) == len(set(ids)), "a message is in the stream twice"
@@ -186,7 +145,7 @@ def test_events_during_a_server_restart_arrive(nats_server: NatsServer) -> None:
         nats_server.kill()
         pids = run_markers("while-down")
         nats_server.start().ready()  # same port, same store
-        counts = stop(watch)
+        counts = stop_watch(watch)
     contents = stream_contents([nats_server.url])
     assert has_pids(events(contents), pids)
     assert_all_published(counts, contents)
@@ -206,7 +165,7 @@ def test_a_server_down_longer_than_the_buffer_loses_an_exact_count(nats_server: 
         assert wait_until(
             lambda: output_losses(stream_contents([nats_server.url])) > 0, interval=NATS_POLL
         )
-        counts = stop(watch)
+        counts = stop_watch(watch)
     contents = stream_contents([nats_server.url])
     lost = output_losses(contents)
     assert counts["overflowed"] > 0 and lost == counts["overflowed"]

@@ -10,12 +10,14 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from tests.fakes import watch as watch_tool
 from tests.fakes.availability import require_connector
 from tests.fakes.storm import Storm
 
@@ -73,8 +75,12 @@ def test_bad_arguments_get_one_line_and_status_2(args: list[str], said: str) -> 
 @pytest.mark.usefixtures("connector")
 def test_kind_names_accepted_are_the_names_shown() -> None:
     """--kind takes created/exec/exited, the text output's EVENT column shows the same."""
-    watch = subprocess.Popen([*TOOL, "watch", "--kind", "created", "--kind", "exited"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    watch = subprocess.Popen(
+        [*TOOL, "watch", "--kind", "created", "--kind", "exited"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert watch.stderr is not None and "watching" in watch.stderr.readline()
     child = subprocess.Popen(["/bin/sleep", "0.1"])
     child.wait()
@@ -128,8 +134,11 @@ def test_watch_ends_at_once_and_quietly_when_its_reader_goes_away(mode: list[str
 @pytest.mark.parametrize("reader", ["head -n 3", "grep -m 1 exec"])
 @pytest.mark.usefixtures("connector")
 def test_a_shell_pipeline_into_a_reader_that_stops_early_ends(reader: str) -> None:
-    shell = subprocess.Popen(["sh", "-c", f'"$@" | {reader}', "sh", *TOOL, "watch", "--json"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    shell = subprocess.Popen(
+        ["sh", "-c", f'"$@" | {reader}', "sh", *TOOL, "watch", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     _started.append(shell)
     spawn_until(lambda: shell.poll() is not None, 15)
     out, err = shell.communicate(timeout=5)
@@ -190,6 +199,34 @@ def test_stop_signal_ends_watch_within_a_second_though_stdout_is_blocked(sig: in
     assert written + unwritten == total, (written, unwritten, total)
 
 
+def test_watch_sigint_under_load_exits_within_a_second_with_the_summary() -> None:
+    watch = watch_tool.start_watch("--json")  # text mode: lines as a terminal shows them
+    lines: list[str] = []
+    assert watch.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(watch.stdout or ()))  # a terminal
+    reader.start()
+    storm = Storm(spawners=2, per_spawner=100_000, seconds=4.0)
+    try:
+        time.sleep(1.0)
+        began = time.monotonic()
+        watch.send_signal(signal.SIGINT)
+        watch.wait(timeout=10)
+        took = time.monotonic() - began
+    finally:
+        storm.stop()
+        storm.wait()
+        reader.join(5)
+    assert watch.stderr is not None
+    err = watch.stderr.read()
+    assert took < 1.0, f"watch took {took:.2f} s to stop under load"
+    assert watch.returncode == 0
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "procobsrv: " in err and " events (" in err and " lost" in err
+    summary = err.strip().splitlines()[-1]
+    shown = int(summary.split()[1])
+    assert shown == len(lines) - sum('"kind":"lost"' in line for line in lines) > 1000
+
+
 # -- item 5: SIGHUP ---------------------------------------------------------------------------
 def test_sighup_ends_watch_with_its_summary() -> None:
     watch = start_watch("--json")
@@ -211,8 +248,13 @@ def with_open_file_limit(limit: int) -> Callable[[], None]:
 def test_an_error_at_start_is_one_line_and_status_2(limit: int) -> None:
     """Too few file descriptors for the socket and the eventfds: the OSError becomes one
     line on stderr and status 2, never a traceback."""
-    run = subprocess.run([*TOOL, "watch", "--duration", "5"], capture_output=True, text=True,
-                         timeout=20, preexec_fn=with_open_file_limit(limit))  # fmt: skip
+    run = subprocess.run(
+        [*TOOL, "watch", "--duration", "5"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        preexec_fn=with_open_file_limit(limit),
+    )
     err = one_line_error(run)
     assert err.startswith("procobsrv: ") and "open files" in err, err
     assert run.stdout == ""
@@ -220,8 +262,13 @@ def test_an_error_at_start_is_one_line_and_status_2(limit: int) -> None:
 
 def test_a_closed_stdout_is_one_line_and_status_2() -> None:
     """Started with fd 1 closed (``watch >&-``): Python's sys.stdout is None."""
-    run = subprocess.run([*TOOL, "watch"], stderr=subprocess.PIPE, text=True, timeout=20,
-                         preexec_fn=lambda: os.close(1))  # fmt: skip
+    run = subprocess.run(
+        [*TOOL, "watch"],
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=20,
+        preexec_fn=lambda: os.close(1),
+    )
     assert "standard output is closed" in one_line_error(run)
 
 

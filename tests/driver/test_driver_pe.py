@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.driver._driverbuild import DRIVER, OUT, ROOT, make
+from tests.fakes.driverbuild import DRIVER, OUT, ROOT, make
 
 pytestmark = pytest.mark.driver
 

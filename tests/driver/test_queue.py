@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from procobsrv.windows import contract
-from tests.driver._driverbuild import OUT, make, require_sanitizer
+from tests.fakes.driverbuild import OUT, make, require_sanitizer
 
 pytestmark = pytest.mark.driver
 

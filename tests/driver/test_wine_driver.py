@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.driver._driverbuild import make
 from tests.fakes.availability import require_tool
+from tests.fakes.driverbuild import make
 
 pytestmark = pytest.mark.wine
 
@@ -92,16 +92,28 @@ def assert_ok(checks: dict[str, dict], *names: str) -> None:
 
 def test_loads_through_scm_and_opens(selftest: dict[str, dict]) -> None:
     assert_ok(
-        selftest, "scm_open", "service_create", "service_start", "event_open_global",
-        "device_open", "stats_initial", "activate", "stats_active",
-    )  # fmt: skip
+        selftest,
+        "scm_open",
+        "service_create",
+        "service_start",
+        "event_open_global",
+        "device_open",
+        "stats_initial",
+        "activate",
+        "stats_active",
+    )
 
 
 def test_flood_accounted_exactly(selftest: dict[str, dict]) -> None:
     assert_ok(
-        selftest, "flood_ran", "flood_records_well_formed", "flood_sequence_order",
-        "flood_exactly_once_or_dropped", "flood_per_producer_order", "flood_stats_add_up",
-    )  # fmt: skip
+        selftest,
+        "flood_ran",
+        "flood_records_well_formed",
+        "flood_sequence_order",
+        "flood_exactly_once_or_dropped",
+        "flood_per_producer_order",
+        "flood_stats_add_up",
+    )
     flood = selftest["flood_exactly_once_or_dropped"]
     assert selftest["flood_ran"]["injected"] >= 100_000
     assert flood["notified"] == selftest["flood_ran"]["injected"]
@@ -111,9 +123,13 @@ def test_flood_accounted_exactly(selftest: dict[str, dict]) -> None:
 
 def test_event_signalled_exactly_while_queued(selftest: dict[str, dict]) -> None:
     assert_ok(
-        selftest, "event_clear_when_empty", "event_set_while_queued",
-        "partial_drain_keeps_event", "event_cleared_by_drain", "flood_event_never_lied",
-    )  # fmt: skip
+        selftest,
+        "event_clear_when_empty",
+        "event_set_while_queued",
+        "partial_drain_keeps_event",
+        "event_cleared_by_drain",
+        "flood_event_never_lied",
+    )
     assert selftest["flood_event_never_lied"]["wakeups"] > 0
 
 
@@ -187,9 +203,13 @@ def test_fallback_and_close_deactivates(selftest: dict[str, dict]) -> None:
 
 def test_unload_and_service_deletion(selftest: dict[str, dict]) -> None:
     assert_ok(
-        selftest, "service_stop_unloads", "device_gone_after_unload", "event_gone_after_unload",
-        "service_delete", "service_gone",
-    )  # fmt: skip
+        selftest,
+        "service_stop_unloads",
+        "device_gone_after_unload",
+        "event_gone_after_unload",
+        "service_delete",
+        "service_gone",
+    )
 
 
 def test_selftest_run_has_no_failures(selftest: dict[str, dict]) -> None:
@@ -206,9 +226,14 @@ def test_normal_build_refuses_callers_it_cannot_identify(normal: dict[str, dict]
     normal build has no INJECT is shown by tests/driver's disassembly check.)
     """
     assert_ok(
-        normal, "service_create", "service_start", "event_open_global",
-        "device_refuses_unidentified_caller", "service_stop_unloads", "service_delete",
-    )  # fmt: skip
+        normal,
+        "service_create",
+        "service_start",
+        "event_open_global",
+        "device_refuses_unidentified_caller",
+        "service_stop_unloads",
+        "service_delete",
+    )
     assert "device_open" not in normal
     assert normal["summary"]["failures"] == 0 and normal["exit_code"]["value"] == 0
 

@@ -143,10 +143,20 @@ def test_lifetimes_measures_a_sleep_of_300_ms(started: list[Example]) -> None:
 def test_watch_tree_follows_the_tree_until_its_last_member_ends() -> None:
     # The shell exits at once with 3; its background child lives on for 0.3 s.
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "watch_tree.py"), "--timeout", "10", "--",
-         "sh", "-c", "sleep 0.3 & exit 3"],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(EXAMPLES / "watch_tree.py"),
+            "--timeout",
+            "10",
+            "--",
+            "sh",
+            "-c",
+            "sleep 0.3 & exit 3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 3, result.stderr
     lines = result.stdout.splitlines()
     summary = re.fullmatch(

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from procobsrv import ApplicationScope
+from tests.fakes.session import existing_scope
 
 
 def open_fds() -> set[str]:
@@ -42,7 +42,7 @@ def leaves_nothing_behind() -> Iterator[None]:
     """Fails unless the block ends with no monitoring, no new thread and no new fd."""
     threads, fds = set(threading.enumerate()), open_fds()
     yield
-    scope = ApplicationScope._instance
+    scope = existing_scope()
     assert scope is None or not scope.is_monitoring
     assert set(threading.enumerate()) == threads
     assert open_fds() == fds

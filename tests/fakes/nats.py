@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -48,8 +50,20 @@ class NatsServer:
         return f"nats://{LOOPBACK}:{self.port}"
 
     def start(self) -> NatsServer:
-        argv = [server_binary(), "-a", LOOPBACK, "-p", str(self.port), "-m", str(self.monitor),
-                "-js", "-sd", str(self.store), "-n", self.name]  # fmt: skip
+        argv = [
+            server_binary(),
+            "-a",
+            LOOPBACK,
+            "-p",
+            str(self.port),
+            "-m",
+            str(self.monitor),
+            "-js",
+            "-sd",
+            str(self.store),
+            "-n",
+            self.name,
+        ]
         if self.routes:
             routes = ",".join(f"nats://{LOOPBACK}:{p}" for p in self.routes)
             own = f"nats://{LOOPBACK}:{self.cluster}"
@@ -134,3 +148,28 @@ def stream_leader(urls: list[str], stream: str = "PROCOBSRV") -> str:
             await nc.close()
 
     return asyncio.run(leader())
+
+
+SUMMARY = re.compile(r"procobsrv: (\d+) events \(.*\), (\d+) lost")
+PUBLISHED = re.compile(r"procobsrv: (\d+) events published to \S+ \(\w+\)(?:, (\d+) lost)?")
+
+
+def published_summary(stderr: str) -> dict[str, int]:
+    """The counts of the summary `watch --output nats://...` printed on stderr."""
+    total = SUMMARY.search(stderr)
+    published = PUBLISHED.search(stderr)
+    assert total and published, stderr
+    return {
+        "total": int(total.group(1)),
+        "pipeline_lost": int(total.group(2)),
+        "published": int(published.group(1)),
+        "overflowed": int(published.group(2) or 0),
+    }
+
+
+def stop_watch(watch: subprocess.Popen[str]) -> dict[str, int]:
+    """Stops a `watch --output nats://...` as Ctrl+C does; the counts of its summary."""
+    watch.send_signal(signal.SIGINT)
+    _, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0, err
+    return published_summary(err)

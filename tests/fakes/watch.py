@@ -94,8 +94,12 @@ def run_markers(tag: str) -> list[int]:
 def start_watch(*args: str) -> subprocess.Popen[str]:
     """`procobsrv watch ARGS` on the real connector, returned once it has subscribed."""
     require_connector()
-    proc = subprocess.Popen([sys.executable, "-m", "procobsrv", "watch", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "procobsrv", "watch", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stderr is not None
     assert "watching" in proc.stderr.readline()  # subscribed: from here on nothing is missed
     return proc

@@ -1,4 +1,5 @@
-"""Every line of real runs validates against `procobsrv schema`; ids are stable per event."""
+"""agent/records.py: every line of real runs validates against the schema it ships
+(`procobsrv schema`); ids are stable per event."""
 
 from __future__ import annotations
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from procobsrv import ApplicationScope, CallbackHandler, EventKind
 from procobsrv.linux import connector_abi as abi
-from procobsrv.linux import parser as p
+from procobsrv.linux import connector_decoder as p
 from procobsrv.linux.connector import ConnectorSocket
-from procobsrv.linux.source import ConnectorSource
+from procobsrv.linux.connector_source import ConnectorSource
 from tests.fakes.availability import require_connector
 from tests.fakes.collector import Collector
 

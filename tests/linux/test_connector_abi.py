@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from procobsrv.linux import connector_abi as abi
-from procobsrv.linux.parser import Decoder
+from procobsrv.linux.connector_decoder import Decoder
 from tests.fakes import c_layout
 from tests.fakes.c_layout import layout_asserts
 

@@ -18,7 +18,7 @@ import pytest
 from procobsrv import ApplicationScope, MonitorError
 from procobsrv.linux import connector_abi as abi
 from procobsrv.linux.connector import NETLINK_CONNECTOR, ConnectorSocket
-from procobsrv.linux.source import ConnectorSource
+from procobsrv.linux.connector_source import ConnectorSource
 from tests.fakes.availability import require_connector, unavailable
 from tests.fakes.collector import Collector
 from tests.fakes.connector import ack, message

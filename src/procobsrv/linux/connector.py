@@ -3,7 +3,7 @@
 Layouts and constants are those of ``connector_abi`` (the kernel headers' mirror); the
 behaviour is described in docs/linux.md. This module owns the socket and the subscription
 handshake: open, subscribe and wait for the kernel's ack, receive many datagrams per system
-call, unsubscribe, close. Decoding lives in ``parser``.
+call, unsubscribe, close. Decoding lives in ``connector_decoder``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from .connector_abi import (
     sockaddr_nl,
     subscription,
 )
-from .parser import FORGED, Buffer
+from .connector_decoder import FORGED, Buffer
 from .sync import NO_FDS, is_readable, out_of_fds
 
 log = logging.getLogger(__name__)

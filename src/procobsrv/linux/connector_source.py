@@ -27,7 +27,7 @@ from .connector_abi import (
     WHAT,
     Record,
 )
-from .parser import Decoder
+from .connector_decoder import Decoder
 from .procfs import ProcessTable, as_created, cgroup_id, snapshot
 from .wait_status import WAIT_STATUS, WAIT_STATUS_MASK
 

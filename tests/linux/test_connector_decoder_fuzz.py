@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from procobsrv.events import EventKind, QueuedItem
 from procobsrv.linux import connector
 from procobsrv.linux import connector_abi as abi
-from procobsrv.linux import parser as p
+from procobsrv.linux import connector_decoder as p
 from tests.fakes.collector import Collector
 from tests.fakes.connector import decode, fork, message, monitoring, replay_source
 from tests.fakes.fuzzing import FUZZ, FUZZ_TIMEOUT, mutate, random_bytes, seeds
@@ -192,7 +192,7 @@ def datagram_stream(rng: random.Random, slot: int | None = None) -> tuple[list[b
 
 
 #: The stream uses CPUs up to 63: a decoder for a 64-CPU machine follows all their sequences
-#: (test_parser.py checks that CPUs a machine cannot have are not followed).
+#: (test_connector_decoder.py checks that CPUs a machine cannot have are not followed).
 ORACLE_CPUS = 64
 
 
@@ -401,7 +401,7 @@ def test_garbage_through_a_running_scope_leaves_the_monitor_thread_alive() -> No
 def test_each_defect_is_logged_first_as_warning_then_as_debug(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="procobsrv.linux.parser")
+    caplog.set_level(logging.DEBUG, logger="procobsrv.linux.connector_decoder")
     d = p.Decoder()
     bad = [
         fork(2, 1)[:40],  # truncated: cannot hold a proc event

@@ -16,7 +16,7 @@ from typing import Any
 from procobsrv import ApplicationScope, CallbackHandler, EventKind
 from procobsrv.linux import connector_abi as abi
 from procobsrv.linux import connector_decoder as p
-from procobsrv.linux.connector import ConnectorSocket
+from procobsrv.linux.connector import DEFAULT_ACK_TIMEOUT, ConnectorSocket
 from procobsrv.linux.connector_source import ConnectorSource
 from tests.fakes.availability import require_connector
 from tests.fakes.collector import Collector
@@ -55,9 +55,6 @@ def decode(data: bytes, decoder: p.Decoder | None = None) -> list[abi.Record]:
 
 # -- a connector whose kernel is a script ------------------------------------------------
 
-#: The cpu of old kernels' acks (-1): no per-CPU sequence, so no loss accounting.
-NO_CPU = 0xFFFFFFFF
-
 
 def ack(ack_value: int, *, seq: int = 0, cpu: int = 0, error: int = 0) -> bytes:
     """The kernel's answer to a subscription: what = NONE, cn_msg.ack = ours + 1."""
@@ -73,7 +70,7 @@ class ReplaySocket(ConnectorSocket):
     like netlink, so the real ReceiveRing and recvmmsg are exercised, not a stand-in.
     """
 
-    def __init__(self, *, answer: bool = True, ack_timeout: float = 2.0) -> None:
+    def __init__(self, *, answer: bool = True, ack_timeout: float = DEFAULT_ACK_TIMEOUT) -> None:
         super().__init__(ack_timeout=ack_timeout)
         self._answer = answer
         self.kernel: socket.socket | None = None
@@ -87,7 +84,7 @@ class ReplaySocket(ConnectorSocket):
     def send(self, op: int) -> None:
         self.sent_ops.append(op)
         if op == abi.PROC_CN_MCAST_LISTEN and self._answer:
-            self.publish([ack(self.expected_ack, cpu=NO_CPU)])
+            self.publish([ack(self.expected_ack, cpu=abi.NO_CPU)])
 
     def publish(self, datagrams: Iterable[bytes]) -> None:
         assert self.kernel is not None
@@ -108,7 +105,7 @@ def replay_source(
     *,
     read_proc: bool = False,
     answer: bool = True,
-    ack_timeout: float = 2.0,
+    ack_timeout: float = DEFAULT_ACK_TIMEOUT,
     socket: ReplaySocket | None = None,
     decoder: p.Decoder | None = None,
 ) -> tuple[ConnectorSource, ReplaySocket]:

@@ -356,8 +356,6 @@ def test_fuzz_connector_source_builds_items_from_anything(
 
 # -- garbage through a running scope: the monitor thread survives, counts stay exact ------
 
-NO_CPU = 0xFFFFFFFF  # sentinels stay out of the sequence accounting the oracle predicts
-
 
 def test_garbage_through_a_running_scope_leaves_the_monitor_thread_alive() -> None:
     logging.getLogger("procobsrv.linux").setLevel(logging.ERROR)  # thousands of defects
@@ -376,7 +374,7 @@ def test_garbage_through_a_running_scope_leaves_the_monitor_thread_alive() -> No
                 garbage = [datagram(rng, oracle, connector.SLOT_SIZE) for _ in range(5)]
                 garbage.append(rng.randbytes(rng.randint(300, 600)))  # larger than a slot
                 oracle.counts["malformed"] += 1
-                replay.publish([*garbage, fork(1_000_000 + round_, 1, cpu=NO_CPU)])
+                replay.publish([*garbage, fork(1_000_000 + round_, 1, cpu=abi.NO_CPU)])
                 delivered += [*oracle.processes[first:], (EventKind.CREATED, 1_000_000 + round_)]
             sentinels = set(range(1_000_000, 1_000_300))
             assert handler.wait_for(

@@ -31,6 +31,9 @@ from .sync import NO_FDS, out_of_fds
 log = logging.getLogger(__name__)
 
 DEFAULT_RING_SIZE = 8 << 20
+#: A backlog of 1/this of the ring forces a wake-up (po_settings.wakeup_bytes), so that a
+#: lingering consumer is woken well before the ring is full.
+_WAKEUP_SHARE = 4
 #: Bytes consumed per fetch at most: bounds the time before a batch is handed on.
 MAX_FETCH_BYTES = 1 << 20
 NOT_OPEN = "the eBPF source is not open"
@@ -55,7 +58,7 @@ class EbpfSource(KernelSource):
         libbpf: Libbpf | None = None,
     ) -> None:
         settings = po_settings(
-            wakeup_bytes=ring_size // 4,
+            wakeup_bytes=ring_size // _WAKEUP_SHARE,
             parent_filter=parent_filter,
         )
         self.program = BpfProgram(

@@ -3,10 +3,10 @@ helpers for the real connector (a monitoring scope, flushing every CPU, a broken
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
@@ -35,16 +35,31 @@ def message(
     idx: int = 1,
     cn_len: int | None = None,
 ) -> bytes:
-    event = struct.pack("=IIQ", what, cpu, ts) + union
-    cn = struct.pack("=IIIIHH", idx, 1, seq, ack, len(event) if cn_len is None else cn_len, 0)
-    body = cn + event
-    return struct.pack("=IHHII", 16 + len(body), abi.NLMSG_DONE, 0, 0, 0) + body
+    """One netlink message as the kernel sends it: nlmsghdr, cn_msg, proc_event's header,
+    then ``union`` (the event's data, as given: a test may make it short or odd)."""
+    header = abi.proc_event(what=what, cpu=cpu, timestamp_ns=ts)
+    event = bytes(header)[: abi.EVENT_HEADER_LEN] + union
+    cn = abi.cn_msg(
+        id=abi.cb_id(idx=idx, val=abi.CN_VAL_PROC),
+        seq=seq,
+        ack=ack,
+        len=len(event) if cn_len is None else cn_len,
+    )
+    body = bytes(cn) + event
+    nl = abi.nlmsghdr(nlmsg_len=ctypes.sizeof(abi.nlmsghdr) + len(body), nlmsg_type=abi.NLMSG_DONE)
+    return bytes(nl) + body
+
+
+def fork_data(child: int, parent: int) -> bytes:
+    """proc_event's union holding a fork of process ``child`` (its own thread-group leader)."""
+    fork = abi.fork_proc_event(
+        parent_pid=parent, parent_tgid=parent, child_pid=child, child_tgid=child
+    )
+    return bytes(abi.event_data(fork=fork))
 
 
 def fork(child: int, parent: int, **kw: int) -> bytes:
-    return message(
-        abi.PROC_EVENT_FORK, struct.pack("=6I", parent, parent, child, child, 0, 0), **kw
-    )
+    return message(abi.PROC_EVENT_FORK, fork_data(child, parent), **kw)
 
 
 def decode(data: bytes, decoder: p.Decoder | None = None) -> list[abi.Record]:

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from ..errors import MonitorError
 from ..events import EventKind, QueuedItem, new_item
-from ..platform import Batch, KernelSource
+from ..platform import Batch, KernelSource, not_open
 from .connector import (
     DEFAULT_ACK_TIMEOUT,
     DEFAULT_RCVBUF,
@@ -112,12 +112,12 @@ class ConnectorSource(KernelSource):
     @property
     def wait_handle(self) -> int:
         if not self._is_open:
-            raise MonitorError(_NOT_OPEN)
+            raise not_open("connector")
         return self._socket.fd
 
     def fetch_batch(self) -> Batch:
         if not self._is_open:
-            raise MonitorError(_NOT_OPEN)
+            raise not_open("connector")
         records, self._pending = self._pending, []
         self._receive(records)
         return Batch(self._to_items(records), self.decoder.take_lost())
@@ -230,6 +230,3 @@ class ConnectorSource(KernelSource):
                 )
             )
         return items
-
-
-_NOT_OPEN = "the connector source is not open"

@@ -32,8 +32,9 @@ def take_every_fd():
 def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter (its own fd table and limits); must print OK."""
     script = PRELUDE + textwrap.dedent(code)
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=timeout)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout
+    )
     assert run.returncode == 0 and run.stdout.strip().endswith("OK"), run.stdout + run.stderr
     return run
 

@@ -9,7 +9,6 @@ call, unsubscribe, close. Decoding lives in ``connector_decoder``.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -41,6 +40,7 @@ from .connector_abi import (
     subscription,
 )
 from .connector_decoder import FORGED, Buffer
+from .libc import recvmmsg
 from .sync import NO_FDS, is_readable, out_of_fds
 
 log = logging.getLogger(__name__)
@@ -68,17 +68,6 @@ _FLAGS_GAP = mmsghdr.msg_len.offset - msghdr.msg_flags.offset - _INT_SIZE
 _LEN_TAIL = _MMSG_SIZE - mmsghdr.msg_len.offset - _INT_SIZE
 #: msg_hdr.msg_flags and msg_len inside one mmsghdr, skipping everything else.
 _FLAGS_LEN = struct.Struct(f"={msghdr.msg_flags.offset}x i {_FLAGS_GAP}x I {_LEN_TAIL}x")
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-_recvmmsg = _libc.recvmmsg
-_recvmmsg.argtypes = (
-    ctypes.c_int,
-    ctypes.POINTER(mmsghdr),
-    ctypes.c_uint,
-    ctypes.c_int,
-    ctypes.c_void_p,
-)
-_recvmmsg.restype = ctypes.c_int
 
 
 class Datagrams(Protocol):
@@ -125,7 +114,7 @@ class ReceiveRing:
 
         The length is -1 for a datagram larger than a slot, FORGED for one not sent by the
         kernel."""
-        n = _recvmmsg(fd, self._msgs, self._slots, MSG_DONTWAIT, None)
+        n = recvmmsg(fd, self._msgs, self._slots, MSG_DONTWAIT, None)
         if n < 0:
             err = ctypes.get_errno()
             if err in (errno.EAGAIN, errno.EWOULDBLOCK):

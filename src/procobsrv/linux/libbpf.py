@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import MonitorError
+from . import libc
 
 log = logging.getLogger(__name__)
 
@@ -140,28 +141,21 @@ def api() -> Libbpf:
 
 
 # -- libbpf's messages ------------------------------------------------------------------
-_libc = ctypes.CDLL(None, use_errno=True)
-# vasprintf sizes its buffer itself: a va_list can be used only once, and the verifier's log
-# arrives as one long %s.
-_vasprintf = _libc.vasprintf
-_vasprintf.restype = c_int
-_vasprintf.argtypes = [ctypes.POINTER(ctypes.c_void_p), c_str, ptr]
-_free = _libc.free
-_free.restype = None
-_free.argtypes = [ptr]
+# libc.vasprintf sizes its buffer itself: a va_list can be used only once, and the
+# verifier's log arrives as one long %s.
 
 _capture = threading.local()
 
 
 def _print(level: int, fmt: bytes, args: int) -> int:
     out = ctypes.c_void_p()
-    n = _vasprintf(ctypes.byref(out), fmt, args)
+    n = libc.vasprintf(ctypes.byref(out), fmt, args)
     if n < 0 or not out.value:
         return 0
     try:
         text = ctypes.string_at(out.value, n).decode(errors="replace")
     finally:
-        _free(out)
+        libc.free(out)
     lines: list[str] | None = getattr(_capture, "lines", None)
     if lines is not None:
         lines.append(text)

@@ -144,6 +144,19 @@ DEFAULT_ACK_TIMEOUT = 2.0
 Receive = Callable[[list[Record]], None]
 
 
+class Subscription(Protocol):
+    """What ConnectorSource needs of its socket: ConnectorSocket, or a replay's stand-in."""
+
+    @property
+    def fd(self) -> int: ...
+
+    def open(self) -> None: ...
+
+    def subscribe(self, receive: Receive, pending: list[Record]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class ConnectorSocket:
     """A netlink socket bound to the proc connector's multicast group, and the subscription
     handshake over it (:meth:`subscribe`)."""

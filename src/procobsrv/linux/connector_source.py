@@ -17,6 +17,7 @@ from .connector import (
     ConnectorSocket,
     Datagrams,
     ReceiveRing,
+    Subscription,
 )
 from .connector_abi import (
     EXEC_PROCESS_TGID,
@@ -66,7 +67,7 @@ class ConnectorSource(KernelSource):
         rcvbuf: int | None = None,
         read_proc: bool = True,
         ack_timeout: float | None = None,
-        socket: ConnectorSocket | None = None,
+        socket: Subscription | None = None,
         ring: Datagrams | None = None,
         decoder: Decoder | None = None,
     ) -> None:

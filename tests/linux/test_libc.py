@@ -38,4 +38,3 @@ def test_recvmmsg_receives_each_datagram_into_its_slot() -> None:
             msg.msg_hdr.msg_iovlen = 1
         assert libc.recvmmsg(ours.fileno(), msgs, 2, socket.MSG_DONTWAIT, None) == 2
         assert [buffers[i].raw[: msgs[i].msg_len] for i in range(2)] == [b"one", b"second"]
-

@@ -1,42 +1,13 @@
-"""File descriptors: many of them (numbers above FD_SETSIZE), and too few of them."""
+"""linux/sync.py: every wait is a poll (fd numbers above FD_SETSIZE), and running out of
+fds at start is a MonitorError naming the limit (sync.out_of_fds) that leaks nothing."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import pytest
 
+from tests.fakes.fd_limits import run_python
+
 pytestmark = pytest.mark.kernel
-
-
-#: Helpers for the scripts below (each runs in an interpreter of its own).
-PRELUDE = """
-import os, resource
-
-def limit_fds(soft):
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-def take_every_fd():
-    taken = []
-    try:
-        while True:
-            taken.append(os.open("/dev/null", os.O_RDONLY))
-    except OSError:
-        return taken
-"""
-
-
-def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter (its own fd table and limits); must print OK."""
-    script = PRELUDE + textwrap.dedent(code)
-    run = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout
-    )
-    assert run.returncode == 0 and run.stdout.strip().endswith("OK"), run.stdout + run.stderr
-    return run
 
 
 @pytest.mark.usefixtures("connector")
@@ -106,42 +77,3 @@ def test_running_out_of_fds_at_start_is_a_monitor_error_that_leaks_nothing() -> 
             assert "file descriptors" in message and "ulimit -n" in message, message
         print("OK")
     """)
-
-
-@pytest.mark.usefixtures("connector")
-def test_a_proc_read_that_fails_for_lack_of_fds_is_counted_and_warned_once() -> None:
-    """Monitoring runs, then every fd is taken: /proc/PID/cmdline cannot be opened. That
-    must be counted and logged (once), not pass for a process that was already gone."""
-    run = run_python("""
-        import logging
-        from procobsrv import ApplicationScope, EventKind
-        from tests.fakes.collector import Collector
-
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-        limit_fds(64)
-        collector = Collector()
-        scope = ApplicationScope.get_instance(collector)
-        scope.start_monitoring(source="connector")  # the source that reads /proc at exec
-        source = scope._session.source
-
-        def exec_of(*argv):
-            pid = os.posix_spawn(argv[0], list(argv), os.environ)  # needs no fd of ours
-            assert collector.wait_for(lambda: collector.of(pid, EventKind.EXEC))
-            os.waitpid(pid, 0)
-            return collector.of(pid, EventKind.EXEC)[0]
-
-        fillers = take_every_fd()
-        starved = [exec_of("/bin/sleep", "0.3"), exec_of("/bin/sleep", "0.31")]
-        for fd in fillers:
-            os.close(fd)
-        fed = exec_of("/bin/sleep", "0.32")
-        scope.stop_monitoring()
-        assert [i.command_line for i in starved] == [None, None], starved
-        assert starved[0].image == "/usr/bin/sleep"  # readlink needs no fd: still known
-        assert fed.command_line == ["/bin/sleep", "0.32"], fed
-        assert source.processes.fd_exhausted >= 2, source.processes.fd_exhausted
-        print("OK")
-    """)
-    warnings = [line for line in run.stderr.splitlines() if line.startswith("WARNING")]
-    first = [w for w in warnings if "file descriptor" in w and "/proc" in w]
-    assert len(first) == 2, run.stderr  # the first one, then the total when monitoring stops

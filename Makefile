@@ -59,7 +59,7 @@ bench: system $(DEV_EXTRAS)
 
 # The dedicated fuzz run (CI runs a smaller budget inside `make test`).
 fuzz: $(DEV_EXTRAS)
-	PROCOBSRV_FUZZ_EXAMPLES=100000 $(PY) -m pytest tests/linux/test_parser_fuzz.py tests/windows/test_device_fuzz.py -p no:cacheprovider
+	PROCOBSRV_FUZZ_EXAMPLES=100000 $(PY) -m pytest tests/linux/test_connector_decoder_fuzz.py tests/windows/test_device_fuzz.py -p no:cacheprovider
 
 # Diagrams in docs/ are rendered from their text sources.
 diagrams: $(DEV_EXTRAS)

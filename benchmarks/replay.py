@@ -28,7 +28,7 @@ from procobsrv import ApplicationScope, CallbackHandler, MonitorError, QueuedIte
 from procobsrv.linux import connector
 from procobsrv.linux.connector import ConnectorSocket, Receive, ReceiveRing
 from procobsrv.linux.connector_abi import PROC_CN_MCAST_LISTEN, Record
-from procobsrv.linux.source import ConnectorSource
+from procobsrv.linux.connector_source import ConnectorSource
 from procobsrv.linux.sync import EventFd
 from procobsrv.platform import Batch
 

@@ -40,9 +40,9 @@ VALUES = {
 def test_the_fast_constructor_is_in_use() -> None:
     assert new_item is not QueuedItem  # not the class: the pipeline's cost depends on it
     assert list(VALUES) == [f.name for f in dataclasses.fields(QueuedItem)]
-    from procobsrv.linux import ebpf_decoder, source
+    from procobsrv.linux import connector_source, ebpf_decoder
 
-    assert source.new_item is ebpf_decoder.new_item is new_item  # both decoders use it
+    assert connector_source.new_item is ebpf_decoder.new_item is new_item  # both decoders use it
 
 
 def test_its_parameters_are_exactly_the_fields() -> None:
@@ -107,11 +107,11 @@ def test_every_positional_call_names_its_fields() -> None:
     import ast
     from pathlib import Path
 
-    from procobsrv.linux import ebpf_decoder, source
+    from procobsrv.linux import connector_source, ebpf_decoder
 
     fields = [f.name for f in dataclasses.fields(QueuedItem)]
     calls = 0
-    for module in (source, ebpf_decoder):
+    for module in (connector_source, ebpf_decoder):
         path = Path(module.__file__ or "")
         lines = path.read_text().splitlines()
         for node in ast.walk(ast.parse(path.read_text())):

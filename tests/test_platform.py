@@ -8,7 +8,7 @@ from procobsrv.errors import MonitorError
 from procobsrv.linux import PLATFORM as LINUX
 from procobsrv.linux.fork import at_fork_in_child, close_inherited
 from procobsrv.linux.realtime import realtime_threads
-from procobsrv.platform import no_fork, no_realtime_threads, nothing_inherited
+from procobsrv.platform import no_fork, no_realtime_threads, not_open, nothing_inherited
 from procobsrv.windows import PLATFORM as WINDOWS
 
 
@@ -28,3 +28,9 @@ def test_a_system_without_realtime_threads_or_fork_gets_the_neutral_defaults() -
     WINDOWS.at_fork_in_child(lambda: called.append("hook"))
     WINDOWS.close_inherited([0, 1, 2])  # closes nothing: stdin, stdout, stderr stay open
     assert called == []
+
+
+def test_not_open_is_the_one_message_of_every_source() -> None:
+
+    error = not_open("eBPF")
+    assert isinstance(error, MonitorError) and str(error) == "the eBPF source is not open"

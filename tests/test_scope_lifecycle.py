@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from procobsrv import ApplicationScope, CallbackHandler, MonitorError, QueuedItem
-from procobsrv.linux.source import ConnectorSource
+from procobsrv.linux.connector_source import ConnectorSource
 from tests.fakes.collector import Collector
 from tests.fakes.connector import break_connector_socket, monitoring
 from tests.fakes.gauges import open_fds, rss_bytes, threads_now

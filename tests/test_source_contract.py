@@ -24,7 +24,6 @@ socket buffer, a full driver queue). The sources:
 from __future__ import annotations
 
 import os
-import struct
 import subprocess
 import sys
 import time
@@ -338,12 +337,12 @@ class ReplaySubject(Subject):
     def fork(self, *, dropped: bool = False) -> int:
         """A fork of a new process stamped now (``dropped``: the kernel could not send it)."""
         from procobsrv.linux import connector_abi as abi
-        from tests.fakes.connector import message
+        from tests.fakes.connector import fork_data, message
 
         pid, parent = next(self._pids), os.getpid()
         self._seq += 1
         if not dropped:
-            union = struct.pack("=6I", parent, parent, pid, pid, 0, 0)
+            union = fork_data(pid, parent)
             datagram = message(abi.PROC_EVENT_FORK, union, seq=self._seq, ts=time.monotonic_ns())
             self._replay.publish([datagram])
         return pid

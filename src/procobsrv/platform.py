@@ -132,6 +132,12 @@ class KernelSource(abc.ABC):
         self.close()
 
 
+def not_open(source: str) -> MonitorError:
+    """What every KernelSource raises when asked for its wait handle or a batch while it is
+    not open: ``raise not_open("eBPF")``."""
+    return MonitorError(f"the {source} source is not open")
+
+
 @contextlib.contextmanager
 def no_realtime_threads() -> Iterator[None]:
     """The default ``Platform.realtime_threads``: the system offers none."""

@@ -3,10 +3,10 @@ helpers for the real connector (a monitoring scope, flushing every CPU, a broken
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import socket
-import struct
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
@@ -15,9 +15,9 @@ from typing import Any
 
 from procobsrv import ApplicationScope, CallbackHandler, EventKind
 from procobsrv.linux import connector_abi as abi
-from procobsrv.linux import parser as p
-from procobsrv.linux.connector import ConnectorSocket
-from procobsrv.linux.source import ConnectorSource
+from procobsrv.linux import connector_decoder as p
+from procobsrv.linux.connector import DEFAULT_ACK_TIMEOUT, ConnectorSocket
+from procobsrv.linux.connector_source import ConnectorSource
 from tests.fakes.availability import require_connector
 from tests.fakes.collector import Collector
 
@@ -35,16 +35,31 @@ def message(
     idx: int = 1,
     cn_len: int | None = None,
 ) -> bytes:
-    event = struct.pack("=IIQ", what, cpu, ts) + union
-    cn = struct.pack("=IIIIHH", idx, 1, seq, ack, len(event) if cn_len is None else cn_len, 0)
-    body = cn + event
-    return struct.pack("=IHHII", 16 + len(body), abi.NLMSG_DONE, 0, 0, 0) + body
+    """One netlink message as the kernel sends it: nlmsghdr, cn_msg, proc_event's header,
+    then ``union`` (the event's data, as given: a test may make it short or odd)."""
+    header = abi.proc_event(what=what, cpu=cpu, timestamp_ns=ts)
+    event = bytes(header)[: abi.EVENT_HEADER_LEN] + union
+    cn = abi.cn_msg(
+        id=abi.cb_id(idx=idx, val=abi.CN_VAL_PROC),
+        seq=seq,
+        ack=ack,
+        len=len(event) if cn_len is None else cn_len,
+    )
+    body = bytes(cn) + event
+    nl = abi.nlmsghdr(nlmsg_len=ctypes.sizeof(abi.nlmsghdr) + len(body), nlmsg_type=abi.NLMSG_DONE)
+    return bytes(nl) + body
+
+
+def fork_data(child: int, parent: int) -> bytes:
+    """proc_event's union holding a fork of process ``child`` (its own thread-group leader)."""
+    fork = abi.fork_proc_event(
+        parent_pid=parent, parent_tgid=parent, child_pid=child, child_tgid=child
+    )
+    return bytes(abi.event_data(fork=fork))
 
 
 def fork(child: int, parent: int, **kw: int) -> bytes:
-    return message(
-        abi.PROC_EVENT_FORK, struct.pack("=6I", parent, parent, child, child, 0, 0), **kw
-    )
+    return message(abi.PROC_EVENT_FORK, fork_data(child, parent), **kw)
 
 
 def decode(data: bytes, decoder: p.Decoder | None = None) -> list[abi.Record]:
@@ -54,9 +69,6 @@ def decode(data: bytes, decoder: p.Decoder | None = None) -> list[abi.Record]:
 
 
 # -- a connector whose kernel is a script ------------------------------------------------
-
-#: The cpu of old kernels' acks (-1): no per-CPU sequence, so no loss accounting.
-NO_CPU = 0xFFFFFFFF
 
 
 def ack(ack_value: int, *, seq: int = 0, cpu: int = 0, error: int = 0) -> bytes:
@@ -73,7 +85,7 @@ class ReplaySocket(ConnectorSocket):
     like netlink, so the real ReceiveRing and recvmmsg are exercised, not a stand-in.
     """
 
-    def __init__(self, *, answer: bool = True, ack_timeout: float = 2.0) -> None:
+    def __init__(self, *, answer: bool = True, ack_timeout: float = DEFAULT_ACK_TIMEOUT) -> None:
         super().__init__(ack_timeout=ack_timeout)
         self._answer = answer
         self.kernel: socket.socket | None = None
@@ -87,7 +99,7 @@ class ReplaySocket(ConnectorSocket):
     def send(self, op: int) -> None:
         self.sent_ops.append(op)
         if op == abi.PROC_CN_MCAST_LISTEN and self._answer:
-            self.publish([ack(self.expected_ack, cpu=NO_CPU)])
+            self.publish([ack(self.expected_ack, cpu=abi.NO_CPU)])
 
     def publish(self, datagrams: Iterable[bytes]) -> None:
         assert self.kernel is not None
@@ -108,7 +120,7 @@ def replay_source(
     *,
     read_proc: bool = False,
     answer: bool = True,
-    ack_timeout: float = 2.0,
+    ack_timeout: float = DEFAULT_ACK_TIMEOUT,
     socket: ReplaySocket | None = None,
     decoder: p.Decoder | None = None,
 ) -> tuple[ConnectorSource, ReplaySocket]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from procobsrv import ApplicationScope, EventKind, QueuedItem
 from procobsrv.linux import EbpfSource
+from procobsrv.linux.ebpf_abi import po_event
 from procobsrv.platform import Batch, KernelSource
 from tests.fakes.availability import require_ebpf
 from tests.fakes.collector import Collector
@@ -76,11 +77,21 @@ def record(
     args_size: int | None = None,
 ) -> bytes:
     """One ring buffer sample as the kernel program writes it (bpf/procobsrv.h)."""
-    from procobsrv.linux.ebpf_decoder import HEADER
-
-    header = HEADER.pack(
-        kind, flags, pid, ppid, 0, 0, 1_000, start_ns, 7, status, 0,
-        len(args) if args_size is None else args_size,
-        len(args), len(image), len(script), len(cwd), len(cgroup), 0, b"comm",
-    )  # fmt: skip
-    return header + args + image + script + cwd + cgroup
+    header = po_event(
+        kind=kind,
+        flags=flags,
+        pid=pid,
+        ppid=ppid,
+        ts_ns=1_000,
+        start_ns=start_ns,
+        cgroup_id=7,
+        exit_status=status,
+        args_size=len(args) if args_size is None else args_size,
+        args_len=len(args),
+        image_len=len(image),
+        script_len=len(script),
+        cwd_len=len(cwd),
+        cgroup_len=len(cgroup),
+        comm=b"comm",
+    )
+    return bytes(header) + args + image + script + cwd + cgroup

@@ -156,8 +156,8 @@ def test_verifier_rejection_keeps_its_log_in_the_file_it_names(tmp_path: Path) -
     obj = tmp_path / "bad.bpf.o"
     arch = subprocess.run(["gcc", "-print-multiarch"], capture_output=True, text=True).stdout
     includes = [f"-I/usr/include/{arch.strip()}"] if arch.strip() else []
-    subprocess.run([clang, "-O2", "-g", "-target", "bpf", *includes, "-c", str(source), "-o",
-                    str(obj)], check=True)  # fmt: skip
+    compile_bpf = [clang, "-O2", "-g", "-target", "bpf", *includes, "-c", str(source)]
+    subprocess.run([*compile_bpf, "-o", str(obj)], check=True)
     with pytest.raises(MonitorError, match="refused the eBPF program") as caught:
         EbpfSource(object_path=obj).open()
     named = re.search(r"is in (\S+\.log)", str(caught.value))

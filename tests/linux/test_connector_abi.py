@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from procobsrv.linux import connector_abi as abi
-from procobsrv.linux.parser import Decoder
+from procobsrv.linux.connector_decoder import Decoder
 from tests.fakes import c_layout
 from tests.fakes.c_layout import layout_asserts
 
@@ -69,12 +69,13 @@ def test_mirror_compiles_against_the_kernel_headers(tmp_path: Path) -> None:
 
 
 def _swapped_exit_fields() -> dict[str, c_layout.Mirror]:
+    swapped = {
+        "exit_code": ("exit_signal", ctypes.c_uint32),
+        "exit_signal": ("exit_code", ctypes.c_uint32),
+    }
+
     class exit_proc_event(ctypes.Structure):  # exit_code and exit_signal swapped
-        _fields_ = tuple(
-            {"exit_code": ("exit_signal", ctypes.c_uint32),
-             "exit_signal": ("exit_code", ctypes.c_uint32)}.get(f[0], f)
-            for f in abi.exit_proc_event._fields_
-        )  # fmt: skip
+        _fields_ = tuple(swapped.get(f[0], f) for f in abi.exit_proc_event._fields_)
 
     return {**abi.STRUCTURES, "struct exit_proc_event": exit_proc_event}
 

@@ -18,10 +18,11 @@ import pytest
 from procobsrv import ApplicationScope, MonitorError
 from procobsrv.linux import connector_abi as abi
 from procobsrv.linux.connector import NETLINK_CONNECTOR, ConnectorSocket
-from procobsrv.linux.source import ConnectorSource
+from procobsrv.linux.connector_source import ConnectorSource
 from tests.fakes.availability import require_connector, unavailable
 from tests.fakes.collector import Collector
 from tests.fakes.connector import ack, message
+from tests.fakes.session import running_source
 
 pytestmark = pytest.mark.kernel
 FAKE_PID = 3_999_999  # above any pid_max: no real process has it
@@ -61,9 +62,11 @@ def test_forged_datagrams_are_dropped_and_counted(forger: socket.socket) -> None
     scope = ApplicationScope.get_instance(collector)
     scope.start_monitoring(source="connector")
     try:
-        source = scope._session.source  # type: ignore[union-attr]
+        source = running_source(scope)
         assert isinstance(source, ConnectorSource)
-        port_id = source._socket._sock.getsockname()[0]  # type: ignore[union-attr]
+        # The listener's netlink port id, read from a duplicate of its socket.
+        with socket.socket(fileno=os.dup(source.wait_handle)) as listener:
+            port_id = listener.getsockname()[0]
         for datagram in forgeries(seq=1000):
             forger.sendto(datagram, (port_id, 0))
         child = subprocess.Popen(["/bin/true", "after-the-forgeries"])  # queued behind them

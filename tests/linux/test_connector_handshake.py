@@ -9,6 +9,7 @@ import pytest
 
 from procobsrv import ApplicationScope, MonitorError
 from procobsrv.linux import connector_abi as abi
+from procobsrv.linux.connector_source import ConnectorSource
 from tests.fakes.collector import Collector
 from tests.fakes.connector import ReplaySocket, ack, replay_source
 
@@ -35,3 +36,11 @@ def test_no_ack_from_the_kernel_fails_within_the_timeout() -> None:
         source.open()
     assert 0.3 <= time.monotonic() - began < 1.0
     assert replay.kernel is None  # the failed open released its socket
+
+
+@pytest.mark.parametrize("setting", [{"rcvbuf": 4096}, {"ack_timeout": 0.5}])
+def test_socket_settings_with_a_socket_of_ones_own_are_refused(setting: dict) -> None:
+    """rcvbuf and ack_timeout configure the socket the source makes: beside socket= they
+    would be silently ignored."""
+    with pytest.raises(ValueError, match="rcvbuf and ack_timeout are the socket's"):
+        ConnectorSource(socket=ReplaySocket(), **setting)

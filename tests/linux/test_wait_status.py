@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from procobsrv.events import EventKind, QueuedItem
+from procobsrv.linux import connector_abi as abi
+from procobsrv.linux import ebpf_decoder
+from procobsrv.linux.ebpf_abi import PO_EXIT
 from procobsrv.linux.wait_status import WAIT_STATUS, WAIT_STATUS_MASK, decode_wait_status
 from tests.fakes import c_layout
+from tests.fakes.connector import fork, message, replay_source
+from tests.fakes.ebpf import record
 
 
 def test_wait_status() -> None:
@@ -45,3 +54,57 @@ def test_decoder_agrees_with_the_c_library_macros(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     broken = source.replace("WTERMSIG(9) == 9", "WTERMSIG(9) == 8")
     assert broken != source and c_layout.compile_c("gcc", broken, tmp_path).returncode != 0
+
+
+def connector_exit(status: int, pid: int = 4242, *, forked: bool = False) -> QueuedItem:
+    """The item the connector source makes of a crafted exit message carrying ``status``
+    (``forked``: of a process whose fork it saw, the other path through the source)."""
+    exit_event = abi.exit_proc_event(
+        process_pid=pid, process_tgid=pid, exit_code=status, exit_signal=17, parent_pid=1
+    )
+    source, replay = replay_source()
+    source.open()
+    try:
+        exit_message = message(abi.PROC_EVENT_EXIT, bytes(abi.event_data(exit=exit_event)))
+        replay.publish([fork(pid, 1), exit_message] if forked else [exit_message])
+        *_, item = source.fetch_batch().items
+    finally:
+        source.close()
+    return item
+
+
+def ebpf_exit(status: int, pid: int = 4242) -> QueuedItem:
+    """The item the eBPF decoder makes of a crafted exit record carrying ``status``."""
+    data = record(PO_EXIT, pid, status=status)
+    out: list[QueuedItem] = []
+    ebpf_decoder.Decoder().decode(data, [(0, len(data))], out)
+    (item,) = out
+    return item
+
+
+def connector_exit_after_fork(status: int) -> QueuedItem:
+    return connector_exit(status, forked=True)
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (0x700, (7, None, False)),  # exit(7)
+        (0, (0, None, False)),  # exit(0)
+        (9, (None, 9, False)),  # killed by SIGKILL
+        (0x86, (None, 6, True)),  # SIGABRT, core dumped
+    ],
+)
+@pytest.mark.parametrize(
+    "decode",
+    [connector_exit, connector_exit_after_fork, ebpf_exit],
+    ids=["connector", "connector-after-fork", "ebpf"],
+)
+def test_both_decoders_put_the_status_in_the_right_fields(
+    decode: Callable[[int], QueuedItem], status: int, expected: tuple[int | None, int | None, bool]
+) -> None:
+    """The decoders build items by position (events.new_item): a swapped exit_code and
+    signal would show here, without a kernel."""
+    item = decode(status)
+    assert item.kind is EventKind.EXITED and item.process_id == 4242
+    assert (item.exit_code, item.signal, item.core_dumped) == expected

@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from .outputs import Sink, open_output
+from .outputs import DEFAULT_STREAM_MAX_AGE, Sink, open_output
 from .records import schema_text
 
 RETENTIONS = ("limits", "interest", "workqueue")
@@ -50,7 +50,7 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--nats-max-age",
         type=float,
-        default=7 * 86400.0,
+        default=DEFAULT_STREAM_MAX_AGE,
         metavar="SECONDS",
         help="age after which the stream drops events (default 7 days; 0: never)",
     )

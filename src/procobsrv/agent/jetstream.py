@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
 from ..errors import MonitorError
-from .outputs import Sink
+from .outputs import DEFAULT_STREAM_MAX_AGE, Sink
 from .records import Record, RecordMaker, dumps
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class JetStreamSink(Sink):
         stream: str = "PROCOBSRV",
         replicas: int = 1,
         retention: str = "limits",
-        max_age: float = 7 * 86400.0,
+        max_age: float = DEFAULT_STREAM_MAX_AGE,
         buffer: int = 100_000,
         in_flight: int = 512,
         ack_timeout: float = 2.0,

@@ -17,6 +17,10 @@ from .records import Record, RecordMaker, dumps
 
 log = logging.getLogger(__name__)
 
+_SECONDS_PER_DAY = 86400.0
+#: Age after which a JetStream stream the agent creates drops events (0: never).
+DEFAULT_STREAM_MAX_AGE = 7 * _SECONDS_PER_DAY
+
 
 class Sink(abc.ABC):
     """Takes records, one at a time, from the retrieval thread. ``send`` must not block for

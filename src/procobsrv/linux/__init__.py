@@ -3,10 +3,10 @@
 
 from ..platform import Platform
 from .choice import open_named_source
-from .ebpf import EbpfSource
+from .connector_source import ConnectorSource
+from .ebpf_source import EbpfSource
 from .fork import at_fork_in_child, close_inherited
 from .realtime import realtime_threads
-from .source import ConnectorSource
 from .sync import EventFd, Lock, PollWaiter
 
 PLATFORM = Platform(

@@ -7,8 +7,8 @@ import logging
 
 from ..errors import MonitorError
 from ..platform import KernelSource
-from .ebpf import EbpfSource
-from .source import ConnectorSource
+from .connector_source import ConnectorSource
+from .ebpf_source import EbpfSource
 from .sync import OutOfFds
 
 log = logging.getLogger(__name__)

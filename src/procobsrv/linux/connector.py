@@ -3,13 +3,12 @@
 Layouts and constants are those of ``connector_abi`` (the kernel headers' mirror); the
 behaviour is described in docs/linux.md. This module owns the socket and the subscription
 handshake: open, subscribe and wait for the kernel's ack, receive many datagrams per system
-call, unsubscribe, close. Decoding lives in ``parser``.
+call, unsubscribe, close. Decoding lives in ``connector_decoder``.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
@@ -31,6 +30,7 @@ from .connector_abi import (
     PROC_CN_MCAST_LISTEN,
     PROC_EVENT_NONE,
     SO_RCVBUFFORCE,
+    U32_MASK,
     WHAT,
     Record,
     iovec,
@@ -39,13 +39,13 @@ from .connector_abi import (
     sockaddr_nl,
     subscription,
 )
-from .parser import FORGED, Buffer
+from .connector_decoder import FORGED, Buffer
+from .libc import recvmmsg
 from .sync import NO_FDS, is_readable, out_of_fds
 
 log = logging.getLogger(__name__)
 
 SOL_SOCKET = socket.SOL_SOCKET
-_U32 = 0xFFFFFFFF
 # Plain ints: socket's MsgFlag members are enums, and `int & enum` per datagram costs a
 # Python-level call into the enum machinery (seen in a py-spy profile of a storm).
 MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
@@ -63,22 +63,11 @@ _NAME_SIZE = ctypes.sizeof(sockaddr_nl)
 
 
 _MMSG_SIZE = ctypes.sizeof(mmsghdr)
+_INT_SIZE = ctypes.sizeof(ctypes.c_int)  # msg_flags is an int, msg_len an unsigned int
+_FLAGS_GAP = mmsghdr.msg_len.offset - msghdr.msg_flags.offset - _INT_SIZE
+_LEN_TAIL = _MMSG_SIZE - mmsghdr.msg_len.offset - _INT_SIZE
 #: msg_hdr.msg_flags and msg_len inside one mmsghdr, skipping everything else.
-_FLAGS_LEN = struct.Struct(
-    f"={msghdr.msg_flags.offset}x i {mmsghdr.msg_len.offset - msghdr.msg_flags.offset - 4}x "
-    f"I {_MMSG_SIZE - mmsghdr.msg_len.offset - 4}x"
-)
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-_recvmmsg = _libc.recvmmsg
-_recvmmsg.argtypes = (
-    ctypes.c_int,
-    ctypes.POINTER(mmsghdr),
-    ctypes.c_uint,
-    ctypes.c_int,
-    ctypes.c_void_p,
-)
-_recvmmsg.restype = ctypes.c_int
+_FLAGS_LEN = struct.Struct(f"={msghdr.msg_flags.offset}x i {_FLAGS_GAP}x I {_LEN_TAIL}x")
 
 
 class Datagrams(Protocol):
@@ -125,7 +114,7 @@ class ReceiveRing:
 
         The length is -1 for a datagram larger than a slot, FORGED for one not sent by the
         kernel."""
-        n = _recvmmsg(fd, self._msgs, self._slots, MSG_DONTWAIT, None)
+        n = recvmmsg(fd, self._msgs, self._slots, MSG_DONTWAIT, None)
         if n < 0:
             err = ctypes.get_errno()
             if err in (errno.EAGAIN, errno.EWOULDBLOCK):
@@ -148,16 +137,33 @@ class ReceiveRing:
 #: Subscription cookies are drawn below this, so that the kernel's answer (cookie + 1)
 #: still fits cn_msg.ack, a u32.
 _ACK_COOKIES = 2**31
+#: Seconds to wait for the kernel's answer to a subscription.
+DEFAULT_ACK_TIMEOUT = 2.0
 
 #: Reads whatever datagrams are ready and appends their decoded records to the list.
 Receive = Callable[[list[Record]], None]
+
+
+class Subscription(Protocol):
+    """What ConnectorSource needs of its socket: ConnectorSocket, or a replay's stand-in."""
+
+    @property
+    def fd(self) -> int: ...
+
+    def open(self) -> None: ...
+
+    def subscribe(self, receive: Receive, pending: list[Record]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class ConnectorSocket:
     """A netlink socket bound to the proc connector's multicast group, and the subscription
     handshake over it (:meth:`subscribe`)."""
 
-    def __init__(self, rcvbuf: int = DEFAULT_RCVBUF, ack_timeout: float = 2.0) -> None:
+    def __init__(
+        self, rcvbuf: int = DEFAULT_RCVBUF, ack_timeout: float = DEFAULT_ACK_TIMEOUT
+    ) -> None:
         self._rcvbuf = rcvbuf
         self._ack_timeout = ack_timeout
         self._sock: socket.socket | None = None
@@ -210,7 +216,7 @@ class ConnectorSocket:
     @property
     def expected_ack(self) -> int:
         """The ``cn_msg.ack`` of the kernel's answer to our subscription (ours + 1)."""
-        return (self._ack + 1) & _U32
+        return (self._ack + 1) & U32_MASK
 
     def is_own_ack(self, cn_ack: int) -> bool:
         """Other listeners' acks, delivered to everyone, carry other numbers."""

@@ -118,6 +118,12 @@ class cn_msg(ctypes.Structure):
     )
 
 
+#: cn_msg.seq and cn_msg.ack are u32s: their arithmetic is taken modulo 2**32.
+U32_MASK: Final = 0xFFFFFFFF
+#: The cpu of an ack from a kernel before 4.x: -1 as a u32 (and no per-CPU seq).
+NO_CPU: Final = U32_MASK
+
+
 # -- <linux/cn_proc.h> --------------------------------------------------------------------
 PROC_CN_MCAST_LISTEN: Final = 1
 PROC_CN_MCAST_IGNORE: Final = 2

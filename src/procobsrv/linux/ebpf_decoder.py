@@ -24,14 +24,11 @@ from .ebpf_abi import (
     PO_F_ARGS_TRUNCATED,
     PO_FORK,
 )
-from .procfs import START_NS_TOLERANCE, ProcessInfo
-from .wait_status import WAIT_STATUS, WAIT_STATUS_MASK
+from .procfs import NS_PER_S, REMEMBERED_PROCESSES, START_NS_TOLERANCE, ProcessInfo
+from .wait_status import NOT_EXITED, WAIT_STATUS, WAIT_STATUS_MASK
 
 log = logging.getLogger(__name__)
 
-_NS_PER_S = 1e9
-#: exit_code, signal, core_dumped of an item that is no exit.
-_NOT_EXITED: tuple[None, None, bool] = (None, None, False)
 #: Decoded comm and cgroup strings kept; beyond it the cache starts afresh.
 _STRINGS_LIMIT = 4096
 
@@ -57,7 +54,7 @@ class Program:
 class Programs:
     """Live processes' programs by pid; bounded, so that lost exits cannot grow it."""
 
-    def __init__(self, capacity: int = 65536) -> None:
+    def __init__(self, capacity: int = REMEMBERED_PROCESSES) -> None:
         self._known: dict[int, Program] = {}
         self._capacity = capacity
 
@@ -129,7 +126,8 @@ class Decoder:
         epoch_offset = time.time_ns() - time.monotonic_ns()
         unpack = HEADER.unpack_from
         programs, text, new, append = self.programs, self._text, new_item, out.append
-        wait_status, not_exited = WAIT_STATUS, _NOT_EXITED
+        wait_status, not_exited = WAIT_STATUS, NOT_EXITED
+        ns_per_s = float(NS_PER_S)  # a float divisor: the timestamps' rounding stays as it was
         total = len(data)
         for offset, length in spans:
             if length < HEADER_SIZE or offset < 0 or offset + length > total:
@@ -163,7 +161,7 @@ class Decoder:
             q = p + args_len + image_len + script_len + cwd_len
             cgroup = text(data[q : q + cgroup_len]) if cgroup_len else None
             comm = text(comm_raw.split(b"\0", 1)[0])
-            when = (ts + epoch_offset) / _NS_PER_S
+            when = (ts + epoch_offset) / ns_per_s
             # Each kind yields the program the process runs (None: nothing is known of it).
             known: Program | None
             if kind == PO_EXEC:

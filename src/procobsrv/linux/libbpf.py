@@ -9,6 +9,7 @@ failure; :func:`api` applies the table to ``libbpf.so.1``. A failure raises
 from __future__ import annotations
 
 import ctypes
+import enum
 import errno
 import logging
 import os
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import MonitorError
+from . import libc
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,14 @@ REJECTED = (
 PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_str, ptr)  # (level, fmt, va_list)
 
 
+class Check(enum.Enum):
+    """How a libbpf function reports failure (as winapi.Check for Win32)."""
+
+    NULL = "result is NULL; errno holds the reason"
+    NEGATIVE = "result < 0 is -errno"
+    NEVER = "cannot fail"
+
+
 @dataclass(frozen=True)
 class Binding:
     """One libbpf function: name, result type, argument types, how it fails."""
@@ -55,24 +65,23 @@ class Binding:
     name: str
     restype: Any
     argtypes: Sequence[Any]
-    #: "null": NULL result + errno; "negative": result < 0 is -errno; "": cannot fail.
-    fails: str = ""
+    fails: Check = Check.NEVER
 
 
 BINDINGS: tuple[Binding, ...] = (
     Binding("libbpf_set_print", ptr, (PRINT_FN,)),
-    Binding("libbpf_num_possible_cpus", c_int, (), "negative"),
-    Binding("bpf_object__open_mem", ptr, (ptr, c_size, ptr), "null"),
-    Binding("bpf_object__load", c_int, (ptr,), "negative"),
+    Binding("libbpf_num_possible_cpus", c_int, (), Check.NEGATIVE),
+    Binding("bpf_object__open_mem", ptr, (ptr, c_size, ptr), Check.NULL),
+    Binding("bpf_object__load", c_int, (ptr,), Check.NEGATIVE),
     Binding("bpf_object__close", None, (ptr,)),
-    Binding("bpf_object__find_map_by_name", ptr, (ptr, c_str), "null"),
+    Binding("bpf_object__find_map_by_name", ptr, (ptr, c_str), Check.NULL),
     Binding("bpf_object__next_program", ptr, (ptr, ptr)),
-    Binding("bpf_map__set_max_entries", c_int, (ptr, ctypes.c_uint32), "negative"),
-    Binding("bpf_map__fd", c_int, (ptr,), "negative"),
-    Binding("bpf_program__attach", ptr, (ptr,), "null"),
-    Binding("bpf_link__destroy", c_int, (ptr,), "negative"),
-    Binding("bpf_map_lookup_elem", c_int, (c_int, ptr, ptr), "negative"),
-    Binding("bpf_map_update_elem", c_int, (c_int, ptr, ptr, ctypes.c_uint64), "negative"),
+    Binding("bpf_map__set_max_entries", c_int, (ptr, ctypes.c_uint32), Check.NEGATIVE),
+    Binding("bpf_map__fd", c_int, (ptr,), Check.NEGATIVE),
+    Binding("bpf_program__attach", ptr, (ptr,), Check.NULL),
+    Binding("bpf_link__destroy", c_int, (ptr,), Check.NEGATIVE),
+    Binding("bpf_map_lookup_elem", c_int, (c_int, ptr, ptr), Check.NEGATIVE),
+    Binding("bpf_map_update_elem", c_int, (c_int, ptr, ptr, ctypes.c_uint64), Check.NEGATIVE),
 )
 
 
@@ -86,10 +95,12 @@ class LibbpfError(MonitorError):
 
 
 def _errcheck(binding: Binding) -> Callable[..., Any]:
+    fails = binding.fails
+
     def check(result: Any, func: Any, args: Any) -> Any:
-        if binding.fails == "null" and not result:
+        if fails is Check.NULL and not result:
             raise LibbpfError(binding.name, ctypes.get_errno() or errno.EINVAL)
-        if binding.fails == "negative" and result < 0:
+        if fails is Check.NEGATIVE and result < 0:
             raise LibbpfError(binding.name, -result)
         return result
 
@@ -104,7 +115,7 @@ class Libbpf:
             func = getattr(lib, b.name)
             func.restype = b.restype
             func.argtypes = list(b.argtypes)
-            if b.fails:
+            if b.fails is not Check.NEVER:
                 func.errcheck = _errcheck(b)
             setattr(self, b.name, func)
 
@@ -130,28 +141,21 @@ def api() -> Libbpf:
 
 
 # -- libbpf's messages ------------------------------------------------------------------
-_libc = ctypes.CDLL(None, use_errno=True)
-# vasprintf sizes its buffer itself: a va_list can be used only once, and the verifier's log
-# arrives as one long %s.
-_vasprintf = _libc.vasprintf
-_vasprintf.restype = c_int
-_vasprintf.argtypes = [ctypes.POINTER(ctypes.c_void_p), c_str, ptr]
-_free = _libc.free
-_free.restype = None
-_free.argtypes = [ptr]
+# libc.vasprintf sizes its buffer itself: a va_list can be used only once, and the
+# verifier's log arrives as one long %s.
 
 _capture = threading.local()
 
 
 def _print(level: int, fmt: bytes, args: int) -> int:
     out = ctypes.c_void_p()
-    n = _vasprintf(ctypes.byref(out), fmt, args)
+    n = libc.vasprintf(ctypes.byref(out), fmt, args)
     if n < 0 or not out.value:
         return 0
     try:
         text = ctypes.string_at(out.value, n).decode(errors="replace")
     finally:
-        _free(out)
+        libc.free(out)
     lines: list[str] | None = getattr(_capture, "lines", None)
     if lines is not None:
         lines.append(text)

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import Final
 
 from ..events import EventKind, QueuedItem
 
@@ -46,7 +47,10 @@ _CGROUP_CACHE_LIMIT = 4096
 #: /proc/<pid>/stat fields after the command name, counted from 0 (field 3, the state, is 0).
 _STAT_PPID = 1
 _STAT_STARTTIME = 19
-_NS_PER_S = 1_000_000_000
+NS_PER_S: Final = 1_000_000_000
+#: Processes a table remembers (the connector's ProcessTable, the eBPF decoder's programs);
+#: beyond it the oldest are forgotten first.
+REMEMBERED_PROCESSES: Final = 65536
 
 
 def _read(path: str, size: int = _READ_SIZE) -> bytes | None:
@@ -159,33 +163,34 @@ def cgroup_id(path: str | None) -> int | None:
     return known
 
 
+def _stat_fields(pid: int) -> list[bytes]:
+    """/proc/<pid>/stat's fields after the command name (the state first); [] if unreadable."""
+    data = _read(f"/proc/{pid}/stat")
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')',
+    # skipping it and the space that follows.
+    return data[data.rfind(b")") + len(b") ") :].split() if data else []
+
+
 def read_start_ns(pid: int) -> int | None:
     """The process's start on CLOCK_MONOTONIC, from /proc/<pid>/stat (a clock tick's precision)."""
-    data = _read(f"/proc/{pid}/stat")
-    if not data:
-        return None
-    fields = data[data.rfind(b")") + 2 :].split()
+    fields = _stat_fields(pid)
     try:
         ticks = int(fields[_STAT_STARTTIME])
     except (IndexError, ValueError):
         return None
     # stat counts from boot including suspend (CLOCK_BOOTTIME); events use CLOCK_MONOTONIC
     boot_offset = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - time.monotonic_ns()
-    return ticks * _NS_PER_S // _CLK_TCK - boot_offset
+    return ticks * NS_PER_S // _CLK_TCK - boot_offset
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: Two start times of one process read from /proc and from the kernel differ by less than this.
-START_NS_TOLERANCE = 2 * _NS_PER_S // _CLK_TCK + _NS_PER_S // 1000
+START_NS_TOLERANCE = 2 * NS_PER_S // _CLK_TCK + NS_PER_S // 1000
 
 
 def read_parent(pid: int) -> int | None:
     """The parent pid, from /proc/<pid>/stat."""
-    data = _read(f"/proc/{pid}/stat")
-    if not data:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = data[data.rfind(b")") + 2 :].split()
+    fields = _stat_fields(pid)
     try:
         return int(fields[_STAT_PPID])
     except (IndexError, ValueError):
@@ -238,7 +243,7 @@ def snapshot() -> dict[int, ProcessInfo]:
 class ProcessTable:
     """Live processes we have heard of, by pid; bounded so that lost exits cannot grow it."""
 
-    def __init__(self, read_proc: bool = True, capacity: int = 65536) -> None:
+    def __init__(self, read_proc: bool = True, capacity: int = REMEMBERED_PROCESSES) -> None:
         self._known: dict[int, ProcessInfo] = {}
         self._read_proc = read_proc
         self._capacity = capacity
@@ -331,7 +336,7 @@ def as_created(running: dict[int, ProcessInfo]) -> list[QueuedItem]:
                 EventKind.CREATED,
                 pid,
                 info.parent_id,
-                (start + epoch_offset) / _NS_PER_S,
+                (start + epoch_offset) / NS_PER_S,
                 start,
                 info.image,
                 info.command_line,

@@ -19,38 +19,23 @@ import mmap
 import os
 
 from ..errors import MonitorError
+from . import libc
 from .ebpf_abi import BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ
 
 #: Records are padded to 8 bytes (kernel/bpf/ringbuf.c).
 _PAD = 7
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_mmap = _libc.mmap
-_mmap.restype = ctypes.c_void_p
-_mmap.argtypes = [
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-    ctypes.c_int32,
-    ctypes.c_int32,
-    ctypes.c_int32,
-    ctypes.c_int64,
-]
-_munmap = _libc.munmap
-_munmap.restype = ctypes.c_int32
-_munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-MAP_FAILED = ctypes.c_void_p(-1).value
-
 
 def map_shared(length: int, prot: int, fd: int, offset: int) -> int:
-    addr = _mmap(None, length, prot, mmap.MAP_SHARED, fd, offset)
-    if addr is None or addr == MAP_FAILED:
+    addr = libc.mmap(None, length, prot, mmap.MAP_SHARED, fd, offset)
+    if addr is None or addr == libc.MAP_FAILED:
         err = ctypes.get_errno()
         raise MonitorError(f"mapping the eBPF program's memory failed: {os.strerror(err)}")
     return int(addr)
 
 
 def unmap(addr: int, length: int) -> None:
-    _munmap(addr, length)
+    libc.munmap(addr, length)
 
 
 class RingReader:

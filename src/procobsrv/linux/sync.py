@@ -74,12 +74,15 @@ def out_of_fds(what: str, exc: OSError) -> OutOfFds:
     return OutOfFds(f"cannot create {what} to monitor processes ({exc.strerror}): {limit}")
 
 
+_MS_PER_S = 1000  # poll() takes milliseconds
+
+
 def is_readable(fd: int, timeout: float) -> bool:
     """Whether ``fd`` is (or within ``timeout`` seconds becomes) readable. ``poll``, not
     ``select``: select cannot take fd numbers of FD_SETSIZE (1024) and above."""
     waiter = select.poll()
     waiter.register(fd, select.POLLIN)
-    return bool(waiter.poll(max(0, math.ceil(timeout * 1000))))
+    return bool(waiter.poll(max(0, math.ceil(timeout * _MS_PER_S))))
 
 
 class Lock:
@@ -109,7 +112,7 @@ class PollWaiter:
             self._poll.register(fd, select.POLLIN)
 
     def wait(self, timeout: float | None = None) -> int | None:
-        millis = None if timeout is None else max(0, int(timeout * 1000))
+        millis = None if timeout is None else max(0, int(timeout * _MS_PER_S))
         events = self._poll.poll(millis)
         if not events:
             return None

@@ -18,6 +18,9 @@ WAIT_STATUS_MASK: Final = 0xFFFF
 
 WaitStatus = tuple[int | None, int | None, bool]
 
+#: exit_code, signal, core_dumped of an item that is no exit.
+NOT_EXITED: Final[WaitStatus] = (None, None, False)
+
 
 def decode_wait_status(status: int) -> WaitStatus:
     """(exit_code, signal, core_dumped) from a raw wait status, as WIFEXITED/WEXITSTATUS/

@@ -19,7 +19,7 @@ from contextlib import ExitStack
 
 from ..errors import MonitorError
 from ..events import QueuedItem
-from ..platform import Batch, KernelSource
+from ..platform import Batch, KernelSource, not_open
 from . import clock, contract, winapi
 from .device import Device, DriverRecord
 from .installer import DriverService, LoadedDriver
@@ -124,7 +124,7 @@ class DriverSource(KernelSource):
     @property
     def wait_handle(self) -> int:
         if self._event is None:
-            raise MonitorError("the driver source is not open")
+            raise not_open("driver")
         return self._event
 
     def close(self) -> None:
@@ -174,7 +174,7 @@ class DriverSource(KernelSource):
     def fetch_batch(self) -> Batch:
         device = self._device
         if device is None:
-            raise MonitorError("the driver source is not open")
+            raise not_open("driver")
         items: list[QueuedItem] = []
         for _ in range(MAX_READS):
             records, returned = device.read()

@@ -37,6 +37,7 @@ from .connector_abi import (
     NLMSG_OVERRUN,
     RECORD,
     RECORD_LEN,
+    U32_MASK,
     UNION_LEN,
     WHAT,
     Record,
@@ -49,10 +50,8 @@ log = logging.getLogger(__name__)
 _PAYLOAD_OFFSET: Final = NLMSG_HDRLEN + CN_MSG_LEN
 #: cn_msg.len each kind of event needs at least: its header and its union member.
 _EVENT_LEN: Final = {what: EVENT_HEADER_LEN + size for what, size in UNION_LEN.items()}
-_NO_CPU: Final = 0xFFFFFFFF  # acks of kernels before 4.x carry cpu = -1 and no per-CPU seq
-#: cn_msg.seq is a u32: differences are taken modulo 2**32, and one of more than half the
+#: cn_msg.seq is a u32 (differences modulo 2**32, U32_MASK): one of more than half the
 #: range is the sequence going back, not a loss.
-_SEQ_MASK: Final = 0xFFFFFFFF
 _SEQ_HALF: Final = 0x80000000
 _ZEROS: Final = bytes(RECORD_LEN)
 #: The length ReceiveRing gives a datagram whose sender is not the kernel.
@@ -115,10 +114,10 @@ class Decoder:
                 and cn_len >= need
             ):
                 cpu = rec[CPU]
-                if cpu < self.cpus:  # also skips _NO_CPU
+                if cpu < self.cpus:  # also skips connector_abi.NO_CPU
                     seq = rec[CN_SEQ]
                     last = self._last_seq.get(cpu)
-                    if last is None or (seq - last - 1) & _SEQ_MASK:
+                    if last is None or (seq - last - 1) & U32_MASK:
                         self._account(cpu, seq)
                     else:
                         self._last_seq[cpu] = seq
@@ -194,7 +193,7 @@ class Decoder:
         self._last_seq[cpu] = seq
         if last is None:
             return
-        gap = (seq - last - 1) & _SEQ_MASK
+        gap = (seq - last - 1) & U32_MASK
         if gap == 0:
             return
         if gap < _SEQ_HALF:

@@ -9,8 +9,16 @@ from dataclasses import replace
 
 from ..errors import MonitorError
 from ..events import EventKind, QueuedItem, new_item
-from ..platform import Batch, KernelSource
-from .connector import DEFAULT_RCVBUF, SLOTS, ConnectorSocket, Datagrams, ReceiveRing
+from ..platform import Batch, KernelSource, not_open
+from .connector import (
+    DEFAULT_ACK_TIMEOUT,
+    DEFAULT_RCVBUF,
+    SLOTS,
+    ConnectorSocket,
+    Datagrams,
+    ReceiveRing,
+    Subscription,
+)
 from .connector_abi import (
     EXEC_PROCESS_TGID,
     EXIT_EXIT_CODE,
@@ -27,15 +35,14 @@ from .connector_abi import (
     WHAT,
     Record,
 )
-from .parser import Decoder
-from .procfs import ProcessTable, as_created, cgroup_id, snapshot
-from .wait_status import WAIT_STATUS, WAIT_STATUS_MASK
+from .connector_decoder import Decoder
+from .procfs import NS_PER_S, ProcessTable, as_created, cgroup_id, snapshot
+from .wait_status import NOT_EXITED, WAIT_STATUS, WAIT_STATUS_MASK
 
 log = logging.getLogger(__name__)
 
 #: recvmmsg rounds per fetch: bounds the time before a batch is handed on during a storm.
 MAX_ROUNDS = 16
-_NS_PER_S = 1e9
 
 CREATED, EXEC, EXITED = EventKind.CREATED, EventKind.EXEC, EventKind.EXITED
 
@@ -48,7 +55,8 @@ class ConnectorSource(KernelSource):
 
     ``socket`` (the netlink socket and its subscription handshake), ``ring`` (where
     datagrams are received) and ``decoder`` default to the real ones; a test or a replay
-    passes its own.
+    passes its own. ``rcvbuf`` and ``ack_timeout`` configure the default socket (a
+    ValueError with ``socket=``, which they would not reach).
     """
 
     name = "connector"
@@ -56,14 +64,22 @@ class ConnectorSource(KernelSource):
     def __init__(
         self,
         *,
-        rcvbuf: int = DEFAULT_RCVBUF,
+        rcvbuf: int | None = None,
         read_proc: bool = True,
-        ack_timeout: float = 2.0,
-        socket: ConnectorSocket | None = None,
+        ack_timeout: float | None = None,
+        socket: Subscription | None = None,
         ring: Datagrams | None = None,
         decoder: Decoder | None = None,
     ) -> None:
-        self._socket = ConnectorSocket(rcvbuf, ack_timeout) if socket is None else socket
+        if socket is None:
+            socket = ConnectorSocket(
+                DEFAULT_RCVBUF if rcvbuf is None else rcvbuf,
+                DEFAULT_ACK_TIMEOUT if ack_timeout is None else ack_timeout,
+            )
+        elif rcvbuf is not None or ack_timeout is not None:
+            # they configure the socket this source would make: with socket= they would be lost
+            raise ValueError("rcvbuf and ack_timeout are the socket's: set them on the one passed")
+        self._socket = socket
         self._ring = ReceiveRing() if ring is None else ring
         self.decoder = Decoder() if decoder is None else decoder
         self.processes = ProcessTable(read_proc)
@@ -97,12 +113,12 @@ class ConnectorSource(KernelSource):
     @property
     def wait_handle(self) -> int:
         if not self._is_open:
-            raise MonitorError(_NOT_OPEN)
+            raise not_open("connector")
         return self._socket.fd
 
     def fetch_batch(self) -> Batch:
         if not self._is_open:
-            raise MonitorError(_NOT_OPEN)
+            raise not_open("connector")
         records, self._pending = self._pending, []
         self._receive(records)
         return Batch(self._to_items(records), self.decoder.take_lost())
@@ -141,7 +157,8 @@ class ConnectorSource(KernelSource):
         append = items.append
         processes = self.processes
         new = new_item
-        wait_status, ns_per_s, not_exited = WAIT_STATUS, _NS_PER_S, _NOT_EXITED
+        wait_status, not_exited = WAIT_STATUS, NOT_EXITED
+        ns_per_s = float(NS_PER_S)  # a float divisor: the timestamps' rounding stays as it was
         # The kernel stamps events on CLOCK_MONOTONIC; convert once per batch.
         epoch_offset = time.time_ns() - time.monotonic_ns()
         for rec in records:
@@ -214,8 +231,3 @@ class ConnectorSource(KernelSource):
                 )
             )
         return items
-
-
-#: exit_code, signal, core_dumped of an item that is no exit.
-_NOT_EXITED: tuple[None, None, bool] = (None, None, False)
-_NOT_OPEN = "the connector source is not open"

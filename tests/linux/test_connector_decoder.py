@@ -6,7 +6,7 @@ import os
 import struct
 
 from procobsrv.linux import connector_abi as abi
-from procobsrv.linux import parser as p
+from procobsrv.linux import connector_decoder as p
 from tests.fakes.connector import decode, fork, message
 
 

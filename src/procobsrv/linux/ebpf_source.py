@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import MonitorError
 from ..events import QueuedItem
-from ..platform import Batch, KernelSource
+from ..platform import Batch, KernelSource, not_open
 from .bpfprog import BpfProgram
 from .ebpf_abi import OBJECT_PATH, po_settings
 from .ebpf_decoder import Decoder, Programs
@@ -31,9 +31,11 @@ from .sync import NO_FDS, out_of_fds
 log = logging.getLogger(__name__)
 
 DEFAULT_RING_SIZE = 8 << 20
+#: A backlog of 1/this of the ring forces a wake-up (po_settings.wakeup_bytes), so that a
+#: lingering consumer is woken well before the ring is full.
+_WAKEUP_SHARE = 4
 #: Bytes consumed per fetch at most: bounds the time before a batch is handed on.
 MAX_FETCH_BYTES = 1 << 20
-NOT_OPEN = "the eBPF source is not open"
 
 
 class EbpfSource(KernelSource):
@@ -55,7 +57,7 @@ class EbpfSource(KernelSource):
         libbpf: Libbpf | None = None,
     ) -> None:
         settings = po_settings(
-            wakeup_bytes=ring_size // 4,
+            wakeup_bytes=ring_size // _WAKEUP_SHARE,
             parent_filter=parent_filter,
         )
         self.program = BpfProgram(
@@ -98,13 +100,13 @@ class EbpfSource(KernelSource):
     @property
     def wait_handle(self) -> int:
         if self._ring is None:
-            raise MonitorError(NOT_OPEN)
+            raise not_open("eBPF")
         return self.program.events_fd
 
     def fetch_batch(self) -> Batch:
         ring = self._ring
         if ring is None:
-            raise MonitorError(NOT_OPEN)
+            raise not_open("eBPF")
         spans = self._spans
         spans.clear()
         data = ring.read(MAX_FETCH_BYTES, spans)

@@ -151,7 +151,7 @@ def test_process_started_before_monitoring_keeps_one_key() -> None:
 def test_the_connector_source_opens_once_closes_twice_and_reopens() -> None:
     from procobsrv import MonitorError
     from procobsrv.linux.connector import ConnectorSocket
-    from procobsrv.linux.source import ConnectorSource
+    from procobsrv.linux.connector_source import ConnectorSource
     from procobsrv.linux.sync import is_readable
 
     sock = ConnectorSocket()

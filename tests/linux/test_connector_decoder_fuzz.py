@@ -19,10 +19,11 @@ from hypothesis import strategies as st
 from procobsrv.events import EventKind, QueuedItem
 from procobsrv.linux import connector
 from procobsrv.linux import connector_abi as abi
-from procobsrv.linux import parser as p
+from procobsrv.linux import connector_decoder as p
 from tests.fakes.collector import Collector
 from tests.fakes.connector import decode, fork, message, monitoring, replay_source
 from tests.fakes.fuzzing import FUZZ, FUZZ_TIMEOUT, mutate, random_bytes, seeds
+from tests.fakes.session import running_monitor
 
 pytestmark = FUZZ_TIMEOUT
 MASK = 0xFFFFFFFF
@@ -192,7 +193,7 @@ def datagram_stream(rng: random.Random, slot: int | None = None) -> tuple[list[b
 
 
 #: The stream uses CPUs up to 63: a decoder for a 64-CPU machine follows all their sequences
-#: (test_parser.py checks that CPUs a machine cannot have are not followed).
+#: (test_connector_decoder.py checks that CPUs a machine cannot have are not followed).
 ORACLE_CPUS = 64
 
 
@@ -356,8 +357,6 @@ def test_fuzz_connector_source_builds_items_from_anything(
 
 # -- garbage through a running scope: the monitor thread survives, counts stay exact ------
 
-NO_CPU = 0xFFFFFFFF  # sentinels stay out of the sequence accounting the oracle predicts
-
 
 def test_garbage_through_a_running_scope_leaves_the_monitor_thread_alive() -> None:
     logging.getLogger("procobsrv.linux").setLevel(logging.ERROR)  # thousands of defects
@@ -368,7 +367,7 @@ def test_garbage_through_a_running_scope_leaves_the_monitor_thread_alive() -> No
         oracle = Oracle()
         rng = random.Random(20240607)
         with monitoring(handler, source=source) as scope:
-            monitor = scope._session.monitor if scope._session else None
+            monitor = running_monitor(scope)
             assert monitor is not None
             delivered: list[tuple[EventKind, int]] = []  # what the handler must get, in order
             for round_ in range(300):
@@ -376,7 +375,7 @@ def test_garbage_through_a_running_scope_leaves_the_monitor_thread_alive() -> No
                 garbage = [datagram(rng, oracle, connector.SLOT_SIZE) for _ in range(5)]
                 garbage.append(rng.randbytes(rng.randint(300, 600)))  # larger than a slot
                 oracle.counts["malformed"] += 1
-                replay.publish([*garbage, fork(1_000_000 + round_, 1, cpu=NO_CPU)])
+                replay.publish([*garbage, fork(1_000_000 + round_, 1, cpu=abi.NO_CPU)])
                 delivered += [*oracle.processes[first:], (EventKind.CREATED, 1_000_000 + round_)]
             sentinels = set(range(1_000_000, 1_000_300))
             assert handler.wait_for(
@@ -401,7 +400,7 @@ def test_garbage_through_a_running_scope_leaves_the_monitor_thread_alive() -> No
 def test_each_defect_is_logged_first_as_warning_then_as_debug(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="procobsrv.linux.parser")
+    caplog.set_level(logging.DEBUG, logger="procobsrv.linux.connector_decoder")
     d = p.Decoder()
     bad = [
         fork(2, 1)[:40],  # truncated: cannot hold a proc event

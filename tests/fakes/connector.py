@@ -82,21 +82,23 @@ class ReplaySocket(ConnectorSocket):
     """A ConnectorSocket whose kernel is a test: datagrams go through a real socket pair.
 
     SOCK_SEQPACKET keeps datagram boundaries (and reports MSG_TRUNC for oversized ones)
-    like netlink, so the real ReceiveRing and recvmmsg are exercised, not a stand-in.
+    like netlink, so the real ReceiveRing, recvmmsg and handshake are exercised, not a
+    stand-in: only the socket the ConnectorSocket opens, and the kernel's answer, differ.
     """
 
     def __init__(self, *, answer: bool = True, ack_timeout: float = DEFAULT_ACK_TIMEOUT) -> None:
-        super().__init__(ack_timeout=ack_timeout)
+        super().__init__(ack_timeout=ack_timeout, new_socket=self._socket_pair)
         self._answer = answer
         self.kernel: socket.socket | None = None
         self.sent_ops: list[int] = []
 
-    def open(self) -> None:
-        ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    def _socket_pair(self) -> socket.socket:
+        ours, self.kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setblocking(False)
-        self._sock, self.kernel = ours, kernel
+        return ours
 
     def send(self, op: int) -> None:
+        """The kernel's side of a (un)subscription: answer LISTEN with our ack."""
         self.sent_ops.append(op)
         if op == abi.PROC_CN_MCAST_LISTEN and self._answer:
             self.publish([ack(self.expected_ack, cpu=abi.NO_CPU)])
@@ -107,10 +109,7 @@ class ReplaySocket(ConnectorSocket):
             self.kernel.send(d)  # blocks while the reader is behind, as a feeder should
 
     def close(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            self.sent_ops.append(abi.PROC_CN_MCAST_IGNORE)
-            sock.close()
+        super().close()
         if self.kernel is not None:
             self.kernel.close()
             self.kernel = None

@@ -87,8 +87,9 @@ def test_a_forged_ack_cannot_fail_or_complete_the_subscription(
     real_send = ConnectorSocket.send
 
     def forge_then_send(self: ConnectorSocket, op: int) -> None:
-        port_id = self._sock.getsockname()[0]  # type: ignore[union-attr]
-        refusal = ack((self._ack + 1) & 0xFFFFFFFF, error=errno.EPERM)
+        with socket.socket(fileno=os.dup(self.fd)) as listener:
+            port_id = listener.getsockname()[0]
+        refusal = ack(self.expected_ack, error=errno.EPERM)
         forger.sendto(refusal, (port_id, 0))
         real_send(self, op)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import logging
 import os
 import random
@@ -144,6 +145,44 @@ DEFAULT_ACK_TIMEOUT = 2.0
 Receive = Callable[[list[Record]], None]
 
 
+def open_netlink_socket(rcvbuf: int = DEFAULT_RCVBUF) -> socket.socket:
+    """A non-blocking netlink socket bound to the proc connector's multicast group, with a
+    receive buffer of ``rcvbuf`` bytes (where the kernel lets us have it); raises MonitorError
+    saying what to do when it cannot."""
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
+    except OSError as exc:
+        if exc.errno in NO_FDS:
+            raise out_of_fds("the netlink connector socket", exc) from exc
+        if exc.errno in (errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT):
+            raise MonitorError(
+                "this kernel has no netlink connector: rebuild it with CONFIG_CONNECTOR=y "
+                "and CONFIG_PROC_EVENTS=y"
+            ) from exc
+        raise MonitorError(f"cannot create the netlink connector socket: {exc}") from exc
+    try:
+        _grow_receive_buffer(sock, rcvbuf)
+        try:
+            sock.bind((0, CN_IDX_PROC))
+        except PermissionError as exc:
+            raise MonitorError(_NOT_PERMITTED) from exc
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _grow_receive_buffer(sock: socket.socket, rcvbuf: int) -> None:
+    # Bursts are absorbed here; root may exceed net.core.rmem_max with SO_RCVBUFFORCE.
+    try:
+        sock.setsockopt(SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+    except PermissionError:
+        sock.setsockopt(SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    got = sock.getsockopt(SOL_SOCKET, socket.SO_RCVBUF)
+    log.debug("netlink receive buffer: asked %d, got %d bytes", rcvbuf, got)
+
+
 class Subscription(Protocol):
     """What ConnectorSource needs of its socket: ConnectorSocket, or a replay's stand-in."""
 
@@ -162,9 +201,15 @@ class ConnectorSocket:
     handshake over it (:meth:`subscribe`)."""
 
     def __init__(
-        self, rcvbuf: int = DEFAULT_RCVBUF, ack_timeout: float = DEFAULT_ACK_TIMEOUT
+        self,
+        rcvbuf: int = DEFAULT_RCVBUF,
+        ack_timeout: float = DEFAULT_ACK_TIMEOUT,
+        *,
+        new_socket: Callable[[], socket.socket] | None = None,
     ) -> None:
-        self._rcvbuf = rcvbuf
+        #: Makes the bound, non-blocking socket ``open`` uses: the kernel's netlink socket, or
+        #: a test's stand-in (a socket pair whose other end plays the kernel).
+        self._new_socket = new_socket or functools.partial(open_netlink_socket, rcvbuf)
         self._ack_timeout = ack_timeout
         self._sock: socket.socket | None = None
         self._ack = random.randrange(1, _ACK_COOKIES)
@@ -178,37 +223,7 @@ class ConnectorSocket:
         return self._sock.fileno()
 
     def open(self) -> None:
-        try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
-        except OSError as exc:
-            if exc.errno in NO_FDS:
-                raise out_of_fds("the netlink connector socket", exc) from exc
-            if exc.errno in (errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT):
-                raise MonitorError(
-                    "this kernel has no netlink connector: rebuild it with CONFIG_CONNECTOR=y "
-                    "and CONFIG_PROC_EVENTS=y"
-                ) from exc
-            raise MonitorError(f"cannot create the netlink connector socket: {exc}") from exc
-        try:
-            self._grow_receive_buffer(sock)
-            try:
-                sock.bind((0, CN_IDX_PROC))
-            except PermissionError as exc:
-                raise MonitorError(_NOT_PERMITTED) from exc
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        self._sock = sock
-
-    def _grow_receive_buffer(self, sock: socket.socket) -> None:
-        # Bursts are absorbed here; root may exceed net.core.rmem_max with SO_RCVBUFFORCE.
-        try:
-            sock.setsockopt(SOL_SOCKET, SO_RCVBUFFORCE, self._rcvbuf)
-        except PermissionError:
-            sock.setsockopt(SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf)
-        got = sock.getsockopt(SOL_SOCKET, socket.SO_RCVBUF)
-        log.debug("netlink receive buffer: asked %d, got %d bytes", self._rcvbuf, got)
+        self._sock = self._new_socket()
 
     def subscribe_message(self, op: int) -> bytes:
         return subscription(op, self._ack)
@@ -267,14 +282,14 @@ class ConnectorSocket:
         return self._ack_timeout
 
     def close(self) -> None:
-        sock, self._sock = self._sock, None
         self.acknowledged = False
-        if sock is None:
+        if self._sock is None:
             return
         try:
-            sock.send(self.subscribe_message(PROC_CN_MCAST_IGNORE))
-        except OSError as exc:  # the socket still closes; the kernel drops our membership
+            self.send(PROC_CN_MCAST_IGNORE)
+        except (OSError, MonitorError) as exc:  # it still closes; the kernel drops our membership
             log.debug("unsubscribe failed: %s", exc)
+        sock, self._sock = self._sock, None
         sock.close()
 
 

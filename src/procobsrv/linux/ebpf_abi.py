@@ -9,8 +9,9 @@ declarations against both headers, so that the two sides cannot drift apart.
 from __future__ import annotations
 
 import ctypes
-import struct
 from pathlib import Path
+
+from ..layout import struct_for
 
 u16, u32, u64 = ctypes.c_uint16, ctypes.c_uint32, ctypes.c_uint64
 
@@ -94,18 +95,9 @@ CONSTANTS: dict[str, int] = {
 
 HEADER_SIZE = ctypes.sizeof(po_event)
 
-#: ``struct`` codes of the field types po_event uses (it has no padding: checked below).
-_CODES: dict[type[ctypes._CData], str] = {u16: "H", u32: "I", u64: "Q"}
-
-
-def _code(ctype: type[ctypes._CData]) -> str:
-    return _CODES.get(ctype) or f"{ctypes.sizeof(ctype)}s"  # else a char array
-
-
 #: po_event's fixed part in one unpack, little-endian as the kernel writes it on the
-#: machines procobsrv runs on (x86-64, arm64); the format follows the structure's fields.
-HEADER = struct.Struct("<" + "".join(_code(ctype) for _name, ctype, *_ in po_event._fields_))
-assert HEADER.size == HEADER_SIZE
+#: machines procobsrv runs on (x86-64, arm64).
+HEADER = struct_for(po_event)
 
 # -- the ring buffer's record header (<linux/bpf.h>) -------------------------------------
 #: Bit 31 of a record's length word: the kernel is still writing the record.

@@ -10,8 +10,8 @@ are decoded from bytes as UTF-16 (``ctypes.c_wchar`` is 4 bytes off Windows).
 from __future__ import annotations
 
 import ctypes
-import struct
 
+from ..layout import struct_for
 from . import winapi
 
 u16 = ctypes.c_uint16
@@ -96,14 +96,10 @@ class Record(ctypes.Structure):
     )
 
 
-#: ``struct`` codes of the field types the records use.
-_STRUCT_CODES: dict[type[ctypes._SimpleCData[int]], str] = {u16: "H", u32: "I", u64: "Q"}
-
 #: :class:`Record` as one ``struct`` unpack (little-endian, as on every Windows the driver
-#: builds for), built from its fields so that the two cannot disagree; the record has no
-#: padding (``test_contract.py`` checks every offset against the header).
-RECORD_HEADER = struct.Struct("<" + "".join(_STRUCT_CODES[ctype] for _, ctype in Record._fields_))
-assert RECORD_HEADER.size == ctypes.sizeof(Record) == RECORD_HEADER_SIZE
+#: builds for), made from its fields so that the two cannot disagree.
+RECORD_HEADER = struct_for(Record)
+assert RECORD_HEADER.size == RECORD_HEADER_SIZE
 
 
 # --- Stats ------------------------------------------------------------------------------------

@@ -84,6 +84,15 @@ class Subject:
 
     def check_loss(self) -> None:
         """Make the kernel drop events and check that ``Batch.lost`` counts them exactly."""
+        source = self.new()
+        source.open()
+        try:
+            self.overflow(source)
+        finally:
+            source.close()
+
+    def overflow(self, source: KernelSource) -> None:
+        """With ``source`` open: make the kernel drop events, check the count."""
         raise NotImplementedError
 
     def check_loss_after_reopen(self) -> None:
@@ -350,14 +359,6 @@ class ReplaySubject(Subject):
     def spawn(self) -> int:
         return self.fork()
 
-    def check_loss(self) -> None:
-        source = self.new()
-        source.open()
-        try:
-            self.overflow(source)
-        finally:
-            source.close()
-
     def overflow(self, source: KernelSource) -> None:
         first = self.fork()
         self.fork(dropped=True)
@@ -423,14 +424,6 @@ class DriverSubject(Subject):
         pid = next(self._pids)
         self.notify(contract.KIND_CREATE, pid)
         return pid
-
-    def check_loss(self) -> None:
-        source = self.new()
-        source.open()
-        try:
-            self.overflow(source)
-        finally:
-            source.close()
 
     def overflow(self, source: KernelSource) -> None:
         # The driver numbers every notification, also the ones its full queue dropped.

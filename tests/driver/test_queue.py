@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from procobsrv.windows import contract
 from tests.fakes.driverbuild import OUT, make, require_sanitizer
+from tests.fakes.windows import make_record
 
 pytestmark = pytest.mark.driver
 
@@ -107,24 +108,17 @@ class Event:
         flags = (IMAGE_TRUNCATED if len(self.image) > MAX_IMAGE else 0) | (
             CMD_TRUNCATED if len(self.cmd) > MAX_CMD else 0
         )
-        size = record_size(len(img), len(cmd))
-        head = bytes(
-            contract.Record(
-                size=size,
-                kind=self.kind,
-                sequence=seq,
-                timestamp=self.timestamp,
-                pid=self.pid,
-                parent_pid=self.ppid,
-                exit_status=self.exit_status,
-                flags=flags,
-                image_length=len(img),
-                command_line_length=len(cmd),
-                reserved=0,
-            )
+        return make_record(
+            self.kind,
+            seq,
+            self.pid,
+            self.ppid,
+            img,
+            cmd,
+            exit_status=self.exit_status,
+            flags=flags,
+            timestamp=self.timestamp,
         )
-        body = head + img.encode("utf-16-le") + cmd.encode("utf-16-le")
-        return body + b"\0" * (size - len(body))
 
 
 class Queue:

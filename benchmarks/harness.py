@@ -139,6 +139,39 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def wakeups(pid: int) -> dict[str, int]:
+    """Voluntary context switches so far of every live thread of ``pid``, by thread (name
+    and tid): how often each thread went to sleep and was woken again."""
+    out: dict[str, int] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        out[f"{name}/{tid}"] = int(line.split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that just ended
+    return out
+
+
+def wakeups_per_event(
+    before: dict[str, int], after: dict[str, int], events: int, names: dict[int, str]
+) -> dict[str, float]:
+    """Thread name -> wake-ups per event over the interval (threads that slept through it
+    left out; a thread started during it counts from zero). ``names``: tid -> the name the
+    contender gave the thread, where it says (else the kernel's ``comm``)."""
+    out: dict[str, float] = {}
+    for key, n in after.items():
+        woke = n - before.get(key, 0)
+        if woke > 0 and events:
+            comm, tid = key.rsplit("/", 1)
+            name = names.get(int(tid), comm)
+            out[name] = out.get(name, 0.0) + woke / events
+    return out
+
+
 def peak_rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -185,6 +218,8 @@ class Observed:
     images: defaultdict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
     #: Which of "argv" and "image" the contender reports at all.
     reports: tuple[str, ...] = ("argv", "image")
+    #: tid -> thread name, where the contender says (procobsrv's listener does).
+    thread_names: dict[int, str] = field(default_factory=dict)
 
     def saw(self, pid: int, argv: Iterable[str] | None, image: str | None) -> None:
         if argv is not None:
@@ -260,6 +295,7 @@ class ApiListener(Contender):
         with open(self.out) as f:
             data = json.load(f)
         obs = Observed(lost=data["lost"])
+        obs.thread_names = {int(tid): name for tid, name in data.get("threads", {}).items()}
         for kind, pid, code, sig, kernel_ns, handler_ns, image, argv in data["events"]:
             obs.counts[(pid, kind)] += 1
             obs.saw(pid, argv, image)
@@ -626,6 +662,13 @@ class RunResult:
     exact: dict[str, float | None] = field(default_factory=dict)
     #: BPF contenders: hook -> {"runs", "ns_per_run"} during the storm (bpf_stats).
     kernel_ns: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Thread name -> voluntary context switches per event during the storm.
+    wakeups: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def wakeups_max(self) -> float | None:
+        """Wake-ups per event of the thread that woke most often."""
+        return max(self.wakeups.values()) if self.wakeups else None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -712,6 +755,8 @@ def run_one(name: str, k: int, total: int, mode: str = "spawn", interval: float 
                 bpf = stack.enter_context(BpfStats(proc.pid))
                 bpf.begin()
             cpu0 = cpu_seconds(proc.pid) if proc else 0.0
+            woke0 = wakeups(proc.pid) if proc else {}
+            woke1: dict[str, int] = {}
             storm = run_storm(k, total, mode, interval)
             cpu = rss = None
             if proc is not None:
@@ -720,6 +765,7 @@ def run_one(name: str, k: int, total: int, mode: str = "spawn", interval: float 
                 else:
                     wait_quiet(proc.pid)
                 cpu = cpu_seconds(proc.pid) - cpu0
+                woke1 = wakeups(proc.pid)
                 rss = peak_rss_mib(proc.pid)
                 if bpf is not None:
                     kernel_ns = bpf.end()
@@ -727,6 +773,7 @@ def run_one(name: str, k: int, total: int, mode: str = "spawn", interval: float 
         obs = contender.observed()
         result = score(name, storm, obs)
         result.cpu_seconds, result.peak_rss_mib, result.kernel_ns = cpu, rss, kernel_ns
+        result.wakeups = wakeups_per_event(woke0, woke1, storm.events, obs.thread_names)
         # Latency of the storm's own events only: on a shared machine the others' processes
         # (and the eBPF source's snapshot of processes already running) are not the workload.
         pids = {p[0] for p in storm.procs}

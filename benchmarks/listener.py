@@ -5,7 +5,8 @@ Run as ``python -m benchmarks.listener OUT [--source connector|ebpf] [--queue-li
 watch --realtime``). Prints ``ready`` once subscribed, or ``unavailable: <why>`` and exits
 when the source cannot start here; on SIGTERM stops monitoring and writes JSON to OUT:
 ``{"events": [[kind, pid, exit_code, signal, kernel_ns, handler_ns, image, argv], ...],
-"lost": N}``.
+"lost": N, "threads": {tid: name}}`` (the names of its threads, for the
+harness's wake-up counts).
 """
 
 from __future__ import annotations
@@ -81,10 +82,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     print("ready", flush=True)
     done.wait()
+    threads = {t.native_id: t.name for t in threading.enumerate()}
     scope.stop_monitoring()
     events = [[KIND_CODE[k.value], *rest] for k, *rest in handler.events]
     with open(args.out, "w") as f:
-        json.dump({"events": events, "lost": handler.lost}, f)
+        json.dump({"events": events, "lost": handler.lost, "threads": threads}, f)
 
 
 if __name__ == "__main__":

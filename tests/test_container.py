@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from procobsrv import EventKind, OverflowPolicy, QueueContainer, QueuedItem
-from procobsrv.platform import current_platform
+from procobsrv.host import current_platform
 
 
 def item(n: int) -> QueuedItem:
@@ -24,12 +24,12 @@ def test_event_is_set_exactly_while_items_wait(platform) -> None:  # type: ignor
     assert not q.element_available.is_set()
     q.append([item(1), item(2)])
     assert q.element_available.is_set()
-    items, lost = q.drain()
+    items, lost, _ = q.drain()
     assert [i.process_id for i in items] == [1, 2] and lost == 0
     assert not q.element_available.is_set()
     q.append([], lost=3)  # a loss alone is news too
     assert q.element_available.is_set()
-    items, lost = q.drain()
+    items, lost, _ = q.drain()
     assert list(items) == [] and lost == 3
     q.close()
 
@@ -39,7 +39,7 @@ def test_overflow_is_bounded_and_counted(platform, policy) -> None:  # type: ign
     q = QueueContainer(platform, limit=5, policy=policy)
     q.append([item(n) for n in range(4)])
     q.append([item(n) for n in range(4, 8)], lost=1)
-    items, lost = q.drain()
+    items, lost, _ = q.drain()
     kept = [i.process_id for i in items]
     assert len(kept) == 5 and lost == 1 + 3 and q.overflowed == 3
     assert kept == ([3, 4, 5, 6, 7] if policy is OverflowPolicy.DROP_OLDEST else [0, 1, 2, 3, 4])

@@ -28,11 +28,11 @@ def test_the_monitor_module_is_a_module_whose_constants_can_be_patched() -> None
     module = importlib.import_module("procobsrv.process_monitor")
     assert isinstance(module, types.ModuleType)
     assert module.ProcessThreadMonitor is procobsrv.ProcessThreadMonitor
-    original = module.COALESCE_S
-    with mock.patch("procobsrv.process_monitor.COALESCE_S", original * 2):
-        patched = process_monitor.COALESCE_S
+    original = module.HOLD_S
+    with mock.patch("procobsrv.process_monitor.HOLD_S", original * 2):
+        patched = process_monitor.HOLD_S
     assert patched == original * 2
-    assert original == process_monitor.COALESCE_S  # and undone
+    assert original == process_monitor.HOLD_S  # and undone
 
 
 def test_procobsrv_monitor_is_the_public_function() -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
 from procobsrv import QueueContainer, QueuedItem
-from procobsrv.platform import current_platform
+from procobsrv.host import current_platform
+from procobsrv.memory import batch_bytes
 from procobsrv.retrieval import RetrievalThread
 from tests.fakes.gauges import wait_until
 from tests.fakes.scripted import items
@@ -23,10 +24,9 @@ class Recorder:
         self.items: list[QueuedItem] = []
         self.lost = 0
 
-    def offer(self, parts: list[list[QueuedItem]], count: int, lost: int, backlog: int) -> None:
-        assert sum(map(len, parts)) == count and backlog >= 0
-        for part in parts:
-            self.items += part
+    def offer(self, items: Sequence[QueuedItem], nbytes: int, lost: int) -> None:
+        assert nbytes == batch_bytes(items)
+        self.items += items
         self.lost += lost
 
 

@@ -139,11 +139,11 @@ def test_fork_does_not_duplicate_the_monitor_and_both_sides_keep_working() -> No
     assert report["session_fds"] == 4
     assert report["inherited_fds"] == 0  # the parent's socket and eventfds were closed
     assert report["started"] is True and report["child_saw_its_own"] is True
-    assert report["threads_while_monitoring"] == 4  # main, monitor, retrieval, delivery
+    assert report["threads_while_monitoring"] == 3  # main, monitor, retrieval (calls the handler)
     assert report["child_status"] == 0
     assert report["parent_saw_child_exit"] is True
     assert report["parent_still_monitoring"] is True
-    assert report["parent_threads"] == 4  # main, monitor, retrieval, delivery
+    assert report["parent_threads"] == 3  # main, monitor, retrieval
 
 
 @pytest.mark.usefixtures("connector")

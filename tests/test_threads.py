@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from procobsrv.platform import current_platform
+from procobsrv.host import current_platform
 from procobsrv.threads import CustomThread
 
 #: Long enough for a thread to start and act on a loaded machine; a hang fails the test.

@@ -1,18 +1,19 @@
 """The small interface between the article's framework and the kernel that feeds it.
 
-The framework (``process_monitor``, ``container``, ``retrieval``, ``scope``) only ever talks to a
+The framework (``process_monitor``, ``container``, ``retrieval``, ``session``...) only ever talks to a
 :class:`Platform`: kernel objects to wait on (events, a mutex, a way to wait for any of
 several at once) and a :class:`KernelSource` that publishes process events, and the few
 things the system does to a process (real-time threads, what a forked child inherits).
 Each kernel provides one: ``procobsrv.linux`` (the process-events connector, fds and
-``poll``) and ``procobsrv.windows`` (ProcObsrv.sys, HANDLEs and ``WaitForMultipleObjects``).
+``poll``) and ``procobsrv.windows`` (ProcObsrv.sys, HANDLEs and ``WaitForMultipleObjects``);
+``procobsrv.host.current_platform()`` picks the one this interpreter runs on (this module
+imports neither).
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
@@ -202,19 +203,3 @@ def open_source(platform: Platform, source: SourceChoice | None) -> KernelSource
     opened = platform.new_source()
     opened.open()
     return opened
-
-
-def current_platform() -> Platform:
-    """The platform this interpreter runs on; imports only that platform's modules."""
-    if sys.platform.startswith("linux"):
-        from .linux import PLATFORM as linux_platform
-
-        return linux_platform
-    if sys.platform == "win32":
-        from .windows import PLATFORM as windows_platform
-
-        return windows_platform
-    raise MonitorError(
-        f"procobsrv supports Linux (process-events connector) and Windows (ProcObsrv.sys); "
-        f"this system is {sys.platform!r}"
-    )

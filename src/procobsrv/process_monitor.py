@@ -8,16 +8,16 @@ from .container import QueueContainer
 from .platform import KernelSource, Platform
 from .threads import CustomThread
 
-#: Adaptive coalescing (interrupt moderation): when DENSE_RUN wake-ups in a row come less than
-#: DENSE_GAP_NS apart and bring small batches (a storm, not the fork/exec/exit of one process,
-#: and not a backlog that already arrives in bulk), the monitor lets events gather for
-#: COALESCE_S before each fetch, so that one wake-up and one hand-off carry many events
-#: instead of one. An event then waits at most COALESCE_S longer; idle latency is untouched.
-#: Measured in docs/performance.md: wake-ups were the largest cost during a storm.
-COALESCE_S = 0.001
+#: The one bound on batching: during a storm the monitor holds an event back at most this
+#: long (seconds) so that one wake-up of each thread moves many events, not one. It holds
+#: only while events keep arriving: after DENSE_RUN wake-ups in a row, each less than
+#: DENSE_GAP_NS after the one before (a storm, not the fork, exec and exit of one
+#: process), it lets events gather for HOLD_S before each fetch, for as long as every such
+#: fetch brings events. The first fetch that brings none ends the storm: the monitor goes
+#: back to waking on the kernel's signal, so an isolated event is fetched at once.
+HOLD_S = 0.004
 DENSE_GAP_NS = 2_000_000
-DENSE_RUN = 8
-SMALL_BATCH = 64
+DENSE_RUN = 4
 
 
 class ProcessThreadMonitor(CustomThread):
@@ -43,15 +43,21 @@ class ProcessThreadMonitor(CustomThread):
         waiter = self.platform.new_waiter([self.shutdown.wait_handle, self.source.wait_handle])
         linger = self.platform.new_waiter([self.shutdown.wait_handle])
         monotonic_ns = time.monotonic_ns
-        dense, last, size = 0, 0, 0
+        run, last = 0, 0
         try:
             while waiter.wait() != 0:  # index 0 is the shutdown event
                 now = monotonic_ns()
-                dense = dense + 1 if now - last < DENSE_GAP_NS and size < SMALL_BATCH else 0
+                run = run + 1 if now - last < DENSE_GAP_NS else 1
                 last = now
-                if dense >= DENSE_RUN:
-                    linger.wait(COALESCE_S)  # returns at once when asked to stop
-                size = self._fetch()
+                fetched = self._fetch()
+                if run < DENSE_RUN or not fetched:
+                    continue
+                # A storm: hold events back (HOLD_S at most) while every fetch brings some.
+                while fetched:
+                    if linger.wait(HOLD_S) == 0:
+                        break  # asked to stop
+                    fetched = self._fetch()
+                run, last = 0, monotonic_ns()
             self._fetch()  # what the kernel had already sent when we were asked to stop
         finally:
             linger.close()
@@ -61,4 +67,4 @@ class ProcessThreadMonitor(CustomThread):
         batch = self.source.fetch_batch()
         if batch.items or batch.lost:
             self.container.append(batch.items, batch.lost)
-        return len(batch.items)
+        return len(batch.items) + batch.lost

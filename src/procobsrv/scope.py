@@ -2,29 +2,26 @@
 
 Any number of subscribers share it: the scope's own handler (``start_monitoring``), more
 handlers (``subscribe``), and the streams of ``watch()`` / ``awatch()``. The kernel side (a
-:class:`_Session`: source, ProcessThreadMonitor, QueueContainer, RetrievalThread) runs
-while at least one is attached and is released when the last one leaves.
+:class:`~procobsrv.session.Session`) runs while at least one is attached and is released
+when the last one leaves. This module attaches and detaches; the session runs the threads.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import functools
 import logging
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
+from . import process_hooks
 from .callback import CallbackHandler
-from .container import DEFAULT_QUEUE_LIMIT, OverflowPolicy, QueueContainer
+from .container import DEFAULT_QUEUE_LIMIT, OverflowPolicy
 from .errors import MonitorError
-from .events import EventKind
-from .platform import KernelSource, Platform, SourceChoice, current_platform, open_source
-from .process_monitor import ProcessThreadMonitor
-from .retrieval import RetrievalThread
+from .host import current_platform
+from .memory import DEFAULT_QUEUE_BYTES
+from .platform import KernelSource, SourceChoice, open_source
+from .session import Session
+from .stats import MonitorStats
 from .subscription import DEFAULT_STOP_TIMEOUT, HandlerSubscription, Subscription
 
 log = logging.getLogger(__name__)
@@ -33,148 +30,7 @@ log = logging.getLogger(__name__)
 #: queued; then it goes on (the handler threads are daemons).
 EXIT_TIMEOUT = 3.0
 
-
-@dataclass(frozen=True)
-class MonitorStats:
-    """Counts of one subscriber, or of the whole scope (the current or last session).
-
-    For the whole scope the per-subscriber counts are summed over every subscriber the
-    session had: with one subscriber they are that subscriber's.
-    """
-
-    delivered: dict[EventKind, int] = field(default_factory=dict)
-    #: Events reported to on_events_lost (or a stream's ``lost``): kernel losses plus overflow.
-    lost: int = 0
-    #: Of ``lost``, events the user-mode queue or the subscriber's window dropped because
-    #: the subscriber fell behind.
-    queue_overflow: int = 0
-    handler_errors: int = 0
-    #: Events held in user mode now: the kernel queue plus the subscribers' windows.
-    queued: int = 0
-    #: Why monitoring stopped on its own (the handler's ``on_error`` got it too), else None.
-    error: BaseException | None = None
-    #: Whole scope: events taken from the kernel queue and handed to the subscribers.
-    received: int = 0
-    #: Subscribers attached now.
-    subscribers: int = 0
-    #: A step of stopping that failed (e.g. the kernel source's close); logged too. Every
-    #: other step ran anyway.
-    stop_error: BaseException | None = None
-
-    @property
-    def total(self) -> int:
-        return sum(self.delivered.values())
-
-
-class _Session:
-    """One kernel subscription: the source, the queue and the two threads around it."""
-
-    def __init__(
-        self, platform: Platform, source: KernelSource, queue_limit: int, overflow: OverflowPolicy
-    ) -> None:
-        self.platform = platform
-        self.source = source
-        # Each part holds kernel objects (eventfds, events): if a later one cannot be made
-        # (no fds left), release the earlier ones rather than leak them.
-        with contextlib.ExitStack() as undo:
-            self.container = QueueContainer(platform, queue_limit, overflow)
-            undo.callback(self.container.close)
-            self.retrieval = RetrievalThread(platform, self.container)
-            undo.callback(self.retrieval.close)
-            self.monitor = ProcessThreadMonitor(platform, source, self.container)
-            undo.pop_all()
-        self.stopped = threading.Event()
-        self.stop_error: BaseException | None = None
-        #: Every subscriber the session had, until its counts are folded into ``_done``.
-        self.members: list[Subscription] = []
-        self._done: list[MonitorStats] = []
-        self._stopping = False
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        self.retrieval.start()
-        self.monitor.start()
-
-    def join(self, subscriber: Subscription) -> None:
-        """Attach (the subscriber gets every batch drained from now on)."""
-        base, container = self.container.overflowed, self.container
-        subscriber.overflow_base = lambda: container.overflowed - base
-        with self._lock:
-            self.members.append(subscriber)
-        self.retrieval.subscribers = (*self.retrieval.subscribers, subscriber)
-
-    def leave(self, subscriber: Subscription) -> bool:
-        """Detach; True if it was the last."""
-        frozen = subscriber.overflow_base()
-        subscriber.overflow_base = lambda: frozen
-        rest = tuple(s for s in self.retrieval.subscribers if s is not subscriber)
-        if rest:
-            self.retrieval.subscribers = rest
-        return not rest
-
-    def fold(self, subscriber: Subscription) -> None:
-        with self._lock:
-            if subscriber in self.members:
-                self.members.remove(subscriber)
-                self._done.append(subscriber.stats())
-
-    def stop(self) -> None:
-        """Monitor first (nothing new is queued), then the kernel, then hand on the rest.
-
-        Every step runs whatever an earlier one raised; a failure is logged and kept in
-        ``stop_error``. Once only: a second caller waits for the first.
-        """
-        with self._lock:
-            first, self._stopping = not self._stopping, True
-        if not first:
-            if not self.retrieval.is_current():
-                self.stopped.wait()
-            return
-        try:
-            self._step("stopping the monitor thread", self.monitor.stop)
-            self._step("closing the kernel source", self.source.close)
-            if self.retrieval.is_current():
-                # The monitor failed and we are on the retrieval thread, which cannot wait
-                # for itself: it releases the kernel objects on its way out.
-                self.retrieval.on_exit = self._release
-                self.retrieval.shutdown.set()
-                return
-            self._step("stopping the retrieval thread", self.retrieval.stop)
-            self._release()
-        finally:
-            self.retrieval.subscribers = ()
-            self.stopped.set()
-
-    def _release(self) -> None:
-        self._step("releasing the monitor", self.monitor.close)
-        self._step("releasing the retrieval thread", self.retrieval.close)
-        self._step("releasing the queue", self.container.close)
-
-    def _step(self, what: str, step: Any) -> None:
-        try:
-            step()
-        except Exception as exc:
-            log.error("%s failed; the rest of the stop went on", what, exc_info=exc)
-            if self.stop_error is None:
-                self.stop_error = exc
-
-    def stats(self) -> MonitorStats:
-        with self._lock:
-            parts = self._done + [s.stats() for s in self.members]
-        delivered: Counter[EventKind] = Counter()
-        for p in parts:
-            delivered.update(p.delivered)
-        return MonitorStats(
-            delivered=dict(delivered),
-            lost=sum(p.lost for p in parts),
-            queue_overflow=sum(p.queue_overflow for p in parts),
-            handler_errors=sum(p.handler_errors for p in parts),
-            queued=len(self.container) + sum(p.queued for p in parts),
-            error=self.container.failure,
-            received=self.retrieval.received,
-            subscribers=len(self.retrieval.subscribers),
-            stop_error=self.stop_error,
-        )
+__all__ = ["EXIT_TIMEOUT", "ApplicationScope", "MonitorStats"]
 
 
 class ApplicationScope:
@@ -192,8 +48,8 @@ class ApplicationScope:
             raise TypeError("use ApplicationScope.get_instance(handler)")
         self._handler = handler
         self._lock = threading.RLock()
-        self._session: _Session | None = None
-        self._last: _Session | None = None
+        self._session: Session | None = None
+        self._last: Session | None = None
         self._primary: HandlerSubscription | None = None  # the scope's handler, attached
         self._last_primary: HandlerSubscription | None = None
 
@@ -206,15 +62,17 @@ class ApplicationScope:
             raise MonitorError(
                 "ApplicationScope.get_instance() needs a CallbackHandler the first time"
             )
-        scope = cls._shared()
+        scope = cls.shared()
         if handler is not None:
             scope._bind(handler)
         return scope
 
     @classmethod
-    def _shared(cls) -> ApplicationScope:
-        """The one instance, created without a handler if need be (for the streams)."""
-        _watch_forks()  # before the scope's first lock is taken: a fork may copy it held
+    def shared(cls) -> ApplicationScope:
+        """The one instance, created without a handler if need be (what the streams and
+        ``monitor()`` use: they bring their own consumer)."""
+        # Before the scope's first lock is taken: a fork may copy it held.
+        process_hooks.at_fork_in_child(_after_fork_in_child)
         with cls._instance_lock:
             if cls._instance is None:
                 cls._instance = cls(None, _TOKEN)
@@ -249,7 +107,7 @@ class ApplicationScope:
     def subscriptions(self) -> tuple[Subscription, ...]:
         """The subscribers attached now, in the order they attached."""
         session = self._session
-        return session.retrieval.subscribers if session is not None else ()
+        return session.subscribers if session is not None else ()
 
     @property
     def source(self) -> KernelSource | None:
@@ -264,17 +122,18 @@ class ApplicationScope:
         source: SourceChoice = "auto",
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
         overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
     ) -> bool:
         """Attach the scope's handler; True if it started, False if already attached.
         Raises MonitorError.
 
-        ``queue_limit`` and ``overflow`` bound what is held for this handler while it falls
-        behind. If no other subscriber runs, this starts the kernel side: ``source`` picks
-        the kernel source by name (Linux: "auto", the default, takes the eBPF source when
-        this process may load it, else the connector; "ebpf"; "connector"; Windows: "auto"
-        or "driver") or replaces it (tests, replays), and ``queue_limit`` / ``overflow``
-        bound the kernel queue too. While others run, the kernel side is theirs: ``source``
-        must then be "auto" or name the source they run.
+        ``queue_limit`` (events), ``queue_bytes`` (estimated bytes) and ``overflow`` bound
+        what is held for this handler while it falls behind. If no other subscriber runs,
+        this starts the kernel side: ``source`` picks the kernel source by name (Linux:
+        "auto", the default, takes the eBPF source when this process may load it, else the
+        connector; "ebpf"; "connector"; Windows: "auto" or "driver") or replaces it (tests,
+        replays), and the bounds apply to the kernel queue too. While others run, the
+        kernel side is theirs: ``source`` must then be "auto" or name the source they run.
         """
         with self._lock:
             if self._handler_attached():
@@ -282,7 +141,9 @@ class ApplicationScope:
             handler = self._handler
             if handler is None:
                 raise MonitorError("no handler: call ApplicationScope.get_instance(handler) first")
-            subscription = HandlerSubscription(self, handler, param, queue_limit, overflow)
+            subscription = HandlerSubscription(
+                handler, param, queue_limit, overflow, queue_bytes, self._detach
+            )
             self._attach(subscription, source)
             self._primary = self._last_primary = subscription
             return True
@@ -312,36 +173,40 @@ class ApplicationScope:
         *,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
         overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
         source: SourceChoice | None = None,
     ) -> Subscription:
         """Attach another handler, with its own ``param``, window (``queue_limit``,
-        ``overflow``), counts and thread; returns its Subscription (``close()`` it, or use
-        it as a context manager). Starts the kernel side if nothing runs (then ``source``,
-        ``queue_limit`` and ``overflow`` apply to it as in ``start_monitoring``)."""
+        ``queue_bytes``, ``overflow``), counts and thread; returns its Subscription
+        (``close()`` it, or use it as a context manager). Starts the kernel side if nothing
+        runs (then ``source`` and the bounds apply to it as in ``start_monitoring``)."""
         if not isinstance(handler, CallbackHandler):
             raise TypeError(f"handler must be a CallbackHandler, not {type(handler).__name__}")
-        return self._attach(
-            HandlerSubscription(self, handler, param, queue_limit, overflow), source
+        subscription = HandlerSubscription(
+            handler, param, queue_limit, overflow, queue_bytes, self._detach
         )
+        with self._lock:
+            self._attach(subscription, source)
+        return subscription
 
-    def _subscribe_stream(
+    def open_stream(
         self,
         name: str,
         source: SourceChoice | None = None,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
         overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
     ) -> Subscription:
-        """A subscription whose consumer takes from the window itself (the streams)."""
-        return self._attach(Subscription(self, name, None, queue_limit, overflow), source)
-
-    def _attach(self, subscription: Subscription, source: SourceChoice | None) -> Subscription:
-        """Attach under the scope's lock; the first subscriber starts the kernel side, its
-        ``queue_limit`` and ``overflow`` bounding the kernel queue too."""
+        """A subscription whose consumer takes from its window itself (``take``): what the
+        streams of ``watch()`` and ``awatch()`` are made of."""
+        subscription = Subscription(name, None, queue_limit, overflow, queue_bytes, self._detach)
         with self._lock:
-            self._attach_locked(subscription, source)
+            self._attach(subscription, source)
         return subscription
 
-    def _attach_locked(self, subscription: Subscription, source: SourceChoice | None) -> None:
+    def _attach(self, subscription: Subscription, source: SourceChoice | None) -> None:
+        """Under the scope's lock: join the running session, or start one (the first
+        subscriber's bounds then bound the kernel queue too)."""
         handler = getattr(subscription, "handler", None)
         if handler is not None and any(
             getattr(s, "handler", None) is handler for s in self.subscriptions
@@ -358,36 +223,40 @@ class ApplicationScope:
                     f'source ({type(session.source).__name__}): leave source= out or "auto" '
                     "(it applies only to whoever starts it)"
                 )
-            self._join(session, subscription)
+            session.join(subscription)
             return
         platform = current_platform()
-        source = open_source(platform, source)  # raises MonitorError saying what to do
+        opened = open_source(platform, source)  # raises MonitorError saying what to do
         try:
-            session = _Session(platform, source, subscription.limit, subscription.policy)
-            session.retrieval.on_failure = functools.partial(self._end_failed, session)
-            self._join(session, subscription)
+            session = Session(
+                platform,
+                opened,
+                subscription.limit,
+                subscription.policy,
+                subscription.byte_limit,
+            )
+            session.on_failure = self._forget
+            session.join(subscription)
             session.start()
         except BaseException:
-            source.close()
+            opened.close()
             raise
         self._session = self._last = session
         log.info("monitoring started (%s)", platform.name)
 
-    @staticmethod
-    def _join(session: _Session, subscription: Subscription) -> None:
-        if isinstance(subscription, HandlerSubscription):
-            subscription.start()
-        session.join(subscription)
+    def _forget(self, session: Session) -> None:
+        """The session ends on its own (its monitor failed): it is no longer the one."""
+        with self._lock:
+            if self._session is session:
+                self._session = None
 
-    def _detach(
-        self, subscription: Subscription, timeout: float | None, *, discard: bool = False
-    ) -> None:
-        """End a subscription: the last one out stops the kernel side first, so that what
-        the kernel had reported reaches it. ``discard``: its consumer has gone."""
+    def _detach(self, subscription: Subscription, timeout: float | None, discard: bool) -> None:
+        """End a subscription (its ``close`` / ``discard``): the last one out stops the
+        kernel side first, so that what the kernel had reported reaches it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             session = self._session
-            attached = session is not None and subscription in session.retrieval.subscribers
+            attached = session is not None and subscription in session.subscribers
             last = False
             if session is not None and attached:
                 last = session.leave(subscription)
@@ -395,45 +264,16 @@ class ApplicationScope:
                     self._session = None
         if session is None or not attached:  # ended, or being ended by another thread
             if discard:
-                subscription._abandon()
+                subscription.abandon()
             if isinstance(subscription, HandlerSubscription):
                 subscription.join(_left(deadline))
             return
         if last:
-            session.stop()
-        self._end(subscription, timeout, deadline, discard)
+            session.stop(None if discard else _left(deadline))
+        _end(subscription, timeout, deadline, discard)
         session.fold(subscription)
         if last:
             log.info("monitoring stopped")
-
-    @staticmethod
-    def _end(
-        subscription: Subscription, timeout: float | None, deadline: float | None, discard: bool
-    ) -> None:
-        if discard or (isinstance(subscription, HandlerSubscription) and subscription.is_current()):
-            subscription._abandon()  # from inside its own handler: nothing more, at once
-            return
-        subscription._finish()
-        if isinstance(subscription, HandlerSubscription) and not subscription.join(_left(deadline)):
-            subscription._abandon()
-            log.warning(
-                "stop: handler %s still running after %.3g s, in %s; it will be called no more",
-                subscription.name,
-                timeout,
-                subscription.where(),
-            )
-
-    def _end_failed(self, session: _Session, error: BaseException) -> None:
-        """The session's monitor failed (on its retrieval thread): end it, then tell every
-        subscriber, after what was queued for it."""
-        with self._lock:
-            subscribers = session.retrieval.subscribers
-            if self._session is session:
-                self._session = None
-        session.stop()
-        for subscription in subscribers:
-            subscription.fail(error)
-        log.info("monitoring stopped after a failure: %s", error)
 
     def shutdown(self, timeout: float | None = DEFAULT_STOP_TIMEOUT) -> None:
         """Detach every subscriber (handlers, streams) and release the kernel side, within
@@ -444,7 +284,7 @@ class ApplicationScope:
         with self._lock:
             self._primary = None
         for subscription in self.subscriptions[::-1]:
-            self._detach(subscription, _left(deadline))
+            self._detach(subscription, _left(deadline), False)
 
     def stats(self) -> MonitorStats:
         """Counts of the whole scope: the current session, or the last one once stopped."""
@@ -458,9 +298,27 @@ class ApplicationScope:
         self._last = self._primary = self._last_primary = None
         self._lock = threading.RLock()
         if session is not None:
-            for subscription in session.members:
-                subscription._forget_after_fork()
-            session.platform.close_inherited(_session_handles(session))
+            session.forget_after_fork()
+
+
+def _end(
+    subscription: Subscription, timeout: float | None, deadline: float | None, discard: bool
+) -> None:
+    """After it left: let its consumer take what is held (a handler: within the deadline)."""
+    handler = isinstance(subscription, HandlerSubscription)
+    if discard or (handler and subscription.is_current()):
+        subscription.abandon()  # from inside its own handler: nothing more, at once
+        return
+    subscription.finish()
+    if isinstance(subscription, HandlerSubscription) and not subscription.join(_left(deadline)):
+        where = subscription.where()
+        subscription.abandon()
+        log.warning(
+            "stop: handler %s still running after %.3g s, in %s; it will be called no more",
+            subscription.name,
+            timeout,
+            where,
+        )
 
 
 def _runs(running: KernelSource, wanted: SourceChoice | None) -> bool:
@@ -472,20 +330,6 @@ def _runs(running: KernelSource, wanted: SourceChoice | None) -> bool:
 
 def _left(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-def _session_handles(session: _Session) -> list[int]:
-    """The session's wait handles: what a forked child inherits of it."""
-    handles = [
-        session.monitor.shutdown.wait_handle,
-        session.retrieval.shutdown.wait_handle,
-        session.container.element_available.wait_handle,
-    ]
-    try:
-        handles.append(session.source.wait_handle)
-    except MonitorError:
-        pass
-    return [h for h in handles if isinstance(h, int) and h >= 0]
 
 
 _TOKEN = object()
@@ -504,23 +348,4 @@ def _after_fork_in_child() -> None:
         instance._forget_after_fork()
 
 
-#: Whether ``_after_fork_in_child`` is registered with the platform (once per process).
-_forks_watched = False
-
-
-def _watch_forks() -> None:
-    """From the scope's first use on: a forked child forgets the parent's session, through
-    the platform (a system without ``fork()`` registers nothing)."""
-    global _forks_watched
-    if _forks_watched:
-        return
-    try:
-        platform = current_platform()
-    except MonitorError:
-        return  # a system procobsrv cannot monitor: no session will ever start here
-    # Two threads may both get here: the hook then runs twice in a child, which is harmless.
-    platform.at_fork_in_child(_after_fork_in_child)
-    _forks_watched = True
-
-
-atexit.register(_stop_at_exit)
+process_hooks.at_exit(_stop_at_exit)

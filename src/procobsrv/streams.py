@@ -23,7 +23,8 @@ from .callback import CallbackHandler
 from .errors import MonitorError
 from .events import EventKind, QueuedItem
 from .filters import kind_set
-from .scope import ApplicationScope, MonitorStats
+from .scope import ApplicationScope
+from .stats import MonitorStats
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def monitor(
     handler, other blocks, streams) are left alone. Raises MonitorError if this handler is
     already subscribed.
     """
-    scope = ApplicationScope._shared()
+    scope = ApplicationScope.shared()
     subscription = scope.subscribe(handler, param, **start_options)
     try:
         yield scope
@@ -104,8 +105,8 @@ class _Stream:
         self._deadline = None if duration is None else time.monotonic() + duration
         self._batch: Iterator[QueuedItem] = iter(())
         self._closed = True  # until started: __del__ of a stream that failed to start is a no-op
-        self._scope = ApplicationScope._shared()
-        self._subscription = self._scope._subscribe_stream(who, **start_options)
+        self._scope = ApplicationScope.shared()
+        self._subscription = self._scope.open_stream(who, **start_options)
         self._closed = False
 
     @property
@@ -164,7 +165,7 @@ class _Stream:
             return
         self._closed = True
         self._batch = iter(())
-        self._scope._detach(self._subscription, 0, discard=True)
+        self._subscription.discard()
 
     def __del__(self) -> None:
         # A loop left by ``break`` drops the stream: detach, as a generator's finally would.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import sys
 import threading
 from collections.abc import Callable
 
@@ -13,20 +14,33 @@ log = logging.getLogger(__name__)
 
 
 class CustomThread(abc.ABC):
-    """A worker thread that ends when its shutdown event is set.
+    """A worker thread that ends when its shutdown event is set (or its ``run`` returns).
 
     The shutdown event is a kernel object (an eventfd or a Win32 event) so that ``run``
-    can wait on it together with other handles in one call, instead of polling.
+    can wait on it together with other handles in one call, instead of polling. Every
+    thread of the framework is one: the monitor, the retrieval thread and the delivery
+    threads of the fan-out.
     """
 
-    def __init__(self, platform: Platform, name: str) -> None:
+    def __init__(self, platform: Platform, name: str, *, eager_shutdown: bool = True) -> None:
+        """``eager_shutdown=False``: a thread that does not wait on its shutdown event (it
+        ends another way) gets it only if something asks for it, and holds no handle."""
         self.platform = platform
         self.name = name
-        self.shutdown: SyncEvent = platform.new_event()
+        self._shutdown: SyncEvent | None = platform.new_event() if eager_shutdown else None
+        self._shutdown_lock = threading.Lock()
         self.error: BaseException | None = None
         #: Called on the thread as its last act (releases what only it may still be using).
         self.on_exit: Callable[[], None] | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def shutdown(self) -> SyncEvent:
+        """The event that asks the thread to end."""
+        with self._shutdown_lock:
+            if self._shutdown is None:
+                self._shutdown = self.platform.new_event()
+            return self._shutdown
 
     @abc.abstractmethod
     def run(self) -> None:
@@ -54,12 +68,33 @@ class CustomThread(abc.ABC):
     def is_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds (None: for ever) for the thread to end; True once
+        it has (or never started). From the thread itself it does not wait."""
+        thread = self._thread
+        if thread is None:
+            return True
+        if not self.is_current():
+            thread.join(timeout)
+        return not thread.is_alive()
+
     def stop(self) -> None:
         """Ask the thread to end and wait until it has (unless called from the thread itself)."""
         self.shutdown.set()
-        if self._thread is not None and not self.is_current():
-            self._thread.join()
+        self.join()
+
+    def where(self, skip: str = "") -> str:
+        """Where the thread is now: its innermost frame outside the file ``skip`` (for the
+        log of a stop that timed out: the handler's own code, not the framework's loop)."""
+        thread = self._thread
+        frame = sys._current_frames().get(thread.ident or -1) if thread is not None else None
+        spot = "?"
+        while frame is not None and frame.f_code.co_filename != skip:
+            spot = f"{frame.f_code.co_name} ({frame.f_code.co_filename}:{frame.f_lineno})"
+            frame = frame.f_back  # outwards, up to the framework's call
+        return spot
 
     def close(self) -> None:
         """Release the shutdown event; call after ``stop``."""
-        self.shutdown.close()
+        if self._shutdown is not None:
+            self._shutdown.close()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 
 from procobsrv import EventKind, QueuedItem
-from procobsrv.platform import Batch, KernelSource, current_platform
+from procobsrv.host import current_platform
+from procobsrv.platform import Batch, KernelSource
 
 
 class ScriptedSource(KernelSource):

@@ -2,7 +2,7 @@
 
 Some tests must reach the running source (to break its socket, read its fd) or the monitor
 thread (to read its counters), or need the scope without giving it a handler (the streams'
-way). The path to them is private to ``procobsrv.scope``: when it changes, only this module
+way). The path to them is private to ``procobsrv.scope`` (its ``_session``): when it changes, only this module
 changes.
 """
 
@@ -13,7 +13,7 @@ import time
 from procobsrv import ApplicationScope
 from procobsrv.platform import KernelSource
 from procobsrv.process_monitor import ProcessThreadMonitor
-from procobsrv.scope import _Session, _session_handles
+from procobsrv.session import Session
 
 #: How often :func:`wait_for_source` looks for a session that another thread is starting.
 _POLL_S = 0.01
@@ -26,10 +26,10 @@ def existing_scope() -> ApplicationScope | None:
 
 def shared_scope() -> ApplicationScope:
     """The process's scope, created without a handler if need be (what the streams use)."""
-    return ApplicationScope._shared()
+    return ApplicationScope.shared()
 
 
-def running_session(scope: ApplicationScope | None = None) -> _Session | None:
+def running_session(scope: ApplicationScope | None = None) -> Session | None:
     """The kernel subscription ``scope`` (default: the process's) runs now, or None."""
     scope = scope if scope is not None else existing_scope()
     return scope._session if scope is not None else None
@@ -52,7 +52,7 @@ def session_handles(scope: ApplicationScope | None = None) -> list[int]:
     """The fds of the running subscription: what a forked child inherits of it."""
     session = running_session(scope)
     assert session is not None, "the scope is not monitoring"
-    return _session_handles(session)
+    return session.handles()
 
 
 def wait_for_source(timeout: float) -> KernelSource | None:

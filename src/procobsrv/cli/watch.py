@@ -21,7 +21,7 @@ from ..callback import CallbackHandler
 from ..errors import MonitorError
 from ..events import EventKind, QueuedItem
 from ..filters import EventFilter, FilterHandler
-from ..platform import current_platform
+from ..host import current_platform
 from ..scope import ApplicationScope
 from .format import HEADER, as_line
 from .output import Output

@@ -1,6 +1,6 @@
 """The Windows side: ProcObsrv.sys and kernel32 objects, through ctypes only.
 
-Nothing here is imported by ``import procobsrv``; :func:`procobsrv.platform.current_platform`
+Nothing here is imported by ``import procobsrv``; :func:`procobsrv.host.current_platform`
 imports this package on Windows only. The modules import cleanly anywhere (the tests run on
 Linux), but calling into kernel32/advapi32 needs Windows.
 """

@@ -16,8 +16,8 @@ from .threads import CustomThread
 #: fetch brings events. The first fetch that brings none ends the storm: the monitor goes
 #: back to waking on the kernel's signal, so an isolated event is fetched at once.
 HOLD_S = 0.004
-DENSE_GAP_NS = 2_000_000
-DENSE_RUN = 4
+DENSE_GAP_NS = 1_000_000
+DENSE_RUN = 8
 
 
 class ProcessThreadMonitor(CustomThread):

@@ -7,8 +7,10 @@ import argparse
 import sys
 from typing import Any
 
-from .outputs import DEFAULT_STREAM_MAX_AGE, Sink, open_output
+from .outputs import open_output
 from .records import schema_text
+from .sink import DEFAULT_STREAM_MAX_AGE, Sink
+from .stream_options import stream_options
 
 RETENTIONS = ("limits", "interest", "workqueue")
 
@@ -54,15 +56,6 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="age after which the stream drops events (default 7 days; 0: never)",
     )
-
-
-def stream_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "stream": args.nats_stream,
-        "replicas": args.nats_replicas,
-        "retention": args.nats_retention,
-        "max_age": args.nats_max_age,
-    }
 
 
 def output_from_args(args: argparse.Namespace) -> Sink | None:

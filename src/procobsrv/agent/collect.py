@@ -18,10 +18,10 @@ import sys
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from .cli import stream_options
 from .jetstream import SUBJECT_PREFIX, connect, ensure_stream, server_urls, stream_config
 from .outputs import FileSink, Sink, StreamSink
 from .records import Record
+from .stream_options import stream_options
 
 #: Messages fetched from the stream at a time.
 BATCH = 256

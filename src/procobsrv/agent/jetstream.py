@@ -27,8 +27,8 @@ from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
 from ..errors import MonitorError
-from .outputs import DEFAULT_STREAM_MAX_AGE, Sink
 from .records import Record, RecordMaker, dumps
+from .sink import DEFAULT_STREAM_MAX_AGE, Sink
 
 log = logging.getLogger(__name__)
 

@@ -215,6 +215,37 @@ def test_a_slow_subscriber_beside_a_fast_one_the_fast_one_loses_nothing() -> Non
         )
 
 
+def test_a_slow_subscriber_beside_a_fast_one_costs_the_fast_one_nothing() -> None:
+    # The fast handler starts alone (the retrieval thread calls it itself); a stuck one
+    # joins in the middle of the stream. The fast one moves to a thread of its own between
+    # two batches: it gets every event once, in order, while the stuck one holds its first
+    # event for the whole run; the stuck one's losses are its own, counted exactly.
+    with leaves_nothing_behind():
+        source = ScriptedSource()
+        scope = shared_scope()
+        fast, stuck = Collector(), Blocking(first_only=True)
+        with scope.subscribe(fast, source=source) as f:
+            threads_alone = {t.name for t in threading.enumerate()}
+            for first in range(1, 5_001, 100):
+                source.publish(items(100, first))
+            with scope.subscribe(stuck, queue_limit=300) as s:
+                for first in range(5_001, 20_001, 100):
+                    source.publish(items(100, first))
+                    if first == 5_001:
+                        assert stuck.inside.wait(5)  # stuck from here to the end
+                assert fast.wait_for(lambda: len(fast.items) == 20_000, 20)
+                assert not stuck.release.is_set() and len(stuck.items) == 0
+                assert s.stats().queued <= 300
+                stuck.release.set()
+        assert not any(n.startswith("procobsrv-deliver") for n in threads_alone)
+        assert [i.process_id for i in fast.items] == list(range(1, 20_001))
+        assert fast.lost == 0 and f.lost == 0 and f.stats().total == 20_000
+        got = [i.process_id for i in stuck.items]
+        assert got == sorted(got) and got[0] >= 5_001
+        assert s.lost == stuck.lost == s.stats().queue_overflow > 0
+        assert len(got) + s.lost == 20_001 - got[0]
+
+
 @pytest.mark.usefixtures("connector")
 def test_a_slow_subscriber_on_the_real_kernel_does_not_cost_the_fast_one_an_event() -> None:
     with leaves_nothing_behind():

@@ -74,6 +74,12 @@ def summarize(runs: list[RunResult], none_rate: float | None) -> dict[str, Any]:
         "tax_pct": (100.0 * (1 - rate / none_rate)) if rate and none_rate else None,
         "cpu_s_per_10k": cpu,
         "peak_rss_mib": median([r.peak_rss_mib for r in runs if r.peak_rss_mib is not None]),
+        # The thread that woke most often, per event (voluntary context switches).
+        "wakeups_per_event": median([r.wakeups_max for r in runs if r.wakeups_max is not None]),
+        "wakeups_by_thread": {
+            name: median([r.wakeups[name] for r in runs if name in r.wakeups])
+            for name in dict.fromkeys(n for r in runs for n in r.wakeups)
+        },
         "completeness_min": {
             k: min(c)
             if (c := [r.completeness[k] for r in runs if r.completeness[k] is not None])
@@ -183,10 +189,11 @@ def fmt(v: float | None, spec: str = ".0f", missing: str = "-") -> str:
 
 def table(summary: list[dict[str, Any]]) -> str:
     head = (
-        "| storm | contender | procs/s | tax % | CPU s/10k ev | peak RSS MiB | fork % | exec % "
-        "| exit % | argv % | image % | lost | silent | lat p50/p99/max ms |"
+        "| storm | contender | procs/s | tax % | CPU s/10k ev | wake-ups/ev/thread "
+        "| peak RSS MiB | fork % | exec % | exit % | argv % | image % | lost | silent "
+        "| lat p50/p99/max ms |"
     )
-    rows = [head, "|" + "---|" * 14]
+    rows = [head, "|" + "---|" * 15]
     for s in summary:
         c, x = s["completeness_min"], s["exact_min"]
         lat = s["latency_ms"]
@@ -194,7 +201,8 @@ def table(summary: list[dict[str, Any]]) -> str:
         silent = s["unaccounted"] if monitor else None
         rows.append(
             f"| {s['scenario']} | {s['contender']} | {fmt(s['rate'])} | {fmt(s['tax_pct'], '.1f')} "
-            f"| {fmt(s['cpu_s_per_10k'], '.3f')} | {fmt(s['peak_rss_mib'], '.1f')} "
+            f"| {fmt(s['cpu_s_per_10k'], '.3f')} | {fmt(s.get('wakeups_per_event'), '.3f')} "
+            f"| {fmt(s['peak_rss_mib'], '.1f')} "
             + " ".join(f"| {fmt(c[k] if monitor else None, '.2f')}" for k in KINDS)
             + " "
             + " ".join(f"| {fmt(x.get(k) if monitor else None, '.2f')}" for k in ("argv", "image"))
@@ -216,6 +224,7 @@ def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by = {(s["scenario"], s["contender"]): s for s in summary}
     for scenario in dict.fromkeys(s["scenario"] for s in summary):
         fs = by.get((scenario, "forkstat"))
+        es = by.get((scenario, "execsnoop")) or {}
         for name in PROCOBSRV:
             s = by.get((scenario, name))
             if not s or not fs:
@@ -229,6 +238,10 @@ def ratios(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "forkstat_tax_pct": fs["tax_pct"],
                     "cpu_vs_forkstat": s["cpu_s_per_10k"] / fs["cpu_s_per_10k"]
                     if fs["cpu_s_per_10k"] and s["cpu_s_per_10k"] is not None
+                    else None,
+                    # Same storms, same denominator (the storm's events, all kinds).
+                    "cpu_vs_execsnoop": s["cpu_s_per_10k"] / es["cpu_s_per_10k"]
+                    if es.get("cpu_s_per_10k") and s["cpu_s_per_10k"] is not None
                     else None,
                 }
             )
@@ -328,6 +341,14 @@ def update_doc(text: str) -> None:
         DOC.write_text(f"{before}{START}\n{text}\n{END}{after}")
 
 
+def queued_memory() -> dict[str, Any]:
+    """100,000 many-argument execs against a stalled handler (``benchmarks.memory``)."""
+    proc = subprocess.run(
+        [PY, "-m", "benchmarks.memory"], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
 def opening_times(n: int) -> dict[str, Any]:
     """Open + close each Linux source n times in a fresh process (``benchmarks.opening``)."""
     out = {}
@@ -423,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         summary.append(s)
     log(f"[{time.monotonic() - t0:5.0f}s] pipeline replay")
     replay = replay_capacity(args, log)
+    memory = queued_memory()
+    log(f"[{time.monotonic() - t0:5.0f}s] memory with a stalled handler: {memory}")
     result: dict[str, Any] = {
         "command": "python -m benchmarks.run" + (" --quick" if args.quick else ""),
         "args": {k: v for k, v in vars(args).items()},
@@ -434,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency": {key: summary_lat(rs) for key, rs in latency_runs.items()},
         "opening_ms": opening,
         "replay": replay,
+        "memory": memory,
         "runs": {f"{a} / {b}": [r.as_dict() for r in rs] for (a, b), rs in runs.items()},
         "latency_runs": {key: [r.as_dict() for r in rs] for key, rs in latency_runs.items()},
     }
@@ -524,6 +548,25 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             "x",
             lambda sc, v, lim=limit: v <= lim,
         )
+        if name == ebpf:
+            row(
+                f"{name}: listener CPU per 10k events <= 1.5x execsnoop's",
+                [(sc, v) for sc, v in vs_forkstat(name, "cpu_vs_execsnoop") if v is not None],
+                ".2f",
+                "x",
+                lambda sc, v: v <= 1.5,
+            )
+            row(
+                f"{name}: wake-ups per event per thread <= 0.05 in the K=2 storm",
+                [
+                    (sc, v)
+                    for sc, v in each(name, lambda s: s.get("wakeups_per_event"))
+                    if sc == "K=2"
+                ],
+                ".3f",
+                " (the thread that woke most)",
+                lambda sc, v: v <= 0.05,
+            )
         tax = [
             (sc, r["tax_pct"] - r["forkstat_tax_pct"]) for (sc, n), r in rat.items() if n == name
         ]
@@ -564,6 +607,16 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         " ms",
         lambda sc, v: v < 100,
     )
+    mem = result.get("memory") or {}
+    if "rss_growth_mib" in mem:
+        row(
+            f"RSS with {mem['events']:,} queued {mem['argc']}-argument execs within the byte "
+            f"bound ({mem['queue_bytes_mib']:.0f} MiB), every loss counted",
+            [("RSS growth", mem["rss_growth_mib"])],
+            ".1f",
+            " MiB",
+            lambda sc, v: v <= mem["queue_bytes_mib"] and mem["exact"],
+        )
     cap = result["replay"]["events_per_s"]
     row(
         "pipeline capacity >= 250,000 events/s on one core",
@@ -604,14 +657,14 @@ def report(result: dict[str, Any]) -> str:
         "",
         "Ratios to forkstat, same run (below 1.00: procobsrv costs less):",
         "",
-        "| storm | contender | tax % (forkstat) | tax ratio | CPU ratio |",
-        "|---|---|---|---|---|",
+        "| storm | contender | tax % (forkstat) | tax ratio | CPU ratio | CPU / execsnoop's |",
+        "|---|---|---|---|---|---|",
     ]
     for r in result["ratios_vs_forkstat"]:
         lines.append(
             f"| {r['scenario']} | {r['contender']} | {fmt(r['tax_pct'], '.1f')} "
             f"({fmt(r['forkstat_tax_pct'], '.1f')}) | {fmt(r['tax_vs_forkstat'], '.2f')} "
-            f"| {fmt(r['cpu_vs_forkstat'], '.2f')} |"
+            f"| {fmt(r['cpu_vs_forkstat'], '.2f')} | {fmt(r.get('cpu_vs_execsnoop'), '.2f')} |"
         )
     kernel = [s for s in result["summary"] if s["kernel_ns_per_run"]]
     if kernel:
@@ -664,6 +717,33 @@ def report(result: dict[str, Any]) -> str:
             f"{s['delivered']:,} delivered, {s['lost']:,} reported lost (queue overflow), "
             f"RSS {s['rss_before_mib']:.1f} -> peak {s['rss_peak_mib']:.1f} MiB"
         )
+    mem = result.get("memory") or {}
+    if mem:
+        lines += [
+            "",
+            f"Memory with a stalled handler (`python -m benchmarks.memory`): {mem['events']:,} "
+            f"execs of {mem['argc']} arguments (about {mem['estimated_bytes_per_event']:,} "
+            f"bytes each, {mem['unbounded_mib']:.0f} MiB unbounded) against the byte bound "
+            f"({mem['queue_bytes_mib']:.0f} MiB): peak held {mem['held_bytes_peak_mib']:.1f} "
+            f"MiB, RSS {mem['rss_before_mib']:.1f} -> peak {mem['rss_peak_mib']:.1f} MiB "
+            f"(+{mem['rss_growth_mib']:.1f}); {mem['delivered']:,} delivered, "
+            f"{mem['lost']:,} reported lost" + (" (exact)" if mem["exact"] else " (NOT exact)"),
+        ]
+    wake = [s for s in result["summary"] if s.get("wakeups_by_thread")]
+    if wake:
+        lines += [
+            "",
+            "Wake-ups per event, thread by thread (voluntary context switches during the "
+            "storm, `/proc/PID/task/*/status`, median of the runs):",
+            "",
+            "| storm | contender | wake-ups per event, per thread |",
+            "|---|---|---|",
+        ]
+        for s in wake:
+            threads = ", ".join(
+                f"{name} {fmt(v, '.3f')}" for name, v in sorted(s["wakeups_by_thread"].items())
+            )
+            lines.append(f"| {s['scenario']} | {s['contender']} | {threads} |")
     return "\n".join(lines)
 
 

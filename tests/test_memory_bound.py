@@ -69,7 +69,8 @@ def test_the_queue_drops_what_exceeds_its_bytes_and_counts_it_exactly(
         q.close()
     pids = [i.process_id for i in items]
     assert lost == 2 + 5 and q.overflowed == 5 and nbytes == batch_bytes(items)
-    assert pids == (list(range(6, 16)) if policy is OverflowPolicy.DROP_OLDEST else list(range(1, 11)))
+    oldest = policy is OverflowPolicy.DROP_OLDEST
+    assert pids == (list(range(6, 16)) if oldest else list(range(1, 11)))
 
 
 @pytest.mark.parametrize("policy", list(OverflowPolicy))
@@ -90,7 +91,8 @@ def test_a_window_drops_what_exceeds_its_bytes_and_counts_it_exactly(
         got += [i.process_id for i in taken[0]]
         lost += taken[1]
     assert len(got) == 12 and lost == window.lost == window.overflowed == 18
-    assert got == (list(range(19, 31)) if policy is OverflowPolicy.DROP_OLDEST else list(range(1, 13)))
+    oldest = policy is OverflowPolicy.DROP_OLDEST
+    assert got == (list(range(19, 31)) if oldest else list(range(1, 13)))
 
 
 def test_a_stalled_handler_holds_no_more_bytes_than_its_bound_and_is_told_every_loss() -> None:

@@ -1,7 +1,7 @@
 """The small interface between the article's framework and the kernel that feeds it.
 
-The framework (``process_monitor``, ``container``, ``retrieval``, ``session``...) only ever talks to a
-:class:`Platform`: kernel objects to wait on (events, a mutex, a way to wait for any of
+The framework (``process_monitor``, ``container``, ``retrieval``, ``session``...) only ever
+talks to a :class:`Platform`: kernel objects to wait on (events, a mutex, a way to wait for any of
 several at once) and a :class:`KernelSource` that publishes process events, and the few
 things the system does to a process (real-time threads, what a forked child inherits).
 Each kernel provides one: ``procobsrv.linux`` (the process-events connector, fds and

@@ -10,14 +10,16 @@ from .threads import CustomThread
 
 #: The one bound on batching: during a storm the monitor holds an event back at most this
 #: long (seconds) so that one wake-up of each thread moves many events, not one. It holds
-#: only while events keep arriving: after DENSE_RUN wake-ups in a row, each less than
-#: DENSE_GAP_NS after the one before (a storm, not the fork, exec and exit of one
+#: only while events keep arriving a few at a time: after DENSE_RUN wake-ups in a row, each
+#: less than DENSE_GAP_NS after the one before (a storm, not the fork, exec and exit of one
 #: process), it lets events gather for HOLD_S before each fetch, for as long as every such
-#: fetch brings events. The first fetch that brings none ends the storm: the monitor goes
-#: back to waking on the kernel's signal, so an isolated event is fetched at once.
+#: fetch brings some, fewer than SMALL_BATCH. A fetch that brings none ends the storm (the
+#: monitor goes back to waking on the kernel's signal, so an isolated event is fetched at
+#: once); one that brings SMALL_BATCH or more is a backlog, fetched again without waiting.
 HOLD_S = 0.004
 DENSE_GAP_NS = 1_000_000
 DENSE_RUN = 8
+SMALL_BATCH = 64
 
 
 class ProcessThreadMonitor(CustomThread):
@@ -50,10 +52,10 @@ class ProcessThreadMonitor(CustomThread):
                 run = run + 1 if now - last < DENSE_GAP_NS else 1
                 last = now
                 fetched = self._fetch()
-                if run < DENSE_RUN or not fetched:
+                if run < DENSE_RUN or not 0 < fetched < SMALL_BATCH:
                     continue
-                # A storm: hold events back (HOLD_S at most) while every fetch brings some.
-                while fetched:
+                # A storm: hold events back (HOLD_S at most) while fetches bring a few.
+                while 0 < fetched < SMALL_BATCH:
                     if linger.wait(HOLD_S) == 0:
                         break  # asked to stop
                     fetched = self._fetch()

@@ -305,8 +305,7 @@ def _end(
     subscription: Subscription, timeout: float | None, deadline: float | None, discard: bool
 ) -> None:
     """After it left: let its consumer take what is held (a handler: within the deadline)."""
-    handler = isinstance(subscription, HandlerSubscription)
-    if discard or (handler and subscription.is_current()):
+    if discard or (isinstance(subscription, HandlerSubscription) and subscription.is_current()):
         subscription.abandon()  # from inside its own handler: nothing more, at once
         return
     subscription.finish()

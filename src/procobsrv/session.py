@@ -53,12 +53,16 @@ class Session:
         self._done: list[MonitorStats] = []
         self._stopping = False
         self._released = False
+        self._attached: tuple[Subscription, ...] = ()
         self._lock = threading.Lock()
 
     @property
     def subscribers(self) -> tuple[Subscription, ...]:
-        """Attached now, in the order they attached."""
-        return self.retrieval.subscribers
+        """Attached now, in the order they attached (what the retrieval thread offers to)."""
+        return self._attached
+
+    def _offer_to(self, subscribers: tuple[Subscription, ...]) -> None:
+        self._attached = self.retrieval.subscribers = subscribers
 
     def start(self) -> None:
         self.retrieval.start()
@@ -72,7 +76,7 @@ class Session:
         subscriber.overflow_base = lambda: container.overflowed - base
         with self._lock:
             self.members.append(subscriber)
-        others = self.retrieval.subscribers
+        others = self._attached
         for other in others:
             if isinstance(other, HandlerSubscription):
                 other.use_own_thread(self.platform)
@@ -81,7 +85,7 @@ class Session:
                 subscriber.use_own_thread(self.platform)
             else:
                 subscriber.deliver_on(self.retrieval, self._queued)
-        self.retrieval.subscribers = (*others, subscriber)
+        self._offer_to((*others, subscriber))
 
     def _queued(self) -> tuple[int, int]:
         return len(self.container), self.container.held_bytes
@@ -90,9 +94,9 @@ class Session:
         """Detach; True if it was the last (it then gets what the session still hands on)."""
         frozen = subscriber.overflow_base()
         subscriber.overflow_base = lambda: frozen
-        rest = tuple(s for s in self.retrieval.subscribers if s is not subscriber)
+        rest = tuple(s for s in self._attached if s is not subscriber)
         if rest:
-            self.retrieval.subscribers = rest
+            self._offer_to(rest)
         return not rest
 
     def fold(self, subscriber: Subscription) -> None:
@@ -129,13 +133,13 @@ class Session:
             else:  # a lone handler it calls has not returned in time: release under it
                 self.retrieval.cut_off(self._release)
         finally:
-            self.retrieval.subscribers = ()
+            self._offer_to(())
             self.stopped.set()
 
     def _failed(self, error: BaseException) -> None:
         """The monitor failed (on the retrieval thread, after what was queued was handed
         on): end, then tell every subscriber, after what is held for it."""
-        subscribers = self.retrieval.subscribers
+        subscribers = self._attached
         if self.on_failure is not None:
             self.on_failure(self)
         self.stop()
@@ -171,7 +175,7 @@ class Session:
             queued_bytes=container.held_bytes + sum(s.window.held_bytes for s in members),
             error=container.failure,
             received=self.retrieval.received,
-            subscribers=len(self.retrieval.subscribers),
+            subscribers=len(self._attached),
             stop_error=self.stop_error,
         )
 

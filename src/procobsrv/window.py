@@ -33,7 +33,7 @@ class WindowState(enum.Enum):
 class _Entry:
     """One offered batch in the window: the items from ``start`` on, and their bytes."""
 
-    __slots__ = ("items", "start", "nbytes")
+    __slots__ = ("items", "nbytes", "start")
 
     def __init__(self, items: Sequence[QueuedItem], nbytes: int) -> None:
         self.items, self.start, self.nbytes = items, 0, nbytes

@@ -2,8 +2,8 @@
 
 Some tests must reach the running source (to break its socket, read its fd) or the monitor
 thread (to read its counters), or need the scope without giving it a handler (the streams'
-way). The path to them is private to ``procobsrv.scope`` (its ``_session``): when it changes, only this module
-changes.
+way). The path to them is private to ``procobsrv.scope`` (its ``_session``): when it
+changes, only this module changes.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ The framework classes know nothing of this package: an output is an ordinary
 :class:`~procobsrv.CallbackHandler` (:class:`RecordHandler`) feeding a :class:`Sink`.
 """
 
-from .outputs import FileSink, RecordHandler, Sink, StreamSink, open_output
+from .outputs import FileSink, RecordHandler, StreamSink, open_output
 from .records import SCHEMA_VERSION, RecordMaker, schema_text
+from .sink import Sink
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -19,8 +19,9 @@ import sys
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from .jetstream import SUBJECT_PREFIX, connect, ensure_stream, server_urls, stream_config
-from .outputs import FileSink, Sink, StreamSink
+from .outputs import FileSink, StreamSink
 from .records import Record
+from .sink import Sink
 from .stream_options import stream_options
 
 #: Messages fetched from the stream at a time.

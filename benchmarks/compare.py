@@ -32,7 +32,10 @@ def _run(src: str, contender: str, k: int, total: int, interval: float) -> RunRe
 
 def _line(label: str, r: RunResult) -> str:
     cpu = (r.cpu_seconds or 0.0) / r.events * 1e4
-    threads = " ".join(f"{n}={w:.3f}" for n, w in sorted(r.wakeups.items()))
+    threads = " ".join(
+        f"{n.removeprefix('procobsrv-')}={w:.3f}/{r.thread_cpu_us.get(n, 0):.1f}us"
+        for n, w in sorted(r.wakeups.items())
+    )
     lat = r.latency_ms
     p = f"p50 {lat['p50']:.2f} p99 {lat['p99']:.2f} ms" if lat else "no latency"
     return (

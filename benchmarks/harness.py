@@ -139,14 +139,19 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
-def wakeups(pid: int) -> dict[str, int]:
-    """Voluntary context switches so far of every live thread of ``pid``, by thread (name
-    and tid): how often each thread went to sleep and was woken again."""
+def wakeups(pid: int, field: str = "wakeups") -> dict[str, int]:
+    """Per live thread of ``pid`` (keyed name/tid): its voluntary context switches so far
+    (how often it went to sleep and was woken again), or with ``field="cpu"`` its CPU time
+    in ns (schedstat)."""
     out: dict[str, int] = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/comm") as f:
                 name = f.read().strip()
+            if field == "cpu":
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    out[f"{name}/{tid}"] = int(f.read().split()[0])
+                continue
             with open(f"/proc/{pid}/task/{tid}/status") as f:
                 for line in f:
                     if line.startswith("voluntary_ctxt_switches:"):
@@ -664,6 +669,8 @@ class RunResult:
     kernel_ns: dict[str, dict[str, float]] = field(default_factory=dict)
     #: Thread name -> voluntary context switches per event during the storm.
     wakeups: dict[str, float] = field(default_factory=dict)
+    #: Thread name -> CPU microseconds per event during the storm.
+    thread_cpu_us: dict[str, float] = field(default_factory=dict)
 
     @property
     def wakeups_max(self) -> float | None:
@@ -756,7 +763,9 @@ def run_one(name: str, k: int, total: int, mode: str = "spawn", interval: float 
                 bpf.begin()
             cpu0 = cpu_seconds(proc.pid) if proc else 0.0
             woke0 = wakeups(proc.pid) if proc else {}
+            cpu_by0 = wakeups(proc.pid, "cpu") if proc else {}
             woke1: dict[str, int] = {}
+            cpu_by1: dict[str, int] = {}
             storm = run_storm(k, total, mode, interval)
             cpu = rss = None
             if proc is not None:
@@ -766,6 +775,7 @@ def run_one(name: str, k: int, total: int, mode: str = "spawn", interval: float 
                     wait_quiet(proc.pid)
                 cpu = cpu_seconds(proc.pid) - cpu0
                 woke1 = wakeups(proc.pid)
+                cpu_by1 = wakeups(proc.pid, "cpu")
                 rss = peak_rss_mib(proc.pid)
                 if bpf is not None:
                     kernel_ns = bpf.end()
@@ -774,6 +784,12 @@ def run_one(name: str, k: int, total: int, mode: str = "spawn", interval: float 
         result = score(name, storm, obs)
         result.cpu_seconds, result.peak_rss_mib, result.kernel_ns = cpu, rss, kernel_ns
         result.wakeups = wakeups_per_event(woke0, woke1, storm.events, obs.thread_names)
+        result.thread_cpu_us = {
+            name: v * 1e-3  # ns per event -> us per event
+            for name, v in wakeups_per_event(
+                cpu_by0, cpu_by1, storm.events, obs.thread_names
+            ).items()
+        }
         # Latency of the storm's own events only: on a shared machine the others' processes
         # (and the eBPF source's snapshot of processes already running) are not the workload.
         pids = {p[0] for p in storm.procs}

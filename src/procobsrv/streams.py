@@ -4,10 +4,11 @@ Each is one more subscriber of the one process-wide :class:`ApplicationScope` (k
 source, ProcessThreadMonitor, QueueContainer, RetrievalThread, then the fan-out); they add
 no second pipeline, and any number of them run at once, beside the scope's own handler.
 
-Back-pressure: a stream has its own bounded window (``queue_limit`` events, by its own
-``overflow`` policy, ``OverflowPolicy.DROP_OLDEST`` by default). A consumer that falls
-behind loses its own events, counted in the stream's ``lost`` attribute and logged; it
-never slows or drops another subscriber's. The event loop never blocks on the pipeline.
+Back-pressure: a stream has its own bounded window (``queue_limit`` events and
+``queue_bytes`` estimated bytes, by its own ``overflow`` policy,
+``OverflowPolicy.DROP_OLDEST`` by default). A consumer that falls behind loses its own
+events, counted in the stream's ``lost`` attribute and logged; it never slows or drops
+another subscriber's. The event loop never blocks on the pipeline.
 """
 
 from __future__ import annotations
@@ -228,8 +229,8 @@ def watch(
     When it ends the stream detaches; the last subscriber out releases every thread and
     handle. ``lost`` counts events that were lost to this stream. Raises MonitorError from
     the iteration, after the events queued before it, when monitoring stopped because the
-    kernel side failed. ``start_options``: ``queue_limit`` and ``overflow`` bound this
-    stream's window (and the kernel queue, if this stream starts the kernel side);
+    kernel side failed. ``start_options``: ``queue_limit``, ``queue_bytes`` and ``overflow``
+    bound this stream's window (and the kernel queue, if this stream starts the kernel side);
     ``source`` replaces the kernel source, only if no other subscriber is running (else
     MonitorError). ``buffer`` is accepted for compatibility and no longer used.
     """

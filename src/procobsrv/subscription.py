@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import delivery as _delivery_module
+from . import delivery as delivery_module
 from .callback import CallbackHandler
 from .container import OverflowPolicy
 from .delivery import Delivery, DeliveryThread
@@ -268,4 +268,4 @@ class HandlerSubscription(Subscription):
         """Where the handler is now (for the log of a stop that timed out)."""
         if self.runner is None:
             return "?"
-        return self.runner.where(skip=_delivery_module.__file__)
+        return self.runner.where(skip=delivery_module.__file__)

@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from procobsrv import EventKind, OverflowPolicy, QueueContainer, QueuedItem
+from procobsrv.container import CHUNK
 from procobsrv.host import current_platform
 
 
@@ -78,4 +79,23 @@ def test_concurrent_producers_and_consumer_lose_nothing(platform) -> None:  # ty
         mine = [i.process_id for i in got if k * 10**6 <= i.process_id < (k + 1) * 10**6]
         assert mine == [k * 10**6 + n for n in range(per_producer)]
     waiter.close()
+    q.close()
+
+
+def test_a_drain_takes_a_chunk_at_a_time_and_the_batch_in_hand_counts_until_done(
+    platform,  # type: ignore[no-untyped-def]
+) -> None:
+    q = QueueContainer(platform, limit=CHUNK + 100)
+    q.append([item(n) for n in range(CHUNK + 50)])
+    first = q.drain()
+    assert [i.process_id for i in first.items] == list(range(CHUNK))
+    assert q.element_available.is_set()  # 50 still wait
+    assert len(q) == CHUNK + 50  # the batch in hand still counts...
+    q.append([item(n) for n in range(1000, 1100)])  # ...so room is made among the waiting
+    assert q.overflowed == 50  # (DROP_OLDEST: the 50 that waited, not the batch in hand)
+    q.done()
+    assert len(q) == 100
+    rest = q.drain()
+    assert [i.process_id for i in rest.items] == list(range(1000, 1100))
+    assert rest.lost == 50 and not q.element_available.is_set()
     q.close()

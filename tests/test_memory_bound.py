@@ -7,6 +7,7 @@ import tracemalloc
 import pytest
 
 from procobsrv import ApplicationScope, EventKind, OverflowPolicy, QueueContainer, QueuedItem
+from procobsrv.bounded import Bounds
 from procobsrv.host import current_platform
 from procobsrv.memory import DEFAULT_QUEUE_BYTES, batch_bytes, item_bytes
 from procobsrv.window import Window
@@ -63,7 +64,7 @@ def test_the_queue_drops_what_exceeds_its_bytes_and_counts_it_exactly(
     try:
         q.append(execs(6))
         q.append(execs(9, start=7), lost=2)
-        assert q.held_bytes <= q.byte_limit and len(q) == 10
+        assert q.held_bytes <= q.bounds.byte_limit and len(q) == 10
         items, lost, nbytes = q.drain(0)
     finally:
         q.close()
@@ -79,11 +80,11 @@ def test_a_window_drops_what_exceeds_its_bytes_and_counts_it_exactly(
 ) -> None:
     batch = execs(30)
     one = item_bytes(batch[0])
-    window = Window(limit=10**6, byte_limit=12 * one, policy=policy)
+    window = Window(Bounds(limit=10**6, byte_limit=12 * one, policy=policy))
     for first in range(0, 30, 10):
         part = batch[first : first + 10]
         window.offer(part, batch_bytes(part), 0)
-        assert window.held_bytes <= window.byte_limit
+        assert window.held_bytes <= window.bounds.byte_limit
     window.finish()
     got: list[int] = []
     lost = 0

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from . import process_hooks
+from .bounded import Bounds
 from .callback import CallbackHandler
 from .container import DEFAULT_QUEUE_LIMIT, OverflowPolicy
 from .errors import MonitorError
@@ -142,7 +143,7 @@ class ApplicationScope:
             if handler is None:
                 raise MonitorError("no handler: call ApplicationScope.get_instance(handler) first")
             subscription = HandlerSubscription(
-                handler, param, queue_limit, overflow, queue_bytes, self._detach
+                handler, param, Bounds(queue_limit, queue_bytes, overflow), self._detach
             )
             self._attach(subscription, source)
             self._primary = self._last_primary = subscription
@@ -183,7 +184,7 @@ class ApplicationScope:
         if not isinstance(handler, CallbackHandler):
             raise TypeError(f"handler must be a CallbackHandler, not {type(handler).__name__}")
         subscription = HandlerSubscription(
-            handler, param, queue_limit, overflow, queue_bytes, self._detach
+            handler, param, Bounds(queue_limit, queue_bytes, overflow), self._detach
         )
         with self._lock:
             self._attach(subscription, source)
@@ -199,7 +200,9 @@ class ApplicationScope:
     ) -> Subscription:
         """A subscription whose consumer takes from its window itself (``take``): what the
         streams of ``watch()`` and ``awatch()`` are made of."""
-        subscription = Subscription(name, None, queue_limit, overflow, queue_bytes, self._detach)
+        subscription = Subscription(
+            name, None, Bounds(queue_limit, queue_bytes, overflow), self._detach
+        )
         with self._lock:
             self._attach(subscription, source)
         return subscription
@@ -228,13 +231,7 @@ class ApplicationScope:
         platform = current_platform()
         opened = open_source(platform, source)  # raises MonitorError saying what to do
         try:
-            session = Session(
-                platform,
-                opened,
-                subscription.limit,
-                subscription.policy,
-                subscription.byte_limit,
-            )
+            session = Session(platform, opened, subscription.bounds)
             session.on_failure = self._forget
             session.join(subscription)
             session.start()

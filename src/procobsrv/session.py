@@ -8,7 +8,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from .container import OverflowPolicy, QueueContainer
+from .bounded import Bounds
+from .container import QueueContainer
 from .errors import MonitorError
 from .platform import KernelSource, Platform
 from .process_monitor import ProcessThreadMonitor
@@ -27,16 +28,16 @@ class Session:
         self,
         platform: Platform,
         source: KernelSource,
-        queue_limit: int,
-        overflow: OverflowPolicy,
-        queue_bytes: int,
+        bounds: Bounds,
     ) -> None:
         self.platform = platform
         self.source = source
         # Each part holds kernel objects (eventfds, events): if a later one cannot be made
         # (no fds left), release the earlier ones rather than leak them.
         with contextlib.ExitStack() as undo:
-            self.container = QueueContainer(platform, queue_limit, overflow, queue_bytes)
+            self.container = QueueContainer(
+                platform, bounds.limit, bounds.policy, bounds.byte_limit
+            )
             undo.callback(self.container.close)
             self.retrieval = RetrievalThread(platform, self.container)
             undo.callback(self.retrieval.close)

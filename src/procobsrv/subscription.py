@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import delivery as delivery_module
+from .bounded import Bounds
 from .callback import CallbackHandler
-from .container import OverflowPolicy
 from .delivery import Delivery, DeliveryThread
 from .events import QueuedItem
 from .platform import Platform
@@ -44,18 +44,10 @@ class Subscription:
     because it fell behind.
     """
 
-    def __init__(
-        self,
-        name: str,
-        param: Any,
-        limit: int,
-        policy: OverflowPolicy,
-        byte_limit: int,
-        leave: Leave,
-    ) -> None:
+    def __init__(self, name: str, param: Any, bounds: Bounds, leave: Leave) -> None:
         self.name = name
         self.param = param
-        self.window = Window(limit, byte_limit, policy)
+        self.window = Window(bounds)
         self._leave = leave
         self._failure: BaseException | None = None
         #: Set by the session: the kernel queue's overflow while we were attached.
@@ -65,16 +57,9 @@ class Subscription:
         self.ended = threading.Event()
 
     @property
-    def limit(self) -> int:
-        return self.window.limit
-
-    @property
-    def byte_limit(self) -> int:
-        return self.window.byte_limit
-
-    @property
-    def policy(self) -> OverflowPolicy:
-        return self.window.policy
+    def bounds(self) -> Bounds:
+        """What this subscriber's window may hold (and the kernel queue, if it started it)."""
+        return self.window.bounds
 
     # -- the retrieval thread's side ---------------------------------------------------
     def offer(self, items: Sequence[QueuedItem], nbytes: int, lost: int) -> None:
@@ -175,16 +160,8 @@ class HandlerSubscription(Subscription):
     the only subscriber (:meth:`deliver_on`), else on a thread of its own
     (:meth:`use_own_thread`)."""
 
-    def __init__(
-        self,
-        handler: CallbackHandler,
-        param: Any,
-        limit: int,
-        policy: OverflowPolicy,
-        byte_limit: int,
-        leave: Leave,
-    ) -> None:
-        super().__init__(type(handler).__qualname__, param, limit, policy, byte_limit, leave)
+    def __init__(self, handler: CallbackHandler, param: Any, bounds: Bounds, leave: Leave) -> None:
+        super().__init__(type(handler).__qualname__, param, bounds, leave)
         self.handler = handler
         self.delivery = Delivery(self.name, handler, param, self.window)
         #: The thread that calls the handler: the retrieval thread, or the delivery thread.

@@ -198,8 +198,10 @@ def capacity(
         time.sleep(0.01)
         rss_peak = max(rss_peak, rss_mib())
         stats = scope.stats()
-        # Every event out of the kernel queue, and every window empty: all delivered.
-        if source.exhausted.is_set() and stats.received >= source.produced and not stats.queued:
+        # Every event out of the kernel queue (taken, or dropped there by a slow lone
+        # handler's bound), and nothing held any more: all delivered or counted.
+        taken = stats.received + (stats.queue_overflow if subscribers == 1 else 0)
+        if source.exhausted.is_set() and taken >= source.produced and not stats.queued:
             break
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     for other in others:

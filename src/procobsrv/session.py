@@ -92,11 +92,12 @@ class Session:
         return len(self.container), self.container.held_bytes
 
     def leave(self, subscriber: Subscription) -> bool:
-        """Detach; True if it was the last (it then gets what the session still hands on)."""
-        frozen = subscriber.overflow_base()
-        subscriber.overflow_base = lambda: frozen
+        """Detach; True if it was the last (it then gets what the session still hands on,
+        and the kernel queue's overflow until the end is still its own)."""
         rest = tuple(s for s in self._attached if s is not subscriber)
         if rest:
+            frozen = subscriber.overflow_base()
+            subscriber.overflow_base = lambda: frozen
             self._offer_to(rest)
         return not rest
 

@@ -33,9 +33,13 @@ class Drained(NamedTuple):
 class QueueContainer:
     """Producer/consumer hand-off between the monitor and retrieval threads.
 
-    Invariant: the element-available event is set exactly while the queue holds items,
-    unreported losses or news of the producer's failure; all change only under the mutex,
-    so it costs one system call per empty-to-non-empty transition, not one per event.
+    Invariant: the element-available event is set while the queue holds items, unreported
+    losses or news of the producer's failure, and cleared (under the mutex) once a drain
+    leaves nothing: one system call per empty-to-non-empty transition, not one per event.
+    ``append`` sets it just after releasing the mutex, so that the thread it wakes does not
+    find the mutex still taken and sleep again (measured: half the retrieval thread's
+    wake-ups); that thread may then find the batch already drained (one spurious wake-up,
+    never a missed one: the event is set after the items are in).
 
     Bounds: ``limit`` events and ``byte_limit`` estimated bytes (memory.item_bytes), counting
     the batch the consumer took last until it says it is :meth:`done` with it (with one
@@ -78,8 +82,9 @@ class QueueContainer:
                 self.overflowed += dropped
                 lost += dropped
             self._lost += lost
-            if was_empty and (queue.waiting or self._lost):
-                self.element_available.set()
+            wake = was_empty and (queue.waiting or self._lost)
+        if wake:
+            self.element_available.set()
 
     def fail(self, error: BaseException) -> None:
         """The producer has failed and will append nothing more: wake the consumer to say so."""

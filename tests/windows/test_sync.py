@@ -159,7 +159,7 @@ def test_monitor_cycle_on_win32_objects(fake: FakeWindows) -> None:
         deadline = time.monotonic() + 5
         while len(received) < 30 and time.monotonic() < deadline:
             if consumer.wait(0.5) == 0:
-                items, n = container.drain()
+                items, n, _ = container.drain()
                 received += items
                 lost += n
         assert [i.process_id for i in received] == list(range(1, 31))
@@ -167,7 +167,7 @@ def test_monitor_cycle_on_win32_objects(fake: FakeWindows) -> None:
     finally:
         monitor.stop()
     assert monitor.error is None
-    _, lost_at_end = container.drain()
+    _, lost_at_end, _ = container.drain()
     # Each drop reported exactly once: a drop after the last record delivered is known
     # from the driver's counter (at the latest by the final fetch on shutdown).
     assert lost + lost_at_end == 3

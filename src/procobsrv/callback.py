@@ -12,12 +12,15 @@ log = logging.getLogger(__name__)
 
 
 class CallbackHandler(abc.ABC):
-    """Receives process events, one at a time, on a delivery thread of its own.
+    """Receives process events, one at a time, on one procobsrv thread at a time: the
+    retrieval thread while it is the scope's only subscriber, else a delivery thread of
+    its own.
 
     Calls never overlap, and they come in the order the kernel reported the events
     (Linux: per CPU; events from different CPUs are not ordered with each other); every
-    subscriber of the scope sees them in the same order. A handler may block: only its
-    own window fills up (and then drops by its policy, counted in ``on_events_lost``).
+    subscriber of the scope sees them in the same order. A handler may block: only what
+    is held for it fills up (its window, or the kernel queue while it is alone), and then
+    drops by its policy, counted in ``on_events_lost``; no other subscriber waits.
     """
 
     @abc.abstractmethod

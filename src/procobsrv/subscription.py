@@ -189,17 +189,8 @@ class HandlerSubscription(Subscription):
         if self._thread is not None:
             self.window.offer(items, nbytes, lost)
         elif self.window.state is WindowState.OPEN:
-            if lost:
-                self.window.lost += lost  # counted as a window would, told at once
+            self.window.count_lost(lost)  # told at once, below
             self.delivery.deliver(items, lost)
-
-    @property
-    def delivered(self) -> dict[Any, int]:
-        return self.delivery.delivered
-
-    @property
-    def handler_errors(self) -> int:
-        return self.delivery.handler_errors
 
     @property
     def queued(self) -> int:

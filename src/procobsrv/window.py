@@ -71,6 +71,11 @@ class Window:
         if self.wake is not None:
             self.wake()
 
+    def count_lost(self, lost: int) -> None:
+        """Losses told to the consumer without passing through the window (a lone handler
+        called by the retrieval thread): counted all the same."""
+        self.lost += lost
+
     def finish(self) -> None:
         """No more offers: the consumer may still take what is held."""
         with self._cond:

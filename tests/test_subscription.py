@@ -249,6 +249,34 @@ def test_a_slow_subscriber_beside_a_fast_one_costs_the_fast_one_nothing() -> Non
         assert len(got) + s.lost == 15_000
 
 
+def test_subscribers_coming_and_going_while_events_flow_cost_the_first_nothing() -> None:
+    # The first handler is called by the retrieval thread until the first newcomer; from
+    # then on by its own thread. Newcomers join and leave again and again while 30,000 events
+    # flow: the first gets every event once, in order.
+    with leaves_nothing_behind():
+        source = ScriptedSource()
+        scope = shared_scope()
+        first = Collector()
+        with scope.subscribe(first, source=source) as f:
+
+            def publish() -> None:
+                for start in range(1, 30_001, 50):
+                    source.publish(items(50, start))
+                    time.sleep(0.0005)
+
+            publisher = threading.Thread(target=publish)
+            publisher.start()
+            while publisher.is_alive() or len(first.items) < 30_000:
+                with scope.subscribe(Collector()) as other:
+                    time.sleep(0.01)
+                assert other.closed
+                if not publisher.is_alive():
+                    assert first.wait_for(lambda: len(first.items) == 30_000, 20)
+            publisher.join()
+        assert [i.process_id for i in first.items] == list(range(1, 30_001))
+        assert first.lost == 0 and f.lost == 0
+
+
 @pytest.mark.usefixtures("connector")
 def test_a_slow_subscriber_on_the_real_kernel_does_not_cost_the_fast_one_an_event() -> None:
     with leaves_nothing_behind():

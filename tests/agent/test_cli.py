@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+import procobsrv
 from procobsrv.agent.cli import (
     add_output_options,
     output_from_args,
@@ -57,3 +61,32 @@ def test_watch_without_output_has_no_sink() -> None:
     add_output_options(watch)
     args = watch.parse_args([])
     assert output_from_args(args) is None and args.nats_buffer == 100_000
+
+
+WITHOUT_SITE_PACKAGES = (
+    "import sys; sys.path.insert(0, {src!r}); from procobsrv.cli.main import main; "
+    "sys.exit(main(sys.argv[1:]))"
+)
+
+
+@pytest.mark.parametrize(
+    ("argv", "feature"),
+    [
+        (["watch", "--output", "nats://127.0.0.1:1", "--duration", "0.2"], "--output nats://"),
+        (["collect", "nats://127.0.0.1:1", "--duration", "0.2"], "collect"),
+    ],
+)
+def test_without_the_nats_client_one_line_names_the_extra(argv: list[str], feature: str) -> None:
+    """Installed without the ``nats`` extra (here: the package's sources with the standard
+    library only, ``python -S``): one line saying what to install, status 2, no traceback."""
+    src = str(Path(procobsrv.__file__).parents[1])
+    run = subprocess.run(
+        [sys.executable, "-S", "-c", WITHOUT_SITE_PACKAGES.format(src=src), *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.startswith(f"procobsrv: {feature} needs the NATS client (nats-py)")
+    assert "pip install 'procobsrv[nats]'" in run.stderr

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -46,11 +46,15 @@ def validate_lines(lines: list[str]) -> list[dict[str, Any]]:
     return records
 
 
+PROCOBSRV = (sys.executable, "-m", "procobsrv")
+
+
 @contextmanager
-def watching(*args: str) -> Iterator[subprocess.Popen[str]]:
-    """`procobsrv watch ARGS` running (its 'watching' line read from stderr); killed at exit."""
+def watching(*args: str, program: Sequence[str] = PROCOBSRV) -> Iterator[subprocess.Popen[str]]:
+    """`procobsrv watch ARGS` running (its 'watching' line read from stderr); killed at exit.
+    ``program`` is what runs procobsrv (another user's prefix may come first)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "procobsrv", "watch", *args],
+        [*program, "watch", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

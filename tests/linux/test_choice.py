@@ -15,23 +15,26 @@ from procobsrv import MonitorError
 from procobsrv.linux import EbpfSource, bpfprog, libbpf
 from procobsrv.linux.choice import open_named_source
 from tests.fakes.availability import require_ebpf, require_tool, unavailable
+from tests.fakes.kernel_probe import NOBODY, OK, Allowed, as_user, probe
 
 pytestmark = pytest.mark.kernel
 ROOT = Path(__file__).resolve().parents[2]
-NOBODY = 65534
 
 _PROBE = r"""
-import json, logging, sys
+import json, logging, os, sys
 logging.basicConfig(level=logging.WARNING, format="LOG %(levelname)s %(message)s")
 from procobsrv import ApplicationScope, CallbackHandler, MonitorError
 class Quiet(CallbackHandler):
     def on_process_event(self, item, param): pass
 scope = ApplicationScope.get_instance(Quiet())
-result = {"sources": []}
-for _ in range(2):  # the second start must not warn again
-    scope.start_monitoring()
-    result["sources"].append(type(scope.source).__name__)
-    scope.stop_monitoring()
+result = {"sources": [], "euid": os.geteuid()}
+try:
+    for _ in range(2):  # the second start must not warn again
+        scope.start_monitoring()
+        result["sources"].append(type(scope.source).__name__)
+        scope.stop_monitoring()
+except MonitorError as exc:
+    result["auto_error"] = str(exc)
 try:
     scope.start_monitoring(source="ebpf")
     result["explicit"] = type(scope.source).__name__
@@ -61,24 +64,30 @@ def without_bpf_capabilities() -> list[str]:
     return [setpriv, "--bounding-set=-bpf,-perfmon,-sys_admin"]
 
 
-def as_nobody() -> list[str]:
-    if os.geteuid() != 0:
-        unavailable("needs root to become uid 65534")
-    prefix = [require_tool("setpriv"), f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
-    readable = run_as(prefix, "-c", "import procobsrv, tests")
-    if readable.returncode != 0:
-        unavailable(f"uid {NOBODY} cannot read the venv or the checkout: {readable.stderr}")
-    return prefix
-
-
-def check_fallback(run: subprocess.CompletedProcess[str]) -> None:
+def check_auto(prefix: list[str]) -> None:
+    """``source="auto"`` as ``prefix`` gets what the kernel allows it, told once and clearly."""
+    allowed = probe(*prefix)
+    run = run_as(prefix, "-c", _PROBE)
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
-    assert result["sources"] == ["ConnectorSource", "ConnectorSource"]
     warnings = [line for line in run.stderr.splitlines() if line.startswith("LOG WARNING")]
-    assert len(warnings) == 1, run.stderr
-    assert "short-lived" in warnings[0] and "CAP_BPF + CAP_PERFMON" in warnings[0]
-    assert "CAP_BPF and CAP_PERFMON" in result["explicit_error"]
+    if allowed.ebpf == OK:
+        assert result["sources"] == ["EbpfSource", "EbpfSource"] and not warnings, run.stderr
+        return
+    assert "CAP_BPF + CAP_PERFMON" in result["explicit_error"]
+    assert "never to the system python3" in result["explicit_error"]
+    if allowed.connector == OK:  # falls back, and says so once
+        assert result["sources"] == ["ConnectorSource", "ConnectorSource"]
+        assert len(warnings) == 1, run.stderr
+        assert "short-lived" in warnings[0] and "CAP_BPF + CAP_PERFMON" in warnings[0]
+        return
+    # Neither: one error names both refusals and both grants, with no fallback warning first.
+    assert result["sources"] == [] and not warnings, run.stderr
+    error = result["auto_error"]
+    assert "both sources of process events" in error and f"uid {result['euid']}" in error
+    assert "loading of the eBPF program" in error and "bind to the process-events group" in error
+    assert "CAP_BPF + CAP_PERFMON" in error and "CAP_NET_ADMIN" in error
+    assert "setcap" not in error and "6.6" not in error
 
 
 @pytest.mark.usefixtures("ebpf")
@@ -92,24 +101,43 @@ def test_auto_as_root_is_ebpf() -> None:
 
 def test_without_the_capabilities_auto_falls_back_once_and_explicit_ebpf_names_them() -> None:
     require_ebpf()  # the kernel could: only the privilege is missing
-    check_fallback(run_as(without_bpf_capabilities(), "-c", _PROBE))
+    check_auto(without_bpf_capabilities())
 
 
 @pytest.mark.usefixtures("ebpf")
-def test_as_nobody_auto_falls_back_once_and_explicit_ebpf_names_the_capabilities() -> None:
-    check_fallback(run_as(as_nobody(), "-c", _PROBE))
+def test_as_nobody_auto_gets_what_the_kernel_allows_and_errors_name_the_capabilities() -> None:
+    check_auto(as_user(NOBODY))
 
 
 @pytest.mark.usefixtures("ebpf")
 def test_watch_says_in_one_line_that_it_fell_back() -> None:
     prefix = without_bpf_capabilities()
+    assert probe(*prefix) == Allowed(connector=OK, ebpf="bpf: EPERM")
     run = run_as(prefix, "-m", "procobsrv", "-q", "watch", "--json", "--duration", "0.3")
     assert run.returncode == 0, run.stderr
     lines = [line for line in run.stderr.splitlines() if "CAP_BPF" in line]
     assert len(lines) == 1 and "with the connector" in lines[0], run.stderr
     explicit = run_as(prefix, "-m", "procobsrv", "watch", "--source", "ebpf", "--duration", "0.3")
-    assert explicit.returncode == 2 and "CAP_BPF and CAP_PERFMON" in explicit.stderr
+    assert explicit.returncode == 2 and "CAP_BPF + CAP_PERFMON" in explicit.stderr
     assert "Traceback" not in explicit.stderr
+
+
+@pytest.mark.usefixtures("ebpf")
+def test_watch_as_nobody_runs_or_ends_with_one_accurate_line() -> None:
+    """As uid 65534: where the kernel refuses both sources, status 2 and one line saying
+    what was refused and what grants it; where it allows one, the watch runs."""
+    prefix = as_user(NOBODY)
+    allowed = probe(*prefix)
+    run = run_as(prefix, "-m", "procobsrv", "watch", "--json", "--duration", "0.3")
+    if OK in (allowed.ebpf, allowed.connector):
+        assert run.returncode == 0, run.stderr
+        return
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.count("\n") == 1, run.stderr
+    line = run.stderr.strip()
+    assert line.startswith("procobsrv: the kernel refused this process (uid 65534) both sources")
+    assert "CAP_BPF + CAP_PERFMON" in line and "CAP_NET_ADMIN" in line
+    assert "setcap" not in line and "6.6" not in line
 
 
 def test_unknown_source_name() -> None:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.fakes.availability import require_tool
-from tests.fakes.watch import ROOT
+from tests.fakes.availability import require_ebpf, require_tool
+from tests.fakes.kernel_probe import as_user
+from tests.fakes.watch import ROOT, watching
 
 UNIT = ROOT / "packaging" / "procobsrv.service"
 INSTALLED = "/usr/local/bin/procobsrv"
+LOG = "/var/log/procobsrv/events.jsonl"
 
 
 def unit_for_this_machine(tmp_path: Path) -> Path:
@@ -65,20 +71,80 @@ def test_least_privilege_scores_ok(tmp_path: Path) -> None:
         assert f"\n{line}\n" in text
 
 
-@pytest.mark.kernel
-@pytest.mark.usefixtures("connector")
-def test_the_units_command_line_runs(tmp_path: Path) -> None:
-    argv = exec_start()
-    assert argv[0] == INSTALLED and "/var/log/procobsrv/events.jsonl" in argv
-    out = tmp_path / "events.jsonl"
-    argv = [sys.executable, "-m", "procobsrv"] + [
-        str(out) if a == "/var/log/procobsrv/events.jsonl" else a for a in argv[1:]
+def setting(name: str) -> str:
+    """The value of the unit's one ``name=`` line."""
+    (value,) = [
+        line.partition("=")[2]
+        for line in UNIT.read_text().splitlines()
+        if line.startswith(f"{name}=")
     ]
-    result = subprocess.run(
-        [*argv, "--duration", "0.5"], capture_output=True, text=True, timeout=30
-    )
-    assert result.returncode == 0, result.stderr
-    assert "lines written to" in result.stderr
+    return value
+
+
+#: A uid no account uses, as systemd's DynamicUser= gives the service.
+DYNAMIC_UID = 61934
+#: Run before procobsrv's main: what MemoryDenyWriteExecute=yes asks of the process (no
+#: mapping both writable and executable), set with prctl(PR_SET_MDWE) in the process itself.
+DENY_WRITE_EXECUTE = """
+import ctypes, runpy, sys
+PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
+if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0):
+    sys.exit(f"PR_SET_MDWE: errno {ctypes.get_errno()}")
+sys.argv[0] = "procobsrv"
+runpy.run_module("procobsrv", run_name="__main__")
+"""
+
+
+def as_the_service() -> list[str]:
+    """A dynamic uid with exactly the unit's capabilities, no new privileges and no
+    writable-executable memory, running procobsrv as the unit would."""
+    caps = setting("AmbientCapabilities").split()
+    assert caps == setting("CapabilityBoundingSet").split()
+    assert setting("NoNewPrivileges") == "yes" and setting("MemoryDenyWriteExecute") == "yes"
+    names = ",".join(["-all", *(f"+{cap.removeprefix('CAP_').lower()}" for cap in caps)])
+    prefix = as_user(DYNAMIC_UID)
+    return [
+        *prefix,
+        f"--inh-caps={names}",
+        f"--ambient-caps={names}",
+        f"--bounding-set={names}",
+        "--no-new-privs",
+        sys.executable,
+        "-c",
+        DENY_WRITE_EXECUTE,
+    ]
+
+
+@pytest.mark.kernel
+def test_the_units_privileges_run_the_default_source_with_exact_command_lines(
+    request: pytest.FixtureRequest,
+) -> None:
+    """The unit's command, as a dynamic user with exactly its capabilities, loads the eBPF
+    source (no fallback line) and records each short child's exact command line and image."""
+    require_ebpf()  # the kernel could load it as root: the unit's privileges are on trial
+    argv = exec_start()
+    assert argv[:2] == [INSTALLED, "watch"] and LOG in argv
+    logs = Path(tempfile.mkdtemp(prefix="procobsrv-logs-"))  # where another uid can reach it
+    request.addfinalizer(lambda: shutil.rmtree(logs))
+    os.chown(logs, DYNAMIC_UID, DYNAMIC_UID)  # LogsDirectory=: the service's own directory
+    out = logs / "events.jsonl"
+    args = [str(out) if a == LOG else a for a in argv[2:]]
+    tag = f"unit-{os.getpid()}"
+    expected = {}
+    with watching(*args, "--duration", "3", program=as_the_service()) as watch:
+        for n in range(20):
+            child = subprocess.Popen(
+                ["/bin/echo", tag, str(n), "two words"], stdout=subprocess.DEVNULL
+            )
+            child.wait()
+            expected[child.pid] = ["/bin/echo", tag, str(n), "two words"]
+        _, err = watch.communicate(timeout=30)
+    assert watch.returncode == 0, err
+    assert "connector" not in err and "CAP_" not in err, err  # no fallback, no refusal
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    execs = {r["pid"]: r for r in records if r["kind"] == "exec" and r["pid"] in expected}
+    assert {pid: r["command_line"] for pid, r in execs.items()} == expected
+    assert {r["image"] for r in execs.values()} == {str(Path("/bin/echo").resolve())}
 
 
 def test_docs_show_the_unit() -> None:

@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Any
 
+from .nats_extra import needs_nats
 from .outputs import open_output
 from .records import schema_text
 from .sink import DEFAULT_STREAM_MAX_AGE, Sink
@@ -95,6 +96,7 @@ def print_schema() -> int:
 
 
 def run_collect(args: argparse.Namespace) -> int:
-    from .collect import collect  # lazily: nats-py is an optional extra
+    with needs_nats("collect"):
+        from .collect import collect
 
     return collect(args)

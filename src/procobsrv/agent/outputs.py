@@ -12,6 +12,7 @@ from typing import Any, TextIO
 from ..callback import CallbackHandler
 from ..errors import MonitorError
 from ..events import QueuedItem
+from .nats_extra import needs_nats
 from .records import Record, RecordMaker, dumps
 from .sink import Sink
 
@@ -105,7 +106,8 @@ def open_output(target: str, **nats_options: Any) -> Sink:
     """The sink for ``--output TARGET``: ``nats://HOST:PORT[,HOST:PORT...]`` publishes to NATS
     JetStream (needs the ``nats`` extra), anything else is a file path."""
     if target.startswith("nats://"):
-        from .jetstream import JetStreamSink  # lazily: nats-py is an optional extra
+        with needs_nats("--output nats://"):
+            from .jetstream import JetStreamSink
 
         return JetStreamSink(target, **nats_options)
     return FileSink(target)

@@ -16,6 +16,7 @@ from ..errors import MonitorError
 from . import libbpf
 from .ebpf_abi import OBJECT_PATH, po_drops, po_settings
 from .libbpf import Libbpf, LibbpfError
+from .privilege import ebpf_refused
 from .ringbuf import map_shared, unmap
 from .sync import NO_FDS, out_of_fds
 
@@ -151,7 +152,7 @@ def _explain(exc: LibbpfError, lines: list[str]) -> MonitorError:
     if err in NO_FDS:
         return out_of_fds(f"the eBPF program ({exc.function})", OSError(err, os.strerror(err)))
     if err in (errno.EPERM, errno.EACCES) and not _verifier_spoke(lines):
-        return MonitorError(libbpf.NOT_PERMITTED.format(what=f"{exc.function}: {os.strerror(err)}"))
+        return ebpf_refused(f"{exc.function}: {os.strerror(err)}")
     if exc.function in ("bpf_object__load", "bpf_program__attach"):
         path = libbpf.write_log(lines)
         return MonitorError(

@@ -42,6 +42,7 @@ from .connector_abi import (
 )
 from .connector_decoder import FORGED, Buffer
 from .libc import recvmmsg
+from .privilege import connector_refused
 from .sync import NO_FDS, is_readable, out_of_fds
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ def open_netlink_socket(rcvbuf: int = DEFAULT_RCVBUF) -> socket.socket:
         try:
             sock.bind((0, CN_IDX_PROC))
         except PermissionError as exc:
-            raise MonitorError(_NOT_PERMITTED) from exc
+            raise connector_refused("the bind") from exc
         sock.setblocking(False)
     except BaseException:
         sock.close()
@@ -258,7 +259,7 @@ class ConnectorSocket:
             return False  # another listener's ack
         err = ack[ACK_ERR]
         if err == errno.EPERM:
-            raise MonitorError(_NOT_PERMITTED)
+            raise connector_refused("the subscription")
         if err:
             raise MonitorError(_ACK_ERROR.format(error=os.strerror(err)))
         return True
@@ -271,7 +272,7 @@ class ConnectorSocket:
         except ConnectionRefusedError as exc:
             raise MonitorError(_WRONG_NETNS) from exc
         except PermissionError as exc:
-            raise MonitorError(_NOT_PERMITTED) from exc
+            raise connector_refused("the subscription") from exc
 
     def wait_readable(self, deadline: float) -> bool:
         remaining = deadline - time.monotonic()
@@ -293,11 +294,6 @@ class ConnectorSocket:
         sock.close()
 
 
-_NOT_PERMITTED = (
-    "not permitted to listen to process events: on Linux before 6.6 this needs root or "
-    "CAP_NET_ADMIN (e.g. `sudo setcap cap_net_admin+ep $(readlink -f $(which python3))`, "
-    "or run as root)"
-)
 _WRONG_NETNS = (
     "the process-events connector refused the subscription: it only exists in the initial "
     "network namespace, and this process runs in another one (a container?). Run procobsrv "

@@ -32,11 +32,6 @@ NOT_INSTALLED = (
     "the eBPF source needs libbpf ({soname}: {error}): install the package libbpf1 "
     "(Debian/Ubuntu; libbpf on Fedora/Arch), or use source='connector'"
 )
-NOT_PERMITTED = (
-    "loading the eBPF program is not permitted ({what}): run as root, or grant the process "
-    "CAP_BPF and CAP_PERFMON (e.g. `setcap cap_bpf,cap_perfmon+ep` on its interpreter), or "
-    "use source='connector'"
-)
 NO_BTF = (
     "the kernel has no BTF (/sys/kernel/btf/vmlinux is missing): the eBPF source needs a "
     "kernel built with CONFIG_DEBUG_INFO_BTF=y (5.17 or newer); use source='connector'"

@@ -170,7 +170,7 @@ def test_a_cut_image_or_cwd_is_marked_never_a_complete_path(
     full = "/".join([str(tmp_path.resolve()), *names])
     assert full.endswith(item.cwd.removeprefix(CUT))  # the last components, exact
     assert len(item.cwd) - len(CUT) <= PO_PATH_CAP
-    exit_ = [i for i in items if i.process_id == pid and i.kind is EXITED][0]
+    (exit_,) = [i for i in items if i.process_id == pid and i.kind is EXITED]
     assert exit_.image == item.image and exit_.image_truncated
 
 

@@ -281,3 +281,28 @@ def test_a_deleted_image_or_cwd_is_marked_as_proc_marks_it(tmp_path: Path) -> No
     assert image.image == f"{tmp_path.resolve()}/gone{DELETED}"
     assert not image.image_outside_root
     assert cwd.image == TRUE and cwd.cwd == f"{tmp_path.resolve()}/wd{DELETED}"
+
+
+def test_a_storm_of_many_argument_processes_loses_nothing() -> None:
+    """266 processes/s, each with 2,000 arguments (4,000 bytes of argv), through
+    ApplicationScope: every event arrives with its exact argv, none lost. (Issue 22 item 10
+    lost 4,012 such events on a busier machine; the argv decode per byte fell 6.7x here:
+    one decode and one split per argv instead of one os.fsdecode per argument.)"""
+    argv = ["/bin/true", *(str(i % 10) for i in range(2000))]
+    rate, count = 266.0, 1600
+    with ebpf_monitoring() as handler:
+        start = time.monotonic()
+        pids = []
+        for i in range(count):
+            pid = os.posix_spawn(argv[0], argv, {})
+            os.waitpid(pid, 0)
+            pids.append(pid)
+            time.sleep(max(0.0, start + (i + 1) / rate - time.monotonic()))
+        for pid in pids:
+            handler.wait_exit(pid)
+        elapsed = time.monotonic() - start
+    assert count / elapsed > 200  # the storm was as fast as asked (about 6 s)
+    assert handler.lost == 0
+    execs = {i.process_id: i for i in handler.items if i.kind is EXEC}
+    assert sorted(execs) == sorted(pids)
+    assert all(i.command_line == argv and not i.command_line_truncated for i in execs.values())

@@ -118,6 +118,8 @@ class BpfProgram:
         for name, value in settings.items():
             btf.find(variables, name, ".rodata", SETTINGS[name]).write(image, value)
         lib.bpf_map__set_initial_value(rodata, bytes(image), len(image))
+        if settings["exit_group_dead"]:  # the older kernels' exit hash goes unused
+            lib.bpf_map__set_max_entries(lib.bpf_object__find_map_by_name(obj, b"exits_sent"), 1)
 
     def _map_global(self, lib: Libbpf, obj: int, name: str) -> int:
         """Map the loaded program's .bss (read-only) and return where its u64 ``name`` is.

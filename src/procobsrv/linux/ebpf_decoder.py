@@ -248,7 +248,8 @@ class Decoder:
                     else None
                 )
                 if script is not None and not script.startswith("/") and cwd is not None:
-                    script = os.path.normpath(os.path.join(cwd, script))
+                    if not flags & (PO_F_CWD_TRUNCATED | PO_F_CWD_DELETED):  # a whole cwd
+                        script = os.path.normpath(os.path.join(cwd, script))
                 known = Program(
                     start,
                     image,

@@ -148,6 +148,13 @@ def split_argv(raw: bytes) -> list[str]:
     return raw.decode(_FS_ENCODING, _FS_ERRORS).split("\0")
 
 
+def absolute(script: str | None, cwd: str | None) -> str | None:
+    """A relative ``#!`` script (as given to execve) made absolute with the cwd."""
+    if script is None or cwd is None or script.startswith("/"):
+        return script
+    return os.path.normpath(os.path.join(cwd, script))
+
+
 def path_text(raw: bytes, truncated: bool, deleted: bool) -> str:
     """A path from the kernel, marked where it is not the whole path of a live file."""
     text = _fsdecode(raw)
@@ -247,9 +254,8 @@ class Decoder:
                     if cwd_len
                     else None
                 )
-                if script is not None and not script.startswith("/") and cwd is not None:
-                    if not flags & (PO_F_CWD_TRUNCATED | PO_F_CWD_DELETED):  # a whole cwd
-                        script = os.path.normpath(os.path.join(cwd, script))
+                if not flags & (PO_F_CWD_TRUNCATED | PO_F_CWD_DELETED):  # a whole cwd
+                    script = absolute(script, cwd)
                 known = Program(
                     start,
                     image,

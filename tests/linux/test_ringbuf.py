@@ -120,6 +120,6 @@ def test_only_x86_reads_the_ring_by_mmap(ring_fd: int, monkeypatch: pytest.Monke
     reader = ringbuf.open_reader(None, ring_fd, SIZE, machine="x86_64")  # type: ignore[arg-type]
     assert isinstance(reader, RingReader)
     reader.close()
-    for machine in ("aarch64", "armv7l", "ppc64le", "riscv64"):
+    for machine in ("aarch64", "armv7l", "i686", "riscv64"):
         ringbuf.open_reader(None, ring_fd, SIZE, machine=machine)  # type: ignore[arg-type]
     assert made == ["libbpf"] * 4

@@ -20,6 +20,7 @@ enum po_kind {
 	PO_FORK = 1, /* a new process (not a thread) */
 	PO_EXEC = 2, /* it now runs another program */
 	PO_EXIT = 3, /* the whole process ended (its last thread) */
+	PO_CGROUP = 4, /* a cgroup's path, sent before the first event naming its id */
 };
 
 /* po_event.flags */
@@ -29,12 +30,22 @@ enum po_kind {
 #define PO_F_CWD_TRUNCATED    (1u << 3)
 #define PO_F_CGROUP_TRUNCATED (1u << 4)
 #define PO_F_ARGS_FAULT       (1u << 5) /* argv could not be read */
+#define PO_F_IMAGE_OUTSIDE    (1u << 6) /* the image is not under the process's root, or not
+					   in its mount namespace (an fd from elsewhere, a memfd) */
+#define PO_F_IMAGE_DELETED    (1u << 7) /* unlinked, or a file that never had a name (memfd) */
+#define PO_F_CWD_DELETED      (1u << 8)
 
 /*
  * One record in the ring buffer: this fixed header, then `data` holding, back to back and
  * without NULs around them, argv (args_len bytes, NUL-separated as in /proc/PID/cmdline),
  * the image path, the script path, the cwd and the cgroup path. Each length may be 0
  * (not captured for this kind). The record's size is sizeof(struct po_event) + the sum.
+ *
+ * Paths are the host's view, as the host's /proc/PID/exe and cwd show them: resolved up to
+ * the top of the process's mount tree, not stopped at its root (a chroot cannot rename its
+ * image). A path cut by PO_PATH_CAP or PO_MAX_DEPTH keeps its last components and is
+ * flagged *_TRUNCATED. Only PO_CGROUP records carry a cgroup path (cgroup_len); events
+ * carry only cgroup_id.
  */
 struct po_event {
 	__u32 kind;
@@ -64,15 +75,7 @@ struct po_drops {
 	__u64 fork;
 	__u64 exec;
 	__u64 exit;
-	__u64 reserved;
-};
-
-/* Settings written by user space after load, before attach (one entry). */
-struct po_settings {
-	__u64 reserved0;
-	__u64 wakeup_bytes;       /* force a wake-up when this much is waiting */
-	__u32 parent_filter;      /* 0, or report only processes whose parent is this tgid */
-	__u32 reserved;
+	__u64 cgroup; /* PO_CGROUP records: not events; the path is sent again with the next */
 };
 
 #endif /* PROCOBSRV_H */

@@ -34,6 +34,9 @@ VALUES = {
     "command_line_size": 17,
     "cgroup_id": 99,
     "cgroup": "/user.slice",
+    "image_truncated": True,
+    "cwd_truncated": True,
+    "image_outside_root": True,
 }
 
 

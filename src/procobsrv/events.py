@@ -74,6 +74,14 @@ class QueuedItem:
     cgroup_id: int | None = None
     #: cgroup v2 path, e.g. ``/system.slice/ssh.service``.
     cgroup: str | None = None
+    #: ``image`` is not the whole path: the kernel kept its last components (eBPF: a path
+    #: longer than 4,096 bytes or deeper than 64 components), shown after ``...``.
+    image_truncated: bool = False
+    #: The same for ``cwd``.
+    cwd_truncated: bool = False
+    #: ``image`` lies outside the process's root directory or mount namespace (run from a
+    #: file descriptor opened elsewhere, or a memfd): the path is the host's view of it.
+    image_outside_root: bool = False
 
     @property
     def create(self) -> bool:
@@ -148,6 +156,9 @@ def new_item(
     command_line_size: int | None = None,
     cgroup_id: int | None = None,
     cgroup: str | None = None,
+    image_truncated: bool = False,
+    cwd_truncated: bool = False,
+    image_outside_root: bool = False,
 ) -> QueuedItem:
     """``QueuedItem(...)``, built in a fraction of the time: the sources' per-event path.
 
@@ -181,6 +192,9 @@ def new_item(
     item.command_line_size = command_line_size
     item.cgroup_id = cgroup_id
     item.cgroup = cgroup
+    item.image_truncated = image_truncated
+    item.cwd_truncated = cwd_truncated
+    item.image_outside_root = image_outside_root
     item.__class__ = QueuedItem
     return item  # type: ignore[no-any-return]
 

@@ -71,12 +71,14 @@ def record(
     image: bytes = b"",
     script: bytes = b"",
     cwd: bytes = b"",
-    cgroup: bytes = b"/",
+    cgroup: bytes = b"",
+    cgroup_id: int = 7,
     flags: int = 0,
     status: int = 0,
     args_size: int | None = None,
 ) -> bytes:
-    """One ring buffer sample as the kernel program writes it (bpf/procobsrv.h)."""
+    """One ring buffer sample as the kernel program writes it (bpf/procobsrv.h): an event,
+    or with PO_CGROUP the path (``cgroup``) of the events' ``cgroup_id``."""
     header = po_event(
         kind=kind,
         flags=flags,
@@ -84,7 +86,7 @@ def record(
         ppid=ppid,
         ts_ns=1_000,
         start_ns=start_ns,
-        cgroup_id=7,
+        cgroup_id=cgroup_id,
         exit_status=status,
         args_size=len(args) if args_size is None else args_size,
         args_len=len(args),

@@ -165,8 +165,11 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); } events SEC(".maps");
 struct { __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); __uint(max_entries, 1); __type(key, int);
          __type(value, char[32]); } drops SEC(".maps");
-struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, int);
-         __type(value, char[24]); } settings SEC(".maps");
+const volatile unsigned long long wakeup_bytes = 1; /* the settings procobsrv writes */
+const volatile unsigned int parent_filter = 0;
+const volatile unsigned int exit_group_dead = 0;
+struct { __uint(type, BPF_MAP_TYPE_LRU_HASH); __uint(max_entries, 8); __type(key, long);
+         __type(value, char); } exits_sent SEC(".maps");
 SEC("tp_btf/sched_process_fork")
 int on_fork(unsigned long long *ctx)
 {

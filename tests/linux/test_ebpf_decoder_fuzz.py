@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from procobsrv.events import EventKind, QueuedItem
-from procobsrv.linux.ebpf_abi import HEADER_SIZE, PO_EXEC, PO_EXIT, PO_FORK
+from procobsrv.linux.ebpf_abi import HEADER_SIZE, PO_CGROUP, PO_EXEC, PO_EXIT, PO_FORK
 from procobsrv.linux.ebpf_decoder import Decoder, Program
 from tests.fakes.ebpf import record
 from tests.fakes.fuzzing import FUZZ, FUZZ_TIMEOUT
@@ -22,11 +22,14 @@ LENGTHS = struct.Struct("<6H")  # args_len .. reserved, at offset 60 of the head
 LENGTHS_AT = 60
 KIND = struct.Struct("<I")  # the header's first field
 KINDS = {PO_FORK: EventKind.CREATED, PO_EXEC: EventKind.EXEC, PO_EXIT: EventKind.EXITED}
+#: What a well-formed PO_CGROUP record gives in place of an event.
+ANNOUNCED = "cgroup"
 
 
 def decode(data: bytes, spans: list[tuple[int, int]]) -> tuple[list[QueuedItem], Decoder]:
     decoder = Decoder()
     decoder.programs.set(1, Program(0, "/parent", ["parent"], "/"))
+    decoder.cgroups.add(7, "/known")  # the records' cgroup id: no lookup in /sys/fs/cgroup
     out: list[QueuedItem] = []
     decoder.decode(data, spans, out)
     return out, decoder
@@ -37,21 +40,27 @@ def valid_record(kind: int, argv: list[bytes], image: bytes) -> bytes:
     return record(kind, args=args, image=image, cwd=b"/tmp")
 
 
-def expected(data: bytes, spans: list[tuple[int, int]]) -> list[EventKind | None]:
-    """What each span must give, read from the bytes alone: its event's kind, or None (bad).
+def expected(data: bytes, spans: list[tuple[int, int]]) -> list[EventKind | str | None]:
+    """What each span must give, read from the bytes alone: its event's kind, ANNOUNCED (a
+    cgroup's path, no event) or None (bad).
 
     A record is delivered when it lies inside the data, holds a whole header, its five
     variable parts fit after the header and its kind is one the program writes.
     """
-    kinds: list[EventKind | None] = []
+    kinds: list[EventKind | str | None] = []
     for offset, length in spans:
         if length < HEADER_SIZE or offset < 0 or offset + length > len(data):
             kinds.append(None)
             continue
         parts = sum(LENGTHS.unpack_from(data, offset + LENGTHS_AT)[:5])
         kind = KIND.unpack_from(data, offset)[0]
-        kinds.append(KINDS.get(kind) if parts <= length - HEADER_SIZE else None)
+        known = ANNOUNCED if kind == PO_CGROUP else KINDS.get(kind)
+        kinds.append(known if parts <= length - HEADER_SIZE else None)
     return kinds
+
+
+def events(kinds: list[EventKind | str | None]) -> list[EventKind | str]:
+    return [k for k in kinds if k is not None and k != ANNOUNCED]
 
 
 def test_a_well_formed_exec_decodes() -> None:
@@ -59,7 +68,15 @@ def test_a_well_formed_exec_decodes() -> None:
     (item,), decoder = decode(data, [(0, len(data))])
     assert decoder.bad == 0 and item.kind is EventKind.EXEC
     assert item.command_line == ["/bin/true", "x"] and item.image == "/usr/bin/true"
-    assert item.cwd == "/tmp" and item.cgroup == "/"
+    assert item.cwd == "/tmp" and item.cgroup == "/known"
+
+
+def test_a_cgroup_record_names_the_cgroup_of_the_events_after_it() -> None:
+    data = record(PO_CGROUP, cgroup_id=8, cgroup=b"/job.slice") + record(PO_FORK, cgroup_id=8)
+    split = len(data) - HEADER_SIZE
+    (item,), decoder = decode(data, [(0, split), (split, HEADER_SIZE)])
+    assert decoder.bad == 0 and decoder.announced == 1
+    assert item.cgroup_id == 8 and item.cgroup == "/job.slice"
 
 
 @FUZZ
@@ -69,10 +86,10 @@ def test_a_well_formed_exec_decodes() -> None:
 )
 def test_arbitrary_bytes_and_spans(data: bytes, spans: list[tuple[int, int]]) -> None:
     items, decoder = decode(data, spans)
-    assert len(items) + decoder.bad == len(spans)
+    assert len(items) + decoder.bad + decoder.announced == len(spans)
     want = expected(data, spans)
-    assert [i.kind for i in items] == [k for k in want if k is not None]
-    assert decoder.bad == want.count(None)
+    assert [i.kind for i in items] == events(want)
+    assert decoder.bad == want.count(None) and decoder.announced == want.count(ANNOUNCED)
     for item in items:
         assert item.kind in (EventKind.CREATED, EventKind.EXEC, EventKind.EXITED)
 
@@ -99,8 +116,8 @@ def test_mutated_records(kind: int, argv: list[bytes], image: bytes, data: st.Da
         rec[at] ^= data.draw(st.integers(1, 255))
     blob = bytes(rec)
     items, decoder = decode(blob, [(0, len(blob))])
-    assert len(items) + decoder.bad == 1
-    assert [i.kind for i in items] == [k for k in expected(blob, [(0, len(blob))]) if k]
+    assert len(items) + decoder.bad + decoder.announced == 1
+    assert [i.kind for i in items] == events(expected(blob, [(0, len(blob))]))
     if items:  # delivered: a known kind, and every length inside the record
         assert kind in (PO_FORK, PO_EXEC, PO_EXIT) or action == "flip"
         assert len(blob) >= HEADER_SIZE

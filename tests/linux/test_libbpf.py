@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import re
+import subprocess
 from typing import Any
 
 import pytest
 
+from procobsrv.errors import MonitorError
 from procobsrv.linux import libbpf
 from procobsrv.linux.libbpf import BINDINGS, Check, Libbpf, LibbpfError
+from tests.fakes.availability import require_tool
 
 
 class StandIn:
@@ -71,3 +75,22 @@ def test_a_function_that_cannot_fail_is_not_checked(lib: tuple[Libbpf, StandInLi
     assert api.bpf_object__next_program(None, None) is None
     assert fake.functions["bpf_object__close"].errcheck is None
     assert libbpf.Binding("x", None, ()).fails is Check.NEVER
+
+
+def test_every_binding_is_exported_by_libbpf_1_1() -> None:
+    """Debian 12's libbpf1 is 1.1.2: each function must come from a version node it has
+    (LIBBPF_0.0.1 .. LIBBPF_1.1.0), read from the installed library's dynamic symbols."""
+    objdump = require_tool("objdump")
+    try:
+        libbpf.api()  # loads libbpf.so.1: its file is then in /proc/self/maps
+    except MonitorError:
+        pytest.skip("libbpf is not installed")
+    with open("/proc/self/maps") as f:
+        resolved = next(line.split()[-1] for line in f if f"/{libbpf.SONAME}" in line)
+    out = subprocess.run([objdump, "-T", resolved], capture_output=True, text=True).stdout
+    exported = {m[2]: m[1] for m in re.finditer(r"\s(LIBBPF_[\d.]+)\s+(\w+)$", out, re.M)}
+    for binding in BINDINGS:
+        version = exported.get(binding.name)
+        assert version is not None, binding.name
+        number = tuple(int(part) for part in version.removeprefix("LIBBPF_").split("."))
+        assert number <= (1, 1, 0), (binding.name, version)

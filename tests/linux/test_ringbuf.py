@@ -1,21 +1,26 @@
-"""linux/ringbuf.py's RingReader over a memfd laid out as the kernel lays out a BPF ring
-buffer (consumer page, producer page, the data area twice): no kernel program needed."""
+"""linux/ringbuf.py: RingReader over a memfd laid out as the kernel lays out a BPF ring
+buffer (consumer page, producer page, the data area twice), no kernel program needed; and
+LibbpfRingReader, the reader of other machines, on the program's real ring."""
 
 from __future__ import annotations
 
 import mmap
 import os
 import struct
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 
+from procobsrv import QueuedItem
+from procobsrv.linux import EbpfSource, ringbuf
 from procobsrv.linux.ebpf_abi import (
     BPF_RINGBUF_BUSY_BIT,
     BPF_RINGBUF_DISCARD_BIT,
     BPF_RINGBUF_HDR_SZ,
 )
-from procobsrv.linux.ringbuf import RingReader
+from procobsrv.linux.ringbuf import LibbpfRingReader, RingReader
+from tests.fakes.ebpf import run_child
 
 PAGE = mmap.PAGESIZE
 SIZE = PAGE  # the smallest ring: one page of data
@@ -82,3 +87,39 @@ def test_a_record_still_being_written_stops_the_read(ring_fd: int) -> None:
 def test_sizes_the_kernel_cannot_have_are_refused(ring_fd: int, size: int) -> None:
     with pytest.raises(ValueError, match="power-of-2 multiple of a page"):
         RingReader(ring_fd, size)
+
+
+@pytest.mark.kernel
+@pytest.mark.usefixtures("ebpf")
+def test_libbpf_reader_reads_whole_records_within_the_limit_and_consumes_them() -> None:
+    """The reader of machines whose loads are not acquires (arm64): libbpf walks the ring.
+    A read stops after the record that reaches the limit; the next read goes on from there."""
+    source = EbpfSource(parent_filter=os.getpid(), read_proc=False)
+    source.open()
+    try:
+        reader = LibbpfRingReader(source.program.lib, source.program.events_fd)
+        pids = [run_child(["/bin/true", f"libbpf-{i}"]).pid for i in range(30)]
+        first: list[tuple[int, int]] = []
+        data = reader.read(1000, first)
+        assert 1000 <= len(data) < 1000 + 4096 and len(first) < 90
+        rest: list[tuple[int, int]] = []
+        more = reader.read(1 << 20, rest)
+        reader.close()
+        items: list[QueuedItem] = []
+        source.decoder.decode(data, first, items)
+        source.decoder.decode(more, rest, items)
+    finally:
+        source.close()
+    assert source.decoder.bad == 0
+    assert Counter(i.process_id for i in items) == dict.fromkeys(pids, 3)
+
+
+def test_only_x86_reads_the_ring_by_mmap(ring_fd: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[str] = []
+    monkeypatch.setattr(ringbuf, "LibbpfRingReader", lambda lib, fd: made.append("libbpf"))
+    reader = ringbuf.open_reader(None, ring_fd, SIZE, machine="x86_64")  # type: ignore[arg-type]
+    assert isinstance(reader, RingReader)
+    reader.close()
+    for machine in ("aarch64", "armv7l", "i686", "riscv64"):
+        ringbuf.open_reader(None, ring_fd, SIZE, machine=machine)  # type: ignore[arg-type]
+    assert made == ["libbpf"] * 4

@@ -10,11 +10,12 @@ import ctypes
 import errno
 import mmap
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import MonitorError
-from . import libbpf
-from .ebpf_abi import OBJECT_PATH, po_drops, po_settings
+from . import btf, libbpf
+from .ebpf_abi import DROPPED, OBJECT_PATH, SETTINGS, po_drops
 from .libbpf import Libbpf, LibbpfError
 from .privilege import ebpf_refused
 from .ringbuf import map_shared, unmap
@@ -32,7 +33,7 @@ class BpfProgram:
         self,
         *,
         ring_size: int,
-        settings: po_settings,
+        settings: Mapping[str, int],
         object_path: Path = OBJECT_PATH,
         lib: Libbpf | None = None,
     ) -> None:
@@ -46,8 +47,8 @@ class BpfProgram:
         self._drops_fd = -1
         self._cpus = 0
         self._drops_buf: ctypes.Array[po_drops] | None = None
-        self._bss = 0
-        #: the program's ``dropped`` word (.bss, mmapped): all failed writes, read without a syscall
+        self._bss = (0, 0)  # our mapping of the program's .bss: address, length
+        #: the program's ``dropped`` word (in .bss): all failed writes, read without a syscall
         self._dropped: ctypes.c_uint64 | None = None
         self._drops_seen = 0
         self._drops_total = 0
@@ -74,25 +75,28 @@ class BpfProgram:
             self.close()
             raise
 
+    @property
+    def lib(self) -> Libbpf:
+        """The libbpf the program was loaded with."""
+        if self._lib is None:
+            raise MonitorError("the eBPF program is not loaded")
+        return self._lib
+
     def _load(self, lib: Libbpf, data: bytes) -> None:
         buf = ctypes.create_string_buffer(data, len(data))
         with libbpf.captured() as lines:
             try:
-                self._obj = lib.bpf_object__open_mem(buf, len(data), None)
-                events = lib.bpf_object__find_map_by_name(self._obj, b"events")
+                obj = self._obj = lib.bpf_object__open_mem(buf, len(data), None)
+                events = lib.bpf_object__find_map_by_name(obj, b"events")
                 lib.bpf_map__set_max_entries(events, self._ring_size)
-                lib.bpf_object__load(self._obj)
+                self._set_rodata(lib, obj)
+                lib.bpf_object__load(obj)
             except LibbpfError as exc:
                 raise _explain(exc, lines) from exc
         self.events_fd = lib.bpf_map__fd(events)
-        self._drops_fd = lib.bpf_map__fd(lib.bpf_object__find_map_by_name(self._obj, b"drops"))
-        zero = ctypes.c_uint32(0)
-        settings_fd = lib.bpf_map__fd(lib.bpf_object__find_map_by_name(self._obj, b"settings"))
-        lib.bpf_map_update_elem(settings_fd, ctypes.byref(zero), ctypes.byref(self._settings), 0)
+        self._drops_fd = lib.bpf_map__fd(lib.bpf_object__find_map_by_name(obj, b"drops"))
         self._cpus = lib.libbpf_num_possible_cpus()
-        bss_fd = lib.bpf_map__fd(lib.bpf_object__find_map_by_name(self._obj, b".bss"))
-        self._bss = map_shared(mmap.PAGESIZE, mmap.PROT_READ, bss_fd, 0)
-        self._dropped = ctypes.c_uint64.from_address(self._bss)  # .bss holds only `dropped`
+        self._dropped = ctypes.c_uint64.from_address(self._map_global(lib, obj, DROPPED))
         self._drops_buf = (po_drops * self._cpus)()
         with libbpf.captured() as lines:
             prog = lib.bpf_object__next_program(self._obj, None)
@@ -102,6 +106,36 @@ class BpfProgram:
                 except LibbpfError as exc:
                     raise _explain(exc, lines) from exc
                 prog = lib.bpf_object__next_program(self._obj, prog)
+
+    def _set_rodata(self, lib: Libbpf, obj: int) -> None:
+        """Write the settings into .rodata's initial value, each variable found by name.
+
+        The kernel then sees them as constants: the program reads no map for them."""
+        variables = btf.section_variables(lib, obj, ".rodata")
+        rodata = lib.bpf_object__find_map_by_name(obj, b".rodata")
+        size = ctypes.c_size_t()
+        image = bytearray(ctypes.string_at(lib.bpf_map__initial_value(rodata, size), size.value))
+        settings = {"exit_group_dead": int(exit_passes_group_dead(lib)), **self._settings}
+        for name, value in settings.items():
+            btf.find(variables, name, ".rodata", SETTINGS[name]).write(image, value)
+        lib.bpf_map__set_initial_value(rodata, bytes(image), len(image))
+        if settings["exit_group_dead"]:  # the older kernels' exit hash goes unused
+            lib.bpf_map__set_max_entries(lib.bpf_object__find_map_by_name(obj, b"exits_sent"), 1)
+
+    def _map_global(self, lib: Libbpf, obj: int, name: str) -> int:
+        """Map the loaded program's .bss (read-only) and return where its u64 ``name`` is.
+
+        (libbpf 1.1 maps .bss onto the kernel's map only for skeletons: its initial value
+        stays a private copy after load.)"""
+        var = btf.find(btf.section_variables(lib, obj, ".bss"), name, ".bss", 8)
+        bss = lib.bpf_object__find_map_by_name(obj, b".bss")
+        size = ctypes.c_size_t()
+        lib.bpf_map__initial_value(bss, size)
+        if var.offset + var.size > size.value:
+            raise MonitorError(f"the eBPF program's {name} lies outside its .bss")
+        length = -(-size.value // mmap.PAGESIZE) * mmap.PAGESIZE
+        self._bss = (map_shared(length, mmap.PROT_READ, lib.bpf_map__fd(bss), 0), length)
+        return self._bss[0] + var.offset
 
     def drops(self) -> int:
         """Records the program could not write since it was loaded (all CPUs, all kinds).
@@ -135,15 +169,26 @@ class BpfProgram:
         self._drops_buf = None
         self._dropped = None
         self._drops_seen = self._drops_total = 0  # a program loaded again counts from zero
-        bss, self._bss = self._bss, 0
+        (bss, length), self._bss = self._bss, (0, 0)
         if bss:
-            unmap(bss, mmap.PAGESIZE)
+            unmap(bss, length)
         if lib is None:
             return
         for link in links:
             lib.bpf_link__destroy(link)
         if obj:
             lib.bpf_object__close(obj)
+
+
+_group_dead: list[bool] = []  # the kernel's answer, asked once per process
+
+
+def exit_passes_group_dead(lib: Libbpf) -> bool:
+    """Whether sched_process_exit passes (task, group_dead): reading the kernel's BTF takes
+    about 13 ms, so the answer is kept."""
+    if not _group_dead:
+        _group_dead.append(btf.tracepoint_arguments(lib, "sched_process_exit") == 2)
+    return _group_dead[0]
 
 
 def _explain(exc: LibbpfError, lines: list[str]) -> MonitorError:

@@ -26,7 +26,7 @@ PO_NAME_MAX = 256
 PO_MAX_DEPTH = 64
 PO_COMM_LEN = 16
 
-PO_FORK, PO_EXEC, PO_EXIT = 1, 2, 3
+PO_FORK, PO_EXEC, PO_EXIT, PO_CGROUP = 1, 2, 3, 4
 
 PO_F_ARGS_TRUNCATED = 1 << 0
 PO_F_IMAGE_TRUNCATED = 1 << 1
@@ -34,6 +34,9 @@ PO_F_SCRIPT_TRUNCATED = 1 << 2
 PO_F_CWD_TRUNCATED = 1 << 3
 PO_F_CGROUP_TRUNCATED = 1 << 4
 PO_F_ARGS_FAULT = 1 << 5
+PO_F_IMAGE_OUTSIDE = 1 << 6
+PO_F_IMAGE_DELETED = 1 << 7
+PO_F_CWD_DELETED = 1 << 8
 
 
 class po_event(ctypes.Structure):
@@ -65,25 +68,20 @@ class po_event(ctypes.Structure):
 class po_drops(ctypes.Structure):
     """Failed ring buffer writes of one CPU, per kind."""
 
-    _fields_ = (("fork", u64), ("exec", u64), ("exit", u64), ("reserved", u64))
+    _fields_ = (("fork", u64), ("exec", u64), ("exit", u64), ("cgroup", u64))
 
 
-class po_settings(ctypes.Structure):
-    """What user space tells the program after loading it."""
-
-    _fields_ = (
-        ("reserved0", u64),
-        ("wakeup_bytes", u64),
-        ("parent_filter", u32),
-        ("reserved", u32),
-    )
+#: The program's settings: read-only globals (``const volatile``, in .rodata) that user
+#: space sets by name before load, with their sizes in bytes.
+SETTINGS = {"wakeup_bytes": 8, "parent_filter": 4, "exit_group_dead": 4}
+#: The .bss word counting every failed ring buffer write (all CPUs, all kinds).
+DROPPED = "dropped"
 
 
 #: Structures declared here, by their C name (checked against the header).
 STRUCTURES: dict[str, type[ctypes.Structure]] = {
     "po_event": po_event,
     "po_drops": po_drops,
-    "po_settings": po_settings,
 }
 
 #: Constants declared here, by their C name (checked against the header).

@@ -21,17 +21,17 @@ from ..errors import MonitorError
 from ..events import QueuedItem
 from ..platform import Batch, KernelSource, not_open
 from .bpfprog import BpfProgram
-from .ebpf_abi import OBJECT_PATH, po_settings
+from .ebpf_abi import OBJECT_PATH
 from .ebpf_decoder import Decoder, Programs
 from .libbpf import Libbpf
 from .procfs import as_created, snapshot
-from .ringbuf import RingReader
+from .ringbuf import Reader, open_reader
 from .sync import NO_FDS, out_of_fds
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RING_SIZE = 8 << 20
-#: A backlog of 1/this of the ring forces a wake-up (po_settings.wakeup_bytes), so that a
+#: A backlog of 1/this of the ring forces a wake-up (the program's ``wakeup_bytes``), so that a
 #: lingering consumer is woken well before the ring is full.
 _WAKEUP_SHARE = 4
 #: Bytes consumed per fetch at most: bounds the time before a batch is handed on.
@@ -56,10 +56,7 @@ class EbpfSource(KernelSource):
         object_path: Path = OBJECT_PATH,
         libbpf: Libbpf | None = None,
     ) -> None:
-        settings = po_settings(
-            wakeup_bytes=ring_size // _WAKEUP_SHARE,
-            parent_filter=parent_filter,
-        )
+        settings = {"wakeup_bytes": ring_size // _WAKEUP_SHARE, "parent_filter": parent_filter}
         self.program = BpfProgram(
             ring_size=ring_size, settings=settings, object_path=object_path, lib=libbpf
         )
@@ -68,7 +65,7 @@ class EbpfSource(KernelSource):
         #: The processes running at open, as CREATED items (for ``ProcessTree.seed``).
         self.running: list[QueuedItem] = []
         self.decoder = Decoder(Programs())
-        self._ring: RingReader | None = None
+        self._ring: Reader | None = None
         self._drops = 0
         self._bad = 0
         self._spans: list[tuple[int, int]] = []
@@ -83,7 +80,7 @@ class EbpfSource(KernelSource):
         self._drops = self._bad = 0
         try:
             self.program.open()
-            self._ring = RingReader(self.program.events_fd, self._ring_size)
+            self._ring = open_reader(self.program.lib, self.program.events_fd, self._ring_size)
             if self._read_proc:
                 running = snapshot()
                 self.decoder.programs.seed(running)

@@ -43,6 +43,8 @@ REJECTED = (
 )
 
 PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_str, ptr)  # (level, fmt, va_list)
+#: ring_buffer_sample_fn: (ctx, data, size) -> 0 to go on, < 0 to stop after this record
+SAMPLE_FN = ctypes.CFUNCTYPE(c_int, ptr, ptr, c_size)
 
 
 class Check(enum.Enum):
@@ -71,12 +73,24 @@ BINDINGS: tuple[Binding, ...] = (
     Binding("bpf_object__close", None, (ptr,)),
     Binding("bpf_object__find_map_by_name", ptr, (ptr, c_str), Check.NULL),
     Binding("bpf_object__next_program", ptr, (ptr, ptr)),
+    Binding("bpf_object__btf", ptr, (ptr,), Check.NULL),
+    Binding("btf__load_vmlinux_btf", ptr, (), Check.NULL),
+    Binding("btf__free", None, (ptr,)),
+    Binding("btf__find_by_name_kind", c_int, (ptr, c_str, ctypes.c_uint32), Check.NEGATIVE),
+    Binding("btf__type_by_id", ptr, (ptr, ctypes.c_uint32), Check.NULL),
+    Binding("btf__name_by_offset", c_str, (ptr, ctypes.c_uint32), Check.NULL),
+    Binding("bpf_map__initial_value", ptr, (ptr, ctypes.POINTER(c_size)), Check.NULL),
+    Binding("bpf_map__set_initial_value", c_int, (ptr, ptr, c_size), Check.NEGATIVE),
     Binding("bpf_map__set_max_entries", c_int, (ptr, ctypes.c_uint32), Check.NEGATIVE),
     Binding("bpf_map__fd", c_int, (ptr,), Check.NEGATIVE),
     Binding("bpf_program__attach", ptr, (ptr,), Check.NULL),
     Binding("bpf_link__destroy", c_int, (ptr,), Check.NEGATIVE),
     Binding("bpf_map_lookup_elem", c_int, (c_int, ptr, ptr), Check.NEGATIVE),
     Binding("bpf_map_update_elem", c_int, (c_int, ptr, ptr, ctypes.c_uint64), Check.NEGATIVE),
+    Binding("ring_buffer__new", ptr, (c_int, SAMPLE_FN, ptr, ptr), Check.NULL),
+    # < 0 also when a callback stopped it: the caller tells the two apart
+    Binding("ring_buffer__consume", c_int, (ptr,)),
+    Binding("ring_buffer__free", None, (ptr,)),
 )
 
 

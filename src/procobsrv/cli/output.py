@@ -1,54 +1,115 @@
 """The console tool's output: lines written by a thread of their own, never blocking a stop.
 
-A reader that stops reading (a pipe nobody drains, a terminal paused with Ctrl+S) makes a
-write block forever. If the handler wrote itself, Ctrl+C would wait for that reader; so the
-handler only queues lines here (waiting for room while the watch runs: back-pressure into
-the monitor's queue, which drops and counts) and one writer thread blocks on the fd.
+A reader that stops reading (a pipe or FIFO nobody drains, a terminal paused with Ctrl+S)
+makes a write block forever. If the handler wrote itself, Ctrl+C would wait for that reader;
+so the handler only queues lines here (waiting for room while the watch runs: back-pressure
+into the monitor's queue, which drops and counts) and one writer thread blocks on the fd.
 Once a stop is asked, nothing waits any more: lines with no room are counted, not written,
 and :meth:`Output.close` gives the writer a deadline, then counts what is left.
 
+The count of lines not written is exact: a pipe takes a write of at most PIPE_BUF bytes whole
+or not at all, so the writer writes whole lines in pieces of that size to anything that is
+not a regular file (where one write takes a whole batch); a write that fails part-way counts
+the lines it completed, and a regular file gets the cut line taken back out.
+
 A reader that went away (``| head -3``) is EPIPE: the output is ``broken``, the watch is
-told through ``on_broken`` and ends quietly.
+told through ``on_broken`` and ends quietly. Any other failure (a full disk, EIO) is kept in
+``error``, the watch is told the same way, and every line from then on is counted.
+
+Under a storm the writer wakes about once per :data:`LINGER` seconds, not once per batch the
+handler gets: when it finds work again less than :data:`DENSE_GAP` after the last time, it
+waits up to LINGER for more lines to join the same write. A line that comes after a quiet
+moment is written at once; no line waits more than LINGER for the writer.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import stat
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TextIO
+from typing import TextIO, TypeVar
 
-#: Lines queued for the writer before the handler waits (about 1 MB of text lines).
-BACKLOG = 10_000
-#: Bytes per write: up to PIPE_BUF, a pipe takes a write whole or not at all, so the count
-#: of lines not written is exact even when the writer is abandoned in the middle of one.
+from ..agent.outputs import drop_cut_line, open_append
+
+T = TypeVar("T")
+
+#: Characters of lines queued for the writer before the handler waits (about 6,000 JSON lines).
+BACKLOG = 4 << 20
+#: Bytes per write to a pipe, FIFO, terminal or device: up to PIPE_BUF, a pipe takes a write
+#: whole or not at all, so the count of lines not written is exact even when the writer is
+#: abandoned in the middle of one (a single longer line is written alone).
 PIECE = 4096
+#: Bytes per write to a regular file, at most (a file takes any write whole, but for errors).
+FILE_PIECE = 1 << 20
+#: The longest a line waits for the writer to join more lines to its write, in seconds.
+LINGER = 0.001
+#: The writer lingers only when it finds work again this soon after the last time (seconds).
+DENSE_GAP = 0.002
 
 
 class Output:
-    """Lines to ``stream`` (its fd when it has one), written by a daemon thread."""
+    """Lines to a file descriptor (``stream``'s, or an ``--output`` file's), written by a
+    daemon thread. The handler's side (:meth:`reserve`, :meth:`put`) takes no lock while
+    there is room and the writer is busy: it appends to a deque and wakes the writer only
+    when the writer sleeps for want of lines."""
 
-    def __init__(self, stream: TextIO | None, on_broken: Callable[[], None]) -> None:
-        if stream is None:  # what sys.stdout is when the program started with fd 1 closed
-            raise OSError(errno.EBADF, "standard output is closed")
-        stream.flush()
-        self._write = _writer(stream)
+    def __init__(
+        self,
+        stream: TextIO | None,
+        on_broken: Callable[[], None],
+        *,
+        fd: int | None = None,
+        path: str | None = None,
+    ) -> None:
+        if fd is None:
+            if stream is None:  # what sys.stdout is when the program started with fd 1 closed
+                raise OSError(errno.EBADF, "standard output is closed")
+            stream.flush()
+            fd = _fileno(stream)
+        self._stream = stream  # only written to when it has no fd (a test's capture)
+        self._fd = fd
+        #: The file ``--output`` names (reopened by :meth:`reopen`), else None.
+        self.path = path
+        self._piece = _piece_size(fd)
+        self._reopened: int | None = None  # a new fd for the writer to switch to
         self._on_broken = on_broken
-        self._lines: deque[bytes] = deque()
-        self._in_flight = 0  # lines the writer has taken but not finished writing
-        self._changed = threading.Condition()
+        self._lines: deque[str] = deque()
+        self._changed = threading.Condition(threading.Lock())
+        # Counters, each written by one thread only: lines the handler queued (put) or
+        # refused, characters queued and taken, lines written (the writer, until abandoned).
+        self._put = self._refused = self._written = 0
+        self._put_chars = self._taken_chars = 0
+        self._accepting = True  # until closed or failed: put() queues
         self._stopping = False  # a stop was asked: never wait for room again
         self._closed = False
+        self._abandoned = False  # close() stopped counting what the writer does
+        self._idle = False  # the writer waits for lines: put() must wake it
+        self._waiting_for_room = False  # the handler waits: the writer must wake it
         #: The reader went away (EPIPE): nothing more can be written.
         self.broken = False
         #: Why writing failed otherwise (EIO, ENOSPC, ...), else None.
         self.error: OSError | None = None
-        #: Lines given to :meth:`put` (or refused by :meth:`reserve`) that were never written.
-        self.unwritten = 0
         self._thread = threading.Thread(target=self._run, name="procobsrv-output", daemon=True)
+
+    @classmethod
+    def to_file(cls, path: str, on_broken: Callable[[], None]) -> Output:
+        """Lines appended to ``path`` (``--output FILE``), opened by
+        :func:`procobsrv.agent.outputs.open_append` (MonitorError when refused)."""
+        return cls(None, on_broken, fd=open_append(path), path=path)
+
+    @property
+    def written(self) -> int:
+        """Lines written so far."""
+        return self._written
+
+    @property
+    def unwritten(self) -> int:
+        """Lines given to :meth:`put` (or refused by :meth:`reserve`) that were not written."""
+        return self._refused + self._put - self._written
 
     def start(self) -> None:
         """Start writing; lines put before wait until then (a failed start writes nothing)."""
@@ -57,24 +118,42 @@ class Output:
     def reserve(self) -> bool:
         """Wait for room for one line, unless a stop was asked; False: there is none (the
         line is counted as not written and need not even be rendered)."""
+        if self._accepting and self._put_chars - self._taken_chars < BACKLOG:
+            return True
         with self._changed:
-            while len(self._lines) >= BACKLOG and not (self._stopping or self._failed):
+            self._waiting_for_room = True  # before looking: the writer reads it without a lock
+            while self._full() and self._accepting and not self._stopping:
                 self._changed.wait()
-            if len(self._lines) < BACKLOG and not self._failed:
+            self._waiting_for_room = False
+            if self._accepting and not self._full():
                 return True
-            self.unwritten += 1
+            self._refused += 1
             return False
+
+    def put_rendered(self, render: Callable[[T], str], item: T) -> None:
+        """``if reserve(): put(render(item))``: the per-event path, in one call."""
+        if self._accepting and self._put_chars - self._taken_chars < BACKLOG:
+            line = render(item)
+            self._lines.append(line)
+            self._put += 1
+            self._put_chars += len(line)
+            if self._idle:
+                with self._changed:
+                    self._changed.notify()
+        elif self.reserve():
+            self.put(render(item))
 
     def put(self, line: str) -> None:
         """Queue one line (after :meth:`reserve` said True, or for a line that must go out)."""
-        data = (line + "\n").encode("utf-8", "backslashreplace")
-        with self._changed:
-            if self._failed or self._closed:
-                self.unwritten += 1
-                return
-            self._lines.append(data)
-            if len(self._lines) == 1:
-                self._changed.notify_all()
+        if not self._accepting:
+            self._refused += 1
+            return
+        self._lines.append(line)
+        self._put += 1
+        self._put_chars += len(line)
+        if self._idle:
+            with self._changed:
+                self._changed.notify()
 
     def stop_waiting(self) -> None:
         """From now on the handler never waits for room: a stop must not wait for a reader."""
@@ -82,81 +161,142 @@ class Output:
             self._stopping = True
             self._changed.notify_all()
 
+    def reopen(self) -> None:
+        """Open the ``--output`` path anew (SIGHUP, after logrotate moved the file); the writer
+        switches to it before its next write. MonitorError when it cannot be opened (the old
+        file is kept)."""
+        if self.path is None:
+            return
+        fd = open_append(self.path)
+        with self._changed:
+            previous, self._reopened = self._reopened, fd
+        if previous is not None:  # two SIGHUPs before the writer switched
+            os.close(previous)
+
     def close(self, grace: float) -> None:
         """Let the writer finish for at most ``grace`` seconds; count what is left."""
-        deadline = time.monotonic() + grace
         with self._changed:
-            if self._thread.ident is None:
-                self._lines.clear()  # never started: nothing was meant to be written
             self._stopping = self._closed = True
+            self._accepting = False
             self._changed.notify_all()
-            while (self._lines or self._in_flight) and not self._failed:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._changed.wait(remaining)
-            self.unwritten += len(self._lines) + self._in_flight
+        if self._thread.ident is None:
+            self._put = self._written  # never started: nothing was meant to be written
+        else:
+            self._thread.join(grace)
+        with self._changed:
+            self._abandoned = True  # from now on nothing the writer does counts
             self._lines.clear()
-            self._in_flight = 0
+            reopened, self._reopened = self._reopened, None
+        for fd in (reopened, None if self._thread.is_alive() else self._fd):
+            if fd is not None and self.path is not None:  # a file of ours, not stdout
+                os.close(fd)
 
-    @property
-    def _failed(self) -> bool:
-        return self.broken or self.error is not None
+    def _full(self) -> bool:
+        return self._put_chars - self._taken_chars >= BACKLOG
 
     def _run(self) -> None:
         lines, changed = self._lines, self._changed
+        monotonic = time.monotonic
+        last = -DENSE_GAP
         while True:
             with changed:
+                self._idle = True  # before looking: put() reads it without a lock
                 while not lines and not self._closed:
                     changed.wait()
+                self._idle = False
                 if not lines:
                     return
-                piece = [lines.popleft()]
-                size = len(piece[0])
-                while lines and size + len(lines[0]) <= PIECE:
-                    size += len(lines[0])
-                    piece.append(lines.popleft())
-                self._in_flight = len(piece)
-                changed.notify_all()  # room for the handler
-            try:
-                self._write(b"".join(piece))
-            except OSError as exc:
-                self._fail(exc)
-                return
-            with changed:
-                if self._in_flight:  # else close() gave up on this piece and counted it
-                    self._in_flight = 0
+                now = monotonic()
+                if now - last < DENSE_GAP and not self._closed:
+                    changed.wait(LINGER)  # more lines join this write; close() cuts it short
+                last = now
+            batch, chars = [], 0
+            while lines and chars < FILE_PIECE:
+                line = lines.popleft()
+                batch.append(line)
+                chars += len(line) + 1
+            self._taken_chars += chars - len(batch)
+            if self._waiting_for_room:
+                with changed:
                     changed.notify_all()
+            batch.append("")  # the last line's newline
+            if not self._write("\n".join(batch).encode("utf-8", "backslashreplace")):
+                return
 
-    def _fail(self, exc: OSError) -> None:
+    def _write(self, data: bytes) -> bool:
+        """Write whole lines; False when writing failed or the writer was abandoned."""
         with self._changed:
+            if self._reopened is not None:
+                os.close(self._fd)
+                self._fd, self._reopened = self._reopened, None
+                self._piece = _piece_size(self._fd)
+        if self._stream is not None and self._fd < 0:
+            return self._write_text(data)
+        fd, piece, view = self._fd, self._piece, memoryview(data)
+        start = done = 0
+        try:
+            while done < len(data):
+                start, end = done, len(data)
+                if end - start > piece:  # up to ``piece`` bytes of whole lines (or one line)
+                    end = data.rfind(b"\n", start, start + piece) + 1 or data.find(b"\n", start) + 1
+                while done < end:
+                    done += os.write(fd, view[done:end])
+                if not self._count(data.count(b"\n", start, end)):
+                    return False
+        except OSError as exc:
+            self._fail(exc, fd, data, start, done)
+            return False
+        return True
+
+    def _count(self, lines: int) -> bool:
+        with self._changed:
+            if self._abandoned:
+                return False
+            self._written += lines
+            return True
+
+    def _write_text(self, data: bytes) -> bool:
+        assert self._stream is not None
+        try:
+            self._stream.write(data.decode("utf-8"))
+            self._stream.flush()
+        except OSError as exc:
+            self._fail(exc, -1, data, 0, 0)
+            return False
+        return self._count(data.count(b"\n"))
+
+    def _fail(self, exc: OSError, fd: int, data: bytes, start: int, done: int) -> None:
+        """Writing ``data[start:]`` failed after ``done`` bytes: count the whole lines that
+        went out, take a cut one back out, stop accepting lines."""
+        if fd >= 0:
+            drop_cut_line(fd, data, done)
+        with self._changed:
+            if self._abandoned:
+                return
+            self._written += data.count(b"\n", start, done)
             if isinstance(exc, BrokenPipeError):
                 self.broken = True
             else:
                 self.error = exc
-            self.unwritten += len(self._lines) + self._in_flight
-            self._lines.clear()
-            self._in_flight = 0
+            self._accepting = False
+            self._lines.clear()  # counted: put - written
             self._changed.notify_all()
         self._on_broken()
 
 
-def _writer(stream: TextIO) -> Callable[[bytes], None]:
-    """Raw writes to the stream's fd, bypassing its buffer: a thread blocked inside a
-    buffered stream holds its lock, and the interpreter's exit would wait for that lock."""
+def _fileno(stream: TextIO) -> int:
+    """The stream's fd, to write to it bypassing its buffer (a thread blocked inside a
+    buffered stream holds its lock, and the interpreter's exit would wait for that lock);
+    -1 when it has none (a test's capture)."""
     try:
-        fd = stream.fileno()
-    except (AttributeError, OSError, ValueError):  # not a file (a test's capture)
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return -1
 
-        def write_text(data: bytes) -> None:
-            stream.write(data.decode("utf-8"))
-            stream.flush()
 
-        return write_text
-
-    def write_fd(data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-
-    return write_fd
+def _piece_size(fd: int) -> int:
+    try:
+        regular = fd >= 0 and stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        regular = False
+    return FILE_PIECE if regular else PIECE

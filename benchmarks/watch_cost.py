@@ -1,0 +1,103 @@
+"""What ``watch --json`` and ``watch --output FILE`` cost over the API listener, and how two
+checkouts compare: the same K=2 storm, contenders alternating in one run, medians.
+
+Each contender runs in a process of its own (``benchmarks.harness.run_one``): its whole
+CPU time (every thread: monitor, retrieval, delivery, the output's writer) from just before
+the storm until it has caught up, per 10,000 events of the storm. The listener is
+``benchmarks.listener`` (a handler that appends one tuple per event).
+
+Run: ``.venv/bin/python -m benchmarks.watch_cost [--total 4000] [--reps 5] [--source ebpf]
+[--base DIR]``. With ``--base DIR`` (the ``src`` directory of another checkout, e.g. one made
+with ``git archive main src | tar -x -C /tmp/base``) each watch contender also runs on that
+code, alternating with this checkout's: ``old`` and ``new`` in the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .harness import CONTENDER_TYPES, EbpfListener, EbpfWatch, Observed, run_one
+
+
+class EbpfWatchFile(EbpfWatch):
+    """``procobsrv watch --output FILE --source ebpf`` (the file on tmpfs, stdout unused)."""
+
+    name = "procobsrv-ebpf-watch-file"
+
+    def command(self) -> list[str]:
+        return [*super().command()[:-3], "--output", self.out, "--source", self.source]
+
+    def observed(self) -> Observed:
+        return super().observed()  # the same JSON lines, read from self.out
+
+
+class ConnectorWatchFile(EbpfWatchFile):
+    name = "procobsrv-watch-file"
+    source = "connector"
+    bpf = False
+
+
+CONTENDER_TYPES.update({c.name: c for c in (EbpfWatchFile, ConnectorWatchFile)})
+
+
+@contextmanager
+def code_from(src: str | None) -> Iterator[None]:
+    """Contenders started in the block import procobsrv from ``src`` (None: this checkout)."""
+    before = os.environ.get("PYTHONPATH")
+    if src is not None:
+        os.environ["PYTHONPATH"] = src
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.watch_cost", description=__doc__)
+    p.add_argument("--total", type=int, default=4000, help="processes per K=2 storm")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--source", choices=("ebpf", "connector"), default="ebpf")
+    p.add_argument("--base", metavar="DIR", help="src directory of the code to compare with")
+    args = p.parse_args()
+    ebpf = args.source == "ebpf"
+    api = EbpfListener.name if ebpf else "procobsrv-api"
+    watches = (
+        (EbpfWatch.name, EbpfWatchFile.name)
+        if ebpf
+        else ("procobsrv-watch", "procobsrv-watch-file")
+    )
+    plan = [("api", api, None)]
+    for name in watches:
+        label = "json" if name == watches[0] else "file"
+        if args.base:
+            plan.append((f"{label} old", name, args.base))
+        plan.append((f"{label} new" if args.base else label, name, None))
+    cpu: dict[str, list[float]] = {label: [] for label, _n, _s in plan}
+    for rep in range(args.reps):
+        for label, name, src in plan:
+            with code_from(src):
+                r = run_one(name, 2, args.total)
+            per_10k = (r.cpu_seconds or 0.0) / r.events * 1e4
+            cpu[label].append(per_10k)
+            print(
+                f"run {rep + 1} {label:9} cpu/10k {per_10k:.3f} s  missing {r.missing} "
+                f"lost {r.lost} argv {r.exact.get('argv')}",
+                flush=True,
+            )
+    medians = {label: statistics.median(v) for label, v in cpu.items()}
+    print(f"\nK=2 storm of {args.total} processes, {args.source}, median of {args.reps} runs")
+    for label, value in medians.items():
+        print(f"{label:9} {value:.3f} s per 10k events  {value / medians['api']:.2f}x the API")
+    print(json.dumps({"cpu_s_per_10k": medians, "runs": cpu}))
+
+
+if __name__ == "__main__":
+    main()

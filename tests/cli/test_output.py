@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
+import subprocess
 import sys
 import termios
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TextIO
 
 import pytest
 
 from procobsrv.cli.output import Output
+from tests.fakes.availability import unavailable
 
 #: More than the writer needs on a loaded machine; a hang fails the test instead.
 GRACE_S = 5.0
@@ -103,3 +107,72 @@ def test_a_stop_with_a_blocked_reader_ends_in_time_and_counts_exactly(
     in_the_pipe = int.from_bytes(queued, sys.byteorder) // (len(LINE) + 1)
     assert in_the_pipe > 0 and output.unwritten > 0
     assert in_the_pipe + output.unwritten == MANY
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        unavailable("only root can mount a small tmpfs")
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_full_file_counts_exactly_and_keeps_only_whole_lines(tmp_path: Path) -> None:
+    """Lines of uneven sizes into a 16 KiB filesystem: the write that fills it is cut in the
+    middle of a line; that part is taken back out, and written + not written = put."""
+    with small_tmpfs(tmp_path / "small", "16k") as mount:
+        path = mount / "out.jsonl"
+        told = threading.Event()
+        output = Output.to_file(str(path), on_broken=told.set)
+        output.start()
+        sizes = [37 + (n * 7919) % 300 for n in range(400)]  # about 75 KiB in all
+        for n, size in enumerate(sizes):
+            if output.reserve():
+                output.put(f"{n:05d}" + "y" * size)
+        assert told.wait(GRACE_S)
+        output.close(GRACE_S)
+        data = path.read_bytes()
+    assert output.error is not None and output.error.errno == errno.ENOSPC
+    assert not output.broken
+    assert data.endswith(b"\n")
+    lines = data.decode().splitlines()
+    assert lines == [f"{n:05d}" + "y" * size for n, size in enumerate(sizes[: len(lines)])]
+    assert len(lines) == output.written > 0
+    assert output.written + output.unwritten == len(sizes)
+
+
+def test_reopen_makes_the_next_write_go_to_a_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "out.jsonl"
+    output = Output.to_file(str(path), on_broken=lambda: None)
+    output.start()
+    output.put("first")
+    deadline = time.monotonic() + GRACE_S
+    while output.written < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    path.rename(tmp_path / "out.jsonl.1")  # what logrotate does, then SIGHUP
+    output.reopen()
+    output.put("second")
+    output.close(GRACE_S)
+    assert (tmp_path / "out.jsonl.1").read_text() == "first\n"
+    assert path.read_text() == "second\n"
+    assert (output.written, output.unwritten) == (2, 0)
+
+
+def test_a_line_after_a_quiet_moment_is_written_without_waiting_for_more() -> None:
+    """No batching delay for a lone line: it reaches the reader while nothing else comes."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "w") as stream:
+        output = Output(stream, on_broken=lambda: None)
+        output.start()
+        try:
+            for n in range(3):
+                time.sleep(0.05)  # quiet: longer than any lingering
+                output.put(f"line {n}")
+                assert os.read(read_end, 100) == f"line {n}\n".encode()
+        finally:
+            output.close(GRACE_S)
+            os.close(read_end)

@@ -6,7 +6,7 @@ The framework classes know nothing of this package: an output is an ordinary
 """
 
 from .outputs import FileSink, RecordHandler, Sink, StreamSink, open_output
-from .records import SCHEMA_VERSION, RecordMaker, schema_text
+from .records import SCHEMA_VERSION, RecordMaker, original_bytes, schema_text
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -16,5 +16,6 @@ __all__ = [
     "Sink",
     "StreamSink",
     "open_output",
+    "original_bytes",
     "schema_text",
 ]

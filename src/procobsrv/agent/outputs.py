@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import abc
-import errno
 import logging
 import os
 import stat
@@ -142,14 +141,14 @@ def open_append(path: str) -> int:
     try:
         try:
             fd = os.open(path, flags | _NOFOLLOW, FILE_MODE)
-        except OSError as exc:
-            if exc.errno != errno.ELOOP or not _NOFOLLOW:
+        except OSError:  # ELOOP (a link), or EACCES (the kernel's own protected_symlinks)
+            link = _link_status(path)
+            if link is None:
                 raise
-            link_owner = os.lstat(path).st_uid
-            if link_owner not in (os.geteuid(), 0):
+            if link.st_uid not in (os.geteuid(), 0):
                 raise MonitorError(
                     f"refusing the output file {path}: it is a symbolic link owned by user "
-                    f"{link_owner}, not by this user or root (give the real path)"
+                    f"{link.st_uid}, not by this user or root (give the real path)"
                 ) from None
             fd = os.open(path, flags, FILE_MODE)
     except OSError as exc:
@@ -173,13 +172,23 @@ def open_append(path: str) -> int:
 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # not on Windows, which has no such links to plant
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO put there meanwhile must not block the check
+
+
+def _link_status(path: str) -> os.stat_result | None:
+    """``lstat(path)`` when it is a symbolic link, else None."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st if stat.S_ISLNK(st.st_mode) else None
 
 
 def _end_a_cut_line(fd: int, path: str, st: os.stat_result) -> None:
     if st.st_size == 0:
         return
     try:  # read through a second descriptor: the first one only writes
-        reader = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _NOFOLLOW)
+        reader = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _NONBLOCK)
     except OSError:
         return  # not readable by this user: nothing to check with
     try:

@@ -7,9 +7,9 @@ the storm until it has caught up, per 10,000 events of the storm. The listener i
 ``benchmarks.listener`` (a handler that appends one tuple per event).
 
 Run: ``.venv/bin/python -m benchmarks.watch_cost [--total 4000] [--reps 5] [--source ebpf]
-[--base DIR]``. With ``--base DIR`` (the ``src`` directory of another checkout, e.g. one made
-with ``git archive main src | tar -x -C /tmp/base``) each watch contender also runs on that
-code, alternating with this checkout's: ``old`` and ``new`` in the table.
+[--base [LABEL=]DIR ...]``. With ``--base DIR`` (the ``src`` directory of another checkout,
+e.g. one made with ``git archive main src | tar -x -C /tmp/base``) each watch contender also
+runs on that code, alternating with this checkout's: ``old`` (or LABEL) and ``new``.
 """
 
 from __future__ import annotations
@@ -65,7 +65,13 @@ def main() -> None:
     p.add_argument("--total", type=int, default=4000, help="processes per K=2 storm")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--source", choices=("ebpf", "connector"), default="ebpf")
-    p.add_argument("--base", metavar="DIR", help="src directory of the code to compare with")
+    p.add_argument(
+        "--base",
+        action="append",
+        default=[],
+        metavar="[LABEL=]DIR",
+        help="src directory of other code to compare with (repeatable; label default: old)",
+    )
     args = p.parse_args()
     ebpf = args.source == "ebpf"
     api = EbpfListener.name if ebpf else "procobsrv-api"
@@ -74,12 +80,12 @@ def main() -> None:
         if ebpf
         else ("procobsrv-watch", "procobsrv-watch-file")
     )
-    plan = [("api", api, None)]
+    bases = [b.split("=", 1) if "=" in b else ("old", b) for b in args.base]
+    plan: list[tuple[str, str, str | None]] = [("api", api, None)]
     for name in watches:
-        label = "json" if name == watches[0] else "file"
-        if args.base:
-            plan.append((f"{label} old", name, args.base))
-        plan.append((f"{label} new" if args.base else label, name, None))
+        output = "json" if name == watches[0] else "file"
+        plan += [(f"{output} {label}", name, src) for label, src in bases]
+        plan.append((f"{output} new" if bases else output, name, None))
     cpu: dict[str, list[float]] = {label: [] for label, _n, _s in plan}
     for rep in range(args.reps):
         for label, name, src in plan:

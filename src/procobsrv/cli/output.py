@@ -17,9 +17,10 @@ told through ``on_broken`` and ends quietly. Any other failure (a full disk, EIO
 ``error``, the watch is told the same way, and every line from then on is counted.
 
 Under a storm the writer wakes about once per :data:`LINGER` seconds, not once per batch the
-handler gets: when it finds work again less than :data:`DENSE_GAP` after the last time, it
-waits up to LINGER for more lines to join the same write. A line that comes after a quiet
-moment is written at once; no line waits more than LINGER for the writer.
+handler gets (each wake-up of a Python thread costs tens of microseconds of CPU): when lines
+come again less than :data:`DENSE_GAP` after its last write, it waits up to LINGER for more
+lines to join the same write. A line that comes after a quiet moment is written at once; no
+line waits more than LINGER for the writer.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ PIECE = 4096
 #: Bytes per write to a regular file, at most (a file takes any write whole, but for errors).
 FILE_PIECE = 1 << 20
 #: The longest a line waits for the writer to join more lines to its write, in seconds.
-LINGER = 0.001
-#: The writer lingers only when it finds work again this soon after the last time (seconds).
+LINGER = 0.005
+#: The writer lingers only when lines come again this soon after its last write (seconds).
 DENSE_GAP = 0.002
 
 
@@ -185,7 +186,6 @@ class Output:
             self._thread.join(grace)
         with self._changed:
             self._abandoned = True  # from now on nothing the writer does counts
-            self._lines.clear()
             reopened, self._reopened = self._reopened, None
         for fd in (reopened, None if self._thread.is_alive() else self._fd):
             if fd is not None and self.path is not None:  # a file of ours, not stdout
@@ -197,7 +197,7 @@ class Output:
     def _run(self) -> None:
         lines, changed = self._lines, self._changed
         monotonic = time.monotonic
-        last = -DENSE_GAP
+        wrote = -DENSE_GAP  # when the last write ended
         while True:
             with changed:
                 self._idle = True  # before looking: put() reads it without a lock
@@ -206,22 +206,18 @@ class Output:
                 self._idle = False
                 if not lines:
                     return
-                now = monotonic()
-                if now - last < DENSE_GAP and not self._closed:
+                if monotonic() - wrote < DENSE_GAP and not self._closed:
                     changed.wait(LINGER)  # more lines join this write; close() cuts it short
-                last = now
-            batch, chars = [], 0
-            while lines and chars < FILE_PIECE:
-                line = lines.popleft()
-                batch.append(line)
-                chars += len(line) + 1
-            self._taken_chars += chars - len(batch)
+            take = lines.popleft
+            batch = [take() for _ in range(len(lines))]  # all there is: at most BACKLOG
+            self._taken_chars += sum(map(len, batch))
             if self._waiting_for_room:
                 with changed:
                     changed.notify_all()
             batch.append("")  # the last line's newline
             if not self._write("\n".join(batch).encode("utf-8", "backslashreplace")):
                 return
+            wrote = monotonic()
 
     def _write(self, data: bytes) -> bool:
         """Write whole lines; False when writing failed or the writer was abandoned."""

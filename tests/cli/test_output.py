@@ -17,6 +17,7 @@ from typing import TextIO
 
 import pytest
 
+from procobsrv import EventKind, QueuedItem
 from procobsrv.cli.output import Output
 from tests.fakes.availability import unavailable
 
@@ -176,3 +177,25 @@ def test_a_line_after_a_quiet_moment_is_written_without_waiting_for_more() -> No
         finally:
             output.close(GRACE_S)
             os.close(read_end)
+
+
+def test_an_event_that_cannot_be_rendered_is_counted_and_the_others_are_written(
+    pipe: tuple[int, TextIO], caplog: pytest.LogCaptureFixture
+) -> None:
+    read_end, stream = pipe
+    output = Output(stream, on_broken=lambda: None)
+
+    def render(item: QueuedItem) -> str:
+        if item.process_id == 2:
+            raise ValueError("no line for this one")
+        return f"pid {item.process_id}"
+
+    output.render = render
+    output.start()
+    for pid in (1, 2, 3):
+        output.put_event(QueuedItem(EventKind.EXEC, pid, 0, 1.0))
+    output.close(GRACE_S)
+    stream.close()
+    assert read_all(read_end).decode().splitlines() == ["pid 1", "pid 3"]
+    assert (output.written, output.unwritten) == (2, 1)
+    assert "could not be written as a line" in caplog.text

@@ -2,15 +2,19 @@
 
 A reader that stops reading (a pipe or FIFO nobody drains, a terminal paused with Ctrl+S)
 makes a write block forever. If the handler wrote itself, Ctrl+C would wait for that reader;
-so the handler only queues lines here (waiting for room while the watch runs: back-pressure
-into the monitor's queue, which drops and counts) and one writer thread blocks on the fd.
+so the handler only queues events (and a few lines) here, waiting for room while the watch
+runs (back-pressure into the monitor's queue, which drops and counts), and one writer thread
+turns all it finds queued into lines (:attr:`Output.render`) and blocks on the fd. Rendering
+a batch in a row there costs less CPU than one line at a time on the handler's thread.
 Once a stop is asked, nothing waits any more: lines with no room are counted, not written,
 and :meth:`Output.close` gives the writer a deadline, then counts what is left.
 
 The count of lines not written is exact: a pipe takes a write of at most PIPE_BUF bytes whole
 or not at all, so the writer writes whole lines in pieces of that size to anything that is
 not a regular file (where one write takes a whole batch); a write that fails part-way counts
-the lines it completed, and a regular file gets the cut line taken back out.
+the lines it completed, and a regular file gets the cut line taken back out. (The one piece
+the writer may still be blocked on when :meth:`Output.close` gives up is counted as not
+written: should the reader take it in the moment before the process exits, it is both.)
 
 A reader that went away (``| head -3``) is EPIPE: the output is ``broken``, the watch is
 told through ``on_broken`` and ends quietly. Any other failure (a full disk, EIO) is kept in
@@ -26,20 +30,25 @@ line waits more than LINGER for the writer.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TextIO, TypeVar
+from typing import TextIO
 
 from ..agent.outputs import drop_cut_line, open_append
+from ..events import QueuedItem
 
-T = TypeVar("T")
+log = logging.getLogger(__name__)
 
-#: Characters of lines queued for the writer before the handler waits (about 6,000 JSON lines).
+#: Bytes queued for the writer before the handler waits: lines by their length, events by an
+#: estimate of theirs (:data:`EVENT_BYTES` + the size of the argv); about 6,000 JSON lines.
 BACKLOG = 4 << 20
+#: An event's line, without its argv, for :data:`BACKLOG` (a JSON line is about 650 bytes).
+EVENT_BYTES = 1024
 #: Bytes per write to a pipe, FIFO, terminal or device: up to PIPE_BUF, a pipe takes a write
 #: whole or not at all, so the count of lines not written is exact even when the writer is
 #: abandoned in the middle of one (a single longer line is written alone).
@@ -78,12 +87,14 @@ class Output:
         self._piece = _piece_size(fd)
         self._reopened: int | None = None  # a new fd for the writer to switch to
         self._on_broken = on_broken
-        self._lines: deque[str] = deque()
+        self._lines: deque[str | QueuedItem] = deque()  # lines, and events to render
         self._changed = threading.Condition(threading.Lock())
         # Counters, each written by one thread only: lines the handler queued (put) or
         # refused, characters queued and taken, lines written (the writer, until abandoned).
         self._put = self._refused = self._written = 0
-        self._put_chars = self._taken_chars = 0
+        self._put_bytes = self._taken_bytes = 0
+        #: How an event given to :meth:`put_event` becomes its line, on the writer's thread.
+        self.render: Callable[[QueuedItem], str] = repr
         self._accepting = True  # until closed or failed: put() queues
         self._stopping = False  # a stop was asked: never wait for room again
         self._closed = False
@@ -119,7 +130,7 @@ class Output:
     def reserve(self) -> bool:
         """Wait for room for one line, unless a stop was asked; False: there is none (the
         line is counted as not written and need not even be rendered)."""
-        if self._accepting and self._put_chars - self._taken_chars < BACKLOG:
+        if self._accepting and self._put_bytes - self._taken_bytes < BACKLOG:
             return True
         with self._changed:
             self._waiting_for_room = True  # before looking: the writer reads it without a lock
@@ -131,18 +142,19 @@ class Output:
             self._refused += 1
             return False
 
-    def put_rendered(self, render: Callable[[T], str], item: T) -> None:
-        """``if reserve(): put(render(item))``: the per-event path, in one call."""
-        if self._accepting and self._put_chars - self._taken_chars < BACKLOG:
-            line = render(item)
-            self._lines.append(line)
+    def put_event(self, item: QueuedItem) -> None:
+        """Queue an event, as :meth:`reserve` and :meth:`put` would its line: the writer
+        makes the line (:attr:`render`), many in a row, which costs less than one at a time
+        on the handler's thread between two other events."""
+        if self._accepting and self._put_bytes - self._taken_bytes < BACKLOG:
+            self._lines.append(item)
             self._put += 1
-            self._put_chars += len(line)
+            self._put_bytes += EVENT_BYTES + (item.command_line_size or 0)
             if self._idle:
                 with self._changed:
                     self._changed.notify()
-        elif self.reserve():
-            self.put(render(item))
+        elif self.reserve():  # once stopping with no room: counted, never rendered
+            self.put_event(item)
 
     def put(self, line: str) -> None:
         """Queue one line (after :meth:`reserve` said True, or for a line that must go out)."""
@@ -151,7 +163,7 @@ class Output:
             return
         self._lines.append(line)
         self._put += 1
-        self._put_chars += len(line)
+        self._put_bytes += len(line)
         if self._idle:
             with self._changed:
                 self._changed.notify()
@@ -192,7 +204,7 @@ class Output:
                 os.close(fd)
 
     def _full(self) -> bool:
-        return self._put_chars - self._taken_chars >= BACKLOG
+        return self._put_bytes - self._taken_bytes >= BACKLOG
 
     def _run(self) -> None:
         lines, changed = self._lines, self._changed
@@ -209,8 +221,7 @@ class Output:
                 if monotonic() - wrote < DENSE_GAP and not self._closed:
                     changed.wait(LINGER)  # more lines join this write; close() cuts it short
             take = lines.popleft
-            batch = [take() for _ in range(len(lines))]  # all there is: at most BACKLOG
-            self._taken_chars += sum(map(len, batch))
+            batch = self._render([take() for _ in range(len(lines))])  # all there is
             if self._waiting_for_room:
                 with changed:
                     changed.notify_all()
@@ -218,6 +229,26 @@ class Output:
             if not self._write("\n".join(batch).encode("utf-8", "backslashreplace")):
                 return
             wrote = monotonic()
+
+    def _render(self, taken: list[str | QueuedItem]) -> list[str]:
+        """The lines of what was taken from the queue (events rendered), and its bytes
+        counted as taken. An event that cannot be rendered is logged and left out (it
+        counts as not written)."""
+        render = self.render
+        size = 0
+        try:
+            lines = [x if x.__class__ is str else render(x) for x in taken]  # type: ignore[arg-type]
+        except Exception:  # one bad event must not end the output: find it
+            lines = []
+            for x in taken:
+                try:
+                    lines.append(x if isinstance(x, str) else render(x))
+                except Exception:
+                    log.exception("an event could not be written as a line: %r", x)
+        for x in taken:
+            size += len(x) if isinstance(x, str) else EVENT_BYTES + (x.command_line_size or 0)
+        self._taken_bytes += size
+        return lines
 
     def _write(self, data: bytes) -> bool:
         """Write whole lines; False when writing failed or the writer was abandoned."""

@@ -72,16 +72,18 @@ class ConsoleHandler(CallbackHandler):
 
 
 class _Printer(CallbackHandler):
+    """Events to ``output``, rendered there by ``render``; losses as ``render_lost``'s line."""
+
     def __init__(
         self, output: Output, render: Callable[[QueuedItem], str], render_lost: Callable[[int], str]
     ) -> None:
-        self.put_rendered = output.put_rendered
+        output.render = render
+        self.put_event = output.put_event
         self.put = output.put
-        self.render = render
         self.render_lost = render_lost
 
     def on_process_event(self, item: QueuedItem, param: Any) -> None:
-        self.put_rendered(self.render, item)  # once stopping with no room: not even rendered
+        self.put_event(item)
 
     def on_events_lost(self, count: int, param: Any) -> None:
         self.put(self.render_lost(count))
@@ -213,7 +215,8 @@ def open_outputs(
 def run(args: argparse.Namespace) -> int:
     done = threading.Event()
     output, sink = open_outputs(args, done)
-    reopen = reopener(sink.reopen if sink else output.reopen if args.output and output else None)
+    reopened = sink if sink is not None else output if args.output else None  # by SIGHUP
+    reopen = reopener(reopened.reopen if reopened is not None else None)
     handler = ConsoleHandler(
         output,
         done,

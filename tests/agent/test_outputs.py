@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,8 +12,8 @@ import pytest
 
 from procobsrv.agent import FileSink
 from procobsrv.agent.outputs import OutputError
-from tests.fakes.availability import unavailable
 from tests.fakes.gauges import wait_until
+from tests.fakes.mounts import small_tmpfs
 from tests.fakes.watch import run_markers, validate_lines, watching
 
 pytestmark = pytest.mark.kernel
@@ -111,12 +110,7 @@ def test_a_file_sink_on_a_full_disk_raises_and_leaves_no_part_of_the_line(
 ) -> None:
     """``collect --output`` must not acknowledge what it did not write: ``send`` raises
     OutputError, and the part of the line that fitted is taken back out."""
-    if os.geteuid() != 0:
-        unavailable("only root can mount a small tmpfs")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(mount)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "small", "8k") as mount:
         sink = FileSink(mount / "out.jsonl")
         sent = 0
         with pytest.raises(OutputError, match="No space left on device"):
@@ -125,8 +119,6 @@ def test_a_file_sink_on_a_full_disk_raises_and_leaves_no_part_of_the_line(
                 sent += 1
         sink.close()
         data = (mount / "out.jsonl").read_bytes()
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
     assert data.endswith(b"\n")
     assert [json.loads(line)["n"] for line in data.splitlines()] == list(range(sent))
     assert sink.lines == sent > 0

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
-import subprocess
 import sys
 import termios
 import threading
@@ -19,7 +17,7 @@ import pytest
 
 from procobsrv import EventKind, QueuedItem
 from procobsrv.cli.output import Output
-from tests.fakes.availability import unavailable
+from tests.fakes.mounts import small_tmpfs
 
 #: More than the writer needs on a loaded machine; a hang fails the test instead.
 GRACE_S = 5.0
@@ -108,18 +106,6 @@ def test_a_stop_with_a_blocked_reader_ends_in_time_and_counts_exactly(
     in_the_pipe = int.from_bytes(queued, sys.byteorder) // (len(LINE) + 1)
     assert in_the_pipe > 0 and output.unwritten > 0
     assert in_the_pipe + output.unwritten == MANY
-
-
-@contextlib.contextmanager
-def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        unavailable("only root can mount a small tmpfs")
-    where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def test_a_full_file_counts_exactly_and_keeps_only_whole_lines(tmp_path: Path) -> None:

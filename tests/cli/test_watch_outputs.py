@@ -13,14 +13,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fakes.availability import require_connector, unavailable
+from tests.fakes.mounts import small_tmpfs
 from tests.fakes.storm import Storm
+from tests.fakes.watch import started
 
 pytestmark = pytest.mark.kernel
 TOOL = [sys.executable, "-m", "procobsrv"]
@@ -29,18 +30,6 @@ WRITTEN = re.compile(r"procobsrv: (\d+) lines written to ")
 #: A user that owns nothing here (nobody).
 OTHER_UID = 65534
 
-_started: list[subprocess.Popen[Any]] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_watch_left_behind() -> Iterator[None]:
-    yield
-    while _started:
-        proc = _started.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
 
 def start_watch(*args: str, stdout: Any = subprocess.DEVNULL) -> subprocess.Popen[str]:
     """``procobsrv watch ARGS``, returned once it watches (its first stderr line)."""
@@ -48,7 +37,7 @@ def start_watch(*args: str, stdout: Any = subprocess.DEVNULL) -> subprocess.Pope
     watch = subprocess.Popen(
         [*TOOL, "watch", *args], stdout=stdout, stderr=subprocess.PIPE, text=True
     )
-    _started.append(watch)
+    started(watch)
     assert watch.stderr is not None
     line = watch.stderr.readline()
     assert "watching" in line, line + watch.stderr.read()
@@ -136,17 +125,6 @@ def test_a_stop_ends_in_time_though_the_output_reader_stopped_reading(
 
 
 # -- item 5: a failing output is counted, said once, and ends with status 2 ---------------
-@contextlib.contextmanager
-def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
-    require_root("mount a small tmpfs")
-    where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 def test_a_full_filesystem_ends_watch_counted_said_once_and_leaves_whole_lines(
     tmp_path: Path,
 ) -> None:
@@ -210,7 +188,7 @@ def run_briefly(*args: str, close_fd: int, **kwargs: Any) -> subprocess.Complete
         preexec_fn=lambda: os.close(close_fd),
         **kwargs,
     )
-    _started.append(watch)
+    started(watch)
     time.sleep(0.7)
     for _ in range(3):
         subprocess.run(["/bin/true"], check=True)

@@ -210,16 +210,22 @@ class Output:
         lines, changed = self._lines, self._changed
         monotonic = time.monotonic
         wrote = -DENSE_GAP  # when the last write ended
+        busy = False  # lines keep coming: each batch gathers for LINGER, nobody wakes us
         while True:
             with changed:
-                self._idle = True  # before looking: put() reads it without a lock
-                while not lines and not self._closed:
-                    changed.wait()
-                self._idle = False
-                if not lines:
-                    return
-                if monotonic() - wrote < DENSE_GAP and not self._closed:
+                if not busy:
+                    self._idle = True  # before looking: put() reads it without a lock
+                    while not lines and not self._closed:
+                        changed.wait()
+                    self._idle = False
+                    busy = monotonic() - wrote < DENSE_GAP
+                if busy and not self._closed:
                     changed.wait(LINGER)  # more lines join this write; close() cuts it short
+                if not lines:
+                    if self._closed:
+                        return
+                    busy = False  # nothing came for LINGER: the next line goes out at once
+                    continue
             take = lines.popleft
             batch = self._render([take() for _ in range(len(lines))])  # all there is
             if self._waiting_for_room:

@@ -146,9 +146,9 @@ def test_a_full_filesystem_ends_watch_counted_said_once_and_leaves_whole_lines(
         ), err
         total, lost, unwritten, why = summary(err)
         lines = records(path.read_bytes())
-        assert unwritten > 0 and why == "output failed", err
+        assert lost == 0 and unwritten > 0 and why == "output failed", err
         assert len(lines) == written(err) > 0
-        assert len(lines) + unwritten == total + (lost > 0), err
+        assert len(lines) + unwritten == total, err
         # Room again: the next run appends after whole lines, never glued to a cut one.
         subprocess.run(["mount", "-o", "remount,size=1m", str(mount)], check=True)
         again = start_watch("--output", str(path), "--match", "room-again", "--duration", "1")
@@ -165,6 +165,8 @@ def test_a_full_filesystem_ends_watch_counted_said_once_and_leaves_whole_lines(
 def test_an_output_that_cannot_be_written_ends_watch_counted_with_status_2(
     path: str, reason: str
 ) -> None:
+    if path.startswith("/proc"):
+        require_root("open /proc/version for writing")
     watch = start_watch("--output", path)
     spawn_until_ended(watch)
     watch.wait(timeout=10)

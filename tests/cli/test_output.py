@@ -171,10 +171,10 @@ def test_an_event_that_cannot_be_rendered_is_counted_and_the_others_are_written(
     read_end, stream = pipe
     output = Output(stream, on_broken=lambda: None)
 
-    def render(items: list[QueuedItem]) -> list[str]:
-        if any(item.process_id == 2 for item in items):
+    def render(item: QueuedItem) -> str:
+        if item.process_id == 2:
             raise ValueError("no line for this one")
-        return [f"pid {item.process_id}" for item in items]
+        return f"pid {item.process_id}"
 
     output.render = render
     output.start()

@@ -9,7 +9,6 @@ import math
 import os
 import socket
 import time
-from collections.abc import Iterable
 from datetime import datetime, timezone
 from importlib import resources
 from json.encoder import encode_basestring_ascii
@@ -116,69 +115,55 @@ class RecordMaker:
 
     def event_line(self, item: QueuedItem) -> str:
         """``dumps(self.event(item))``, character for character, in a fraction of the time:
-        the line of ``watch --json`` and ``--output FILE``."""
-        return self.event_lines((item,))[0]
-
-    def event_lines(self, items: Iterable[QueuedItem]) -> list[str]:
-        """:meth:`event_line` of each item: one loop over many costs less than many calls.
-
-        The lines are built from fragments escaped once, strings go through json's own
-        escaping, and ``time`` is ``wall_time(timestamp)`` with datetime's own rounding (the
-        fraction rounded half to even, which may carry a second), its date and time of day
-        made once per second."""
-        string, kinds, modf, id_prefix = _string, _KIND_NAMES, _modf, self._id_prefix
+        the line of ``watch --json`` and ``--output FILE`` (built here from fragments escaped
+        once; strings through json's own escaping)."""
+        kind = _KIND_NAMES[item.kind]
+        pid = item.process_id
+        monotonic_ns = item.monotonic_ns
+        if monotonic_ns:
+            event_id = f'{self._id_prefix}:{kind}:{pid}:{monotonic_ns}"'
+        else:
+            event_id = _string(self._local_id(kind))
+        # wall_time(timestamp) with datetime's own rounding (the fraction rounded half to
+        # even, which may carry a second), its date and time of day made once per second.
+        timestamp = item.timestamp
+        if 0 <= timestamp < _LAST_FAST_SECOND:
+            fraction, whole = _modf(timestamp)
+            micros = round(fraction * 1e6)
+            second = int(whole)
+            if micros >= _MICROS_PER_SECOND:
+                micros -= _MICROS_PER_SECOND
+                second += 1
+            if second != self._second:
+                self._time_prefix = wall_time(second)[: -len(".000000+00:00")]
+                self._second = second
+            when = f"{self._time_prefix}.{micros:06d}+00:00"
+        else:  # not a time the shortcut was checked for
+            when = wall_time(timestamp)
+        argv = item.command_line
+        image, comm, cwd, script, cgroup = item.image, item.comm, item.cwd, item.script, item.cgroup
+        exit_code, sig, uid, euid = item.exit_code, item.signal, item.uid, item.euid
+        size, cgroup_id = item.command_line_size, item.cgroup_id
         head, middle = self._head
-        second_shown, time_prefix = self._second, self._time_prefix
-        lines: list[str] = []
-        append = lines.append
-        for item in items:
-            kind = kinds[item.kind]
-            pid = item.process_id
-            monotonic_ns = item.monotonic_ns
-            if monotonic_ns:
-                event_id = f'{id_prefix}:{kind}:{pid}:{monotonic_ns}"'
-            else:
-                event_id = string(self._local_id(kind))
-            timestamp = item.timestamp
-            if 0 <= timestamp < _LAST_FAST_SECOND:
-                fraction, whole = modf(timestamp)
-                micros = round(fraction * 1e6)
-                second = int(whole)
-                if micros >= _MICROS_PER_SECOND:
-                    micros -= _MICROS_PER_SECOND
-                    second += 1
-                if second != second_shown:
-                    time_prefix = wall_time(second)[: -len(".000000+00:00")]
-                    second_shown = second
-                when = f"{time_prefix}.{micros:06d}+00:00"
-            else:  # not a time the shortcut was checked for
-                when = wall_time(timestamp)
-            argv = item.command_line
-            argv_json = "null" if argv is None else "[" + ",".join(map(string, argv)) + "]"
-            image, comm, cwd, script = item.image, item.comm, item.cwd, item.script
-            exit_code, sig, uid, euid = item.exit_code, item.signal, item.uid, item.euid
-            size, cgroup_id, cgroup = item.command_line_size, item.cgroup_id, item.cgroup
-            append(
-                f"{head}{event_id}{middle}{monotonic_ns}"
-                f',"time":"{when}","kind":"{kind}","pid":{pid}'
-                f',"ppid":{item.parent_id},"timestamp":{timestamp!r}'
-                f',"image":{"null" if image is None else string(image)}'
-                f',"command_line":{argv_json}'
-                f',"exit_code":{"null" if exit_code is None else exit_code}'
-                f',"signal":{"null" if sig is None else sig}'
-                f',"core_dumped":{"true" if item.core_dumped else "false"}'
-                f',"uid":{"null" if uid is None else uid},"start_ns":{item.start_ns}'
-                f',"euid":{"null" if euid is None else euid}'
-                f',"comm":{"null" if comm is None else string(comm)}'
-                f',"cwd":{"null" if cwd is None else string(cwd)}'
-                f',"script":{"null" if script is None else string(script)}'
-                f',"command_line_truncated":{"true" if item.command_line_truncated else "false"}'
-                f',"command_line_size":{"null" if size is None else size}'
-                f',"cgroup_id":{"null" if cgroup_id is None else cgroup_id}'
-                f',"cgroup":{"null" if cgroup is None else string(cgroup)}}}'
-            )
-        self._second, self._time_prefix = second_shown, time_prefix
-        return lines
+        return (
+            f"{head}{event_id}{middle}{monotonic_ns}"
+            f',"time":"{when}","kind":"{kind}","pid":{pid}'
+            f',"ppid":{item.parent_id},"timestamp":{timestamp!r}'
+            f',"image":{"null" if image is None else _string(image)}'
+            f',"command_line":{"null" if argv is None else _array(argv)}'
+            f',"exit_code":{"null" if exit_code is None else exit_code}'
+            f',"signal":{"null" if sig is None else sig}'
+            f',"core_dumped":{"true" if item.core_dumped else "false"}'
+            f',"uid":{"null" if uid is None else uid},"start_ns":{item.start_ns}'
+            f',"euid":{"null" if euid is None else euid}'
+            f',"comm":{"null" if comm is None else _string(comm)}'
+            f',"cwd":{"null" if cwd is None else _string(cwd)}'
+            f',"script":{"null" if script is None else _string(script)}'
+            f',"command_line_truncated":{"true" if item.command_line_truncated else "false"}'
+            f',"command_line_size":{"null" if size is None else size}'
+            f',"cgroup_id":{"null" if cgroup_id is None else cgroup_id}'
+            f',"cgroup":{"null" if cgroup is None else _string(cgroup)}}}'
+        )
 
     def lost_line(self, count: int, reason: str = "pipeline") -> str:
         """``dumps(self.lost(count, reason))``."""
@@ -208,6 +193,10 @@ class RecordMaker:
 def dumps(record: Record) -> str:
     """One compact JSON line, without the newline."""
     return json.dumps(record, separators=(",", ":"))
+
+
+def _array(strings: list[str]) -> str:
+    return f"[{','.join(map(_string, strings))}]"
 
 
 #: The fields :meth:`RecordMaker.event_line` writes after the envelope, in its order.

@@ -93,9 +93,8 @@ class Output:
         # refused, characters queued and taken, lines written (the writer, until abandoned).
         self._put = self._refused = self._written = 0
         self._put_bytes = self._taken_bytes = 0
-        #: How the events given to :meth:`put_event` become their lines, a list at a time, on
-        #: the writer's thread.
-        self.render: Callable[[list[QueuedItem]], list[str]] = _reprs
+        #: How an event given to :meth:`put_event` becomes its line, on the writer's thread.
+        self.render: Callable[[QueuedItem], str] = repr
         self._accepting = True  # until closed or failed: put() queues
         self._stopping = False  # a stop was asked: never wait for room again
         self._closed = False
@@ -238,31 +237,24 @@ class Output:
             wrote = monotonic()
 
     def _render(self, taken: list[str | QueuedItem]) -> list[str]:
-        """The lines of what was taken from the queue (the events rendered), its bytes
+        """The lines of what was taken from the queue (events rendered), and its bytes
         counted as taken. An event that cannot be rendered is logged and left out (it
         counts as not written)."""
-        events: list[QueuedItem] = [x for x in taken if not isinstance(x, str)]
-        argv_bytes = sum([item.command_line_size or 0 for item in events])
-        line_bytes = sum([len(x) for x in taken if isinstance(x, str)])
-        self._taken_bytes += EVENT_BYTES * len(events) + argv_bytes + line_bytes
-        done: list[str | None]
+        render = self.render
+        size = 0
         try:
-            rendered = self.render(events)
-            if len(events) == len(taken):
-                return rendered  # the usual case: only events
-            done = list(rendered)
+            lines = [x if x.__class__ is str else render(x) for x in taken]  # type: ignore[arg-type]
         except Exception:  # one bad event must not end the output: find it
-            done = [self._render_one(item) for item in events]
-        lines = iter(done)
-        merged = [x if isinstance(x, str) else next(lines) for x in taken]
-        return [line for line in merged if line is not None]
-
-    def _render_one(self, item: QueuedItem) -> str | None:
-        try:
-            return self.render([item])[0]
-        except Exception:
-            log.exception("an event could not be written as a line: %r", item)
-            return None
+            lines = []
+            for x in taken:
+                try:
+                    lines.append(x if isinstance(x, str) else render(x))
+                except Exception:
+                    log.exception("an event could not be written as a line: %r", x)
+        for x in taken:
+            size += len(x) if isinstance(x, str) else EVENT_BYTES + (x.command_line_size or 0)
+        self._taken_bytes += size
+        return lines
 
     def _write(self, data: bytes) -> bool:
         """Write whole lines; False when writing failed or the writer was abandoned."""
@@ -323,10 +315,6 @@ class Output:
             self._lines.clear()  # counted: put - written
             self._changed.notify_all()
         self._on_broken()
-
-
-def _reprs(items: list[QueuedItem]) -> list[str]:
-    return list(map(repr, items))
 
 
 def _fileno(stream: TextIO) -> int:

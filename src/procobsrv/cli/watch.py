@@ -51,9 +51,9 @@ class ConsoleHandler(CallbackHandler):
             raise ValueError("ConsoleHandler needs an output or a sink")
         elif json_lines:  # the same records, as lines through the output thread
             maker = RecordMaker()
-            lines = _Printer(output, maker.event_lines, maker.lost_line)
+            lines = _Printer(output, maker.event_line, maker.lost_line)
         else:
-            lines = _Printer(output, _each(as_line), lambda count: f"!! {count} events lost")
+            lines = _Printer(output, as_line, lambda count: f"!! {count} events lost")
         if kinds or pattern:
             lines = FilterHandler(lines, EventFilter(kinds=kinds, match=pattern))
         self.lines = lines
@@ -75,10 +75,7 @@ class _Printer(CallbackHandler):
     """Events to ``output``, rendered there by ``render``; losses as ``render_lost``'s line."""
 
     def __init__(
-        self,
-        output: Output,
-        render: Callable[[list[QueuedItem]], list[str]],
-        render_lost: Callable[[int], str],
+        self, output: Output, render: Callable[[QueuedItem], str], render_lost: Callable[[int], str]
     ) -> None:
         output.render = render
         self.put_event = output.put_event
@@ -90,10 +87,6 @@ class _Printer(CallbackHandler):
 
     def on_events_lost(self, count: int, param: Any) -> None:
         self.put(self.render_lost(count))
-
-
-def _each(render: Callable[[QueuedItem], str]) -> Callable[[list[QueuedItem]], list[str]]:
-    return lambda items: list(map(render, items))
 
 
 def add_parser(sub: Any) -> None:

@@ -137,12 +137,12 @@ def open_append(path: str) -> int:
     A regular file whose last line was cut (a crash, a full disk) gets a newline first, so
     that the cut line is never glued to the next one.
     """
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _CLOEXEC
     try:
         try:
             fd = os.open(path, flags | _NOFOLLOW, FILE_MODE)
         except OSError:  # ELOOP (a link), or EACCES (the kernel's own protected_symlinks)
-            link = _link_status(path)
+            link = _link_status(path) if _NOFOLLOW else None  # (Windows: no such check)
             if link is None:
                 raise
             if link.st_uid not in (os.geteuid(), 0):
@@ -159,7 +159,7 @@ def open_append(path: str) -> int:
     try:
         st = os.fstat(fd)
         if stat.S_ISREG(st.st_mode):
-            if st.st_uid != os.geteuid():
+            if hasattr(os, "geteuid") and st.st_uid != os.geteuid():  # Windows: no owner here
                 raise MonitorError(
                     f"refusing the output file {path}: it belongs to user {st.st_uid}, not to "
                     "this user (remove it or give another path)"
@@ -171,8 +171,11 @@ def open_append(path: str) -> int:
     return fd
 
 
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # not on Windows, which has no such links to plant
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO put there meanwhile must not block the check
+# Not on Windows (where the handles are not inherited anyway, and there are no such links
+# to plant or FIFOs to block on).
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO put there meanwhile must not block a check
 
 
 def _link_status(path: str) -> os.stat_result | None:
@@ -188,14 +191,15 @@ def _end_a_cut_line(fd: int, path: str, st: os.stat_result) -> None:
     if st.st_size == 0:
         return
     try:  # read through a second descriptor: the first one only writes
-        reader = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _NONBLOCK)
+        reader = os.open(path, os.O_RDONLY | _CLOEXEC | _NONBLOCK)
     except OSError:
         return  # not readable by this user: nothing to check with
     try:
         same = os.fstat(reader)
         if (same.st_dev, same.st_ino) != (st.st_dev, st.st_ino):
             return
-        last = os.pread(reader, 1, st.st_size - 1)
+        os.lseek(reader, st.st_size - 1, os.SEEK_SET)
+        last = os.read(reader, 1)
     finally:
         os.close(reader)
     if last not in (b"\n", b""):

@@ -4,15 +4,20 @@
 from __future__ import annotations
 
 import json
+import os
+import random
 import re
 import signal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from procobsrv import EventKind, QueuedItem
-from procobsrv.agent import RecordMaker, schema_text
-from procobsrv.agent.records import read_boot_id
+from procobsrv.agent import RecordMaker, original_bytes, schema_text
+from procobsrv.agent.records import dumps, read_boot_id, wall_time
+from tests.fakes.fuzzing import FUZZ
 from tests.fakes.watch import ROOT, run_markers, schema, validate_lines, watching
 
 
@@ -98,3 +103,71 @@ def test_watch_json_of_the_old_format_is_gone(tmp_path: Path) -> None:
         output.close(5.0)
     records = validate_lines(out.read_text().splitlines())
     assert [r["kind"] for r in records] == ["created", "lost"]
+
+
+# -- the fast line: exactly dumps(event(item)) ---------------------------------------------
+_texts = st.one_of(
+    st.none(), st.text(), st.sampled_from(["/usr/bin/x", "\udcff\udc80", "é\u2028\U0001f600"])
+)
+_ints = st.one_of(st.none(), st.integers(-(2**63), 2**64))
+_items = st.builds(
+    QueuedItem,
+    kind=st.sampled_from(list(EventKind)),
+    process_id=st.integers(0, 2**32),
+    parent_id=st.integers(0, 2**32),
+    timestamp=st.one_of(
+        st.floats(0, 4e9),
+        st.integers(0, 4_000_000_000).map(lambda s: s + 0.5e-6),  # ties at the microsecond
+        st.integers(0, 4_000_000_000).map(lambda s: s + 0.9999996),  # carries a second
+        st.floats(-1e6, 0),
+    ),
+    monotonic_ns=st.integers(0, 2**64),
+    image=_texts,
+    command_line=st.one_of(st.none(), st.lists(st.text(), max_size=6)),
+    exit_code=_ints,
+    signal=_ints,
+    core_dumped=st.booleans(),
+    uid=_ints,
+    start_ns=st.integers(0, 2**64),
+    euid=_ints,
+    comm=_texts,
+    cwd=_texts,
+    script=_texts,
+    command_line_truncated=st.booleans(),
+    command_line_size=_ints,
+    cgroup_id=_ints,
+    cgroup=_texts,
+)
+
+
+@FUZZ
+@given(items=st.lists(_items, min_size=1, max_size=5), host=st.text(), boot_id=st.text())
+def test_the_fast_event_line_is_dumps_of_the_record(
+    items: list[QueuedItem], host: str, boot_id: str
+) -> None:
+    """``event_line`` (what watch --json and --output write) against the json module, over
+    every field, odd strings, ids with and without a kernel timestamp, and the wall clock's
+    rounding (ties, a carry into the next second, times before 1970)."""
+    maker = RecordMaker(host, boot_id)
+    for item in items:
+        line = maker.event_line(item)
+        record = maker.event(item)
+        if not item.monotonic_ns:  # a local id: the maker's counter has moved on by one
+            record["id"] = json.loads(line)["id"]
+        assert line == dumps(record)
+
+
+def test_wall_time_shortcut_agrees_with_datetime_over_a_day_of_microseconds() -> None:
+    maker = RecordMaker("h", "b")
+    rng = random.Random(5)
+    for _ in range(20_000):
+        seconds = rng.uniform(1.7e9, 1.7e9 + 86_400)
+        item = QueuedItem(EventKind.EXEC, 1, 0, seconds, monotonic_ns=1)
+        assert json.loads(maker.event_line(item))["time"] == wall_time(seconds)
+
+
+def test_original_bytes_gives_back_what_fsdecode_took() -> None:
+    raw = b"\xff\xfe-\xc3\xa9-\xed\xa0\x80-ok"
+    text = os.fsdecode(raw)
+    assert json.loads(json.dumps(text)) == text
+    assert original_bytes(json.loads(json.dumps(text))) == raw

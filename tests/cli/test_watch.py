@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,6 +20,7 @@ import pytest
 from tests.fakes import watch as watch_tool
 from tests.fakes.availability import require_connector
 from tests.fakes.storm import Storm
+from tests.fakes.watch import started
 
 pytestmark = pytest.mark.kernel
 TOOL = [sys.executable, "-m", "procobsrv"]
@@ -35,20 +36,6 @@ def one_line_error(run: subprocess.CompletedProcess[str]) -> str:
     assert "Traceback" not in run.stderr, run.stderr
     assert run.stderr.endswith("\n") and run.stderr.count("\n") == 1, run.stderr
     return run.stderr
-
-
-_started: list[subprocess.Popen[Any]] = []
-
-
-@pytest.fixture(autouse=True)
-def _no_watch_left_behind() -> Iterator[None]:
-    """A failing test must not leave a watch (or a shell) running."""
-    yield
-    while _started:
-        proc = _started.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 # -- item 4: arguments ---------------------------------------------------------------------
@@ -100,7 +87,7 @@ def test_kind_names_accepted_are_the_names_shown() -> None:
 def start_watch(*args: str, stdout: Any = subprocess.PIPE) -> subprocess.Popen[bytes]:
     require_connector()
     watch = subprocess.Popen([*TOOL, "watch", *args], stdout=stdout, stderr=subprocess.PIPE)
-    _started.append(watch)
+    started(watch)
     assert watch.stderr is not None and b"watching" in watch.stderr.readline()
     return watch
 
@@ -139,7 +126,7 @@ def test_a_shell_pipeline_into_a_reader_that_stops_early_ends(reader: str) -> No
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    _started.append(shell)
+    started(shell)
     spawn_until(lambda: shell.poll() is not None, 15)
     out, err = shell.communicate(timeout=5)
     assert shell.returncode == 0, err

@@ -107,3 +107,20 @@ def start_watch(*args: str) -> subprocess.Popen[str]:
     assert proc.stderr is not None
     assert "watching" in proc.stderr.readline()  # subscribed: from here on nothing is missed
     return proc
+
+
+_started: list[subprocess.Popen[Any]] = []
+
+
+def started(proc: subprocess.Popen[Any]) -> subprocess.Popen[Any]:
+    """``proc``, to be killed after the test if it still runs (tests/cli/conftest.py)."""
+    _started.append(proc)
+    return proc
+
+
+def kill_started() -> None:
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -6,7 +6,7 @@ The framework classes know nothing of this package: an output is an ordinary
 """
 
 from .outputs import FileSink, RecordHandler, StreamSink, open_output
-from .records import SCHEMA_VERSION, RecordMaker, schema_text
+from .records import SCHEMA_VERSION, RecordMaker, original_bytes, schema_text
 from .sink import Sink
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "Sink",
     "StreamSink",
     "open_output",
+    "original_bytes",
     "schema_text",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import NoReturn
 
@@ -47,7 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def keep_standard_streams_apart() -> None:
+    """A program started with fd 0, 1 or 2 closed (``watch 2>&-``): /dev/null takes the fd,
+    so that no file opened later lands there (a status line, or a library's message to fd 2,
+    would go into it), and a closed stderr makes the status lines go nowhere instead of to
+    stdout, where ``print(file=None)`` sends them. A closed stdout stays ``sys.stdout is
+    None``, which ``watch`` refuses to write to (``--output FILE`` does not need it)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free fd: this one
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+
+
 def main(argv: list[str] | None = None) -> int:
+    keep_standard_streams_apart()
     args = build_parser().parse_args(argv)
     level = (
         logging.ERROR

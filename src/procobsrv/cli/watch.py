@@ -16,7 +16,6 @@ from typing import Any
 
 from ..agent import RecordHandler, RecordMaker, Sink
 from ..agent.cli import add_output_options, output_from_args
-from ..agent.records import dumps
 from ..callback import CallbackHandler
 from ..errors import MonitorError
 from ..events import EventKind, QueuedItem
@@ -29,14 +28,15 @@ from .output import Output
 log = logging.getLogger(__name__)
 
 
-class ConsoleHandler(FilterHandler):
-    """Matching events, one line each (aligned text or JSON), and a line for each loss, to
-    an :class:`Output`; if monitoring stops on an error, ``done`` is set so that the watch
-    ends and says why."""
+class ConsoleHandler(CallbackHandler):
+    """Matching events, one line each (aligned text or JSON records), and a line for each
+    loss, to an :class:`Output` (stdout or ``--output FILE``), or records to a ``sink``
+    (``--output nats://``); if monitoring stops on an error, ``done`` is set so that the
+    watch ends and says why."""
 
     def __init__(
         self,
-        output: Output,
+        output: Output | None,
         done: threading.Event,
         *,
         json_lines: bool = False,
@@ -45,20 +45,26 @@ class ConsoleHandler(FilterHandler):
         sink: Sink | None = None,
     ) -> None:
         lines: CallbackHandler
-        if sink is not None:  # --output FILE / nats://: versioned records (procobsrv schema)
+        if sink is not None:  # --output nats://: versioned records (procobsrv schema)
             lines = RecordHandler(sink)
-        elif json_lines:  # the same records, to stdout through the output thread
+        elif output is None:
+            raise ValueError("ConsoleHandler needs an output or a sink")
+        elif json_lines:  # the same records, as lines through the output thread
             maker = RecordMaker()
-            lines = _Printer(
-                output,
-                lambda item: dumps(maker.event(item)),
-                lambda count: dumps(maker.lost(count)),
-            )
+            lines = _Printer(output, maker.event_line, maker.lost_line)
         else:
             lines = _Printer(output, as_line, lambda count: f"!! {count} events lost")
-        super().__init__(lines, EventFilter(kinds=kinds, match=pattern))
+        if kinds or pattern:
+            lines = FilterHandler(lines, EventFilter(kinds=kinds, match=pattern))
+        self.lines = lines
         self.done = done
         self.error: BaseException | None = None
+
+    def on_process_event(self, item: QueuedItem, param: Any) -> None:
+        self.lines.on_process_event(item, param)
+
+    def on_events_lost(self, count: int, param: Any) -> None:
+        self.lines.on_events_lost(count, param)
 
     def on_error(self, error: BaseException, param: Any) -> None:
         self.error = error
@@ -66,19 +72,21 @@ class ConsoleHandler(FilterHandler):
 
 
 class _Printer(CallbackHandler):
+    """Events to ``output``, rendered there by ``render``; losses as ``render_lost``'s line."""
+
     def __init__(
         self, output: Output, render: Callable[[QueuedItem], str], render_lost: Callable[[int], str]
     ) -> None:
-        self.output = output
-        self.render = render
+        output.render = render
+        self.put_event = output.put_event
+        self.put = output.put
         self.render_lost = render_lost
 
     def on_process_event(self, item: QueuedItem, param: Any) -> None:
-        if self.output.reserve():  # once stopping with no room: counted, not even rendered
-            self.output.put(self.render(item))
+        self.put_event(item)
 
     def on_events_lost(self, count: int, param: Any) -> None:
-        self.output.put(self.render_lost(count))
+        self.put(self.render_lost(count))
 
 
 def add_parser(sub: Any) -> None:
@@ -177,65 +185,86 @@ def handling(actions: dict[int, Callable[[], None]]) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def reopener(sink: Sink | None) -> Callable[[], None] | None:
+def reopener(reopen: Callable[[], None] | None) -> Callable[[], None] | None:
     """SIGHUP's action with ``--output``: open the path anew, keeping the old file if the new
     one cannot be opened (monitoring goes on either way)."""
-    if sink is None:
+    if reopen is None:
         return None
 
-    def reopen() -> None:
+    def reopen_or_say_why() -> None:
         try:
-            sink.reopen()
+            reopen()
         except MonitorError as exc:
             log.error("%s", exc)
 
-    return reopen
+    return reopen_or_say_why
+
+
+def open_outputs(
+    args: argparse.Namespace, done: threading.Event
+) -> tuple[Output | None, Sink | None]:
+    """Where the lines go: stdout, an appended file (both written by an :class:`Output`'s
+    thread) or a sink (``--output nats://``)."""
+    if args.output and args.output.startswith("nats://"):
+        return None, output_from_args(args)
+    if args.output:
+        return Output.to_file(args.output, on_broken=done.set), None
+    return Output(sys.stdout, on_broken=done.set), None
 
 
 def run(args: argparse.Namespace) -> int:
-    sink = output_from_args(args)
-    reopen = reopener(sink)
     done = threading.Event()
-    output = Output(sys.stdout, on_broken=done.set)
+    output, sink = open_outputs(args, done)
+    reopened = sink if sink is not None else output if args.output else None  # by SIGHUP
+    reopen = reopener(reopened.reopen if reopened is not None else None)
     handler = ConsoleHandler(
         output,
         done,
-        json_lines=args.json,
+        json_lines=args.json or bool(args.output),
         kinds={EventKind(k) for k in args.kind} if args.kind else None,
         pattern=args.match,
         sink=sink,
     )
     scope = ApplicationScope.get_instance(handler)
     with handling(signal_actions(done.set, reopen)):
-        if not args.json and sink is None:
+        if output is not None and not args.json and not args.output:
             output.put(HEADER)
         try:
             realtime = current_platform().realtime_threads if args.realtime else None
             with realtime() if realtime else contextlib.nullcontext():
                 scope.start_monitoring(source=args.source)  # its threads inherit the policy
-            output.start()
+            if output is not None:
+                output.start()
             note = fallback_note(args.source, scope)
             print(f"procobsrv: watching{note}; Ctrl+C to stop", file=sys.stderr, flush=True)
             done.wait(args.duration)
         finally:
-            output.stop_waiting()  # the stop must not wait for a reader that does not read
+            if output is not None:
+                output.stop_waiting()  # the stop must not wait for a reader that does not read
             scope.stop_monitoring()
-            output.close(GRACE)
+            if output is not None:
+                output.close(GRACE)
             if sink is not None:
                 sink.close()  # delivers what is pending, so that the summary is final
-    if output.broken:
+    if output is not None and output.broken:
         return BROKEN_PIPE_STATUS  # quietly, as cat does under head
     stats = scope.stats()  # every event delivered, matching or not
     seen = ", ".join(f"{stats.delivered.get(k, 0)} {k.value}" for k in EventKind)
-    unwritten = f", {output.unwritten} not written (output blocked)" if output.unwritten else ""
+    unwritten = ""
+    if output is not None and output.unwritten:
+        why = "output failed" if output.error else "output blocked"
+        unwritten = f", {output.unwritten} not written ({why})"
     print(
         f"procobsrv: {stats.total} events ({seen}), {stats.lost} lost{unwritten}", file=sys.stderr
     )
     summary = sink.summary() if sink is not None else None
+    if output is not None and output.path is not None:
+        summary = f"{output.written} lines written to {output.path}"
     if summary:
         print(f"procobsrv: {summary}", file=sys.stderr)
     if handler.error is not None:
         raise MonitorError(f"monitoring stopped: {handler.error}") from handler.error
-    if output.error is not None:
-        raise MonitorError(f"writing the output failed: {output.error}") from output.error
+    if output is not None and output.error is not None:
+        what = "the output" if output.path is None else f"the output file {output.path}"
+        raise MonitorError(f"writing {what} failed: {output.error}") from output.error
     return 0

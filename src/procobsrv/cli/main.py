@@ -10,7 +10,7 @@ from typing import NoReturn
 from .. import __version__
 from ..agent import cli as agent_cli
 from ..errors import MonitorError
-from . import demo, driver, watch
+from . import demo, driver, trace, watch
 
 #: Exit status of a refused command line, or of a failure the message explains.
 USAGE_STATUS = 2
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors in the log output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     watch.add_parser(sub)
+    trace.add_parser(sub)
     demo.add_parser(sub)
     driver.register(sub)
     agent_cli.register(sub)  # schema, collect

@@ -7,6 +7,8 @@ import argparse
 import sys
 from typing import Any
 
+from ..errors import MonitorError
+from .formats import RECORD_FORMATS
 from .nats_extra import needs_nats
 from .outputs import DEFAULT_STREAM_MAX_AGE, Sink, open_output
 from .records import schema_text
@@ -29,6 +31,37 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
         metavar="EVENTS",
         help="events kept while the NATS servers are unreachable (default 100000)",
     )
+
+
+def add_format_option(p: argparse.ArgumentParser, *, text: bool) -> None:
+    """``--format``: the shape of each line (docs/formats.md)."""
+    names = ("text", *RECORD_FORMATS) if text else RECORD_FORMATS
+    p.add_argument(
+        "--format",
+        choices=names,
+        help="line format: "
+        + ("text (aligned columns, the default on a terminal), " if text else "")
+        + "json (procobsrv records, `procobsrv schema`), ecs (Elastic Common Schema), "
+        "otel (OpenTelemetry OTLP/JSON logs)",
+    )
+
+
+def line_format(args: argparse.Namespace) -> str:
+    """The format of watch's lines from ``--format``, ``--json`` and ``--output``."""
+    chosen = args.format
+    if args.json:
+        if chosen not in (None, "json"):
+            raise MonitorError(f"--json is --format json: it contradicts --format {chosen}")
+        chosen = "json"
+    if not args.output:
+        return chosen or "text"
+    if chosen == "text":
+        raise MonitorError("--output writes json, ecs or otel lines, not text")
+    if args.output.startswith("nats://") and chosen not in (None, "json"):
+        raise MonitorError(
+            "NATS carries procobsrv's json records; give --format to `procobsrv collect`"
+        )
+    return chosen or "json"
 
 
 def add_stream_options(p: argparse.ArgumentParser) -> None:
@@ -89,6 +122,7 @@ def register(sub: Any) -> None:
     )
     c.add_argument("servers", metavar="nats://HOST:PORT[,...]")
     c.add_argument("--output", metavar="FILE", help="append to FILE (default: stdout)")
+    add_format_option(c, text=False)
     c.add_argument("--durable", default="procobsrv-collect", help="consumer name")
     c.add_argument("--kind", action="append", choices=["created", "exec", "exited", "lost"])
     c.add_argument("--match", metavar="REGEX", help="only events whose image or argv match")

@@ -15,8 +15,9 @@ from types import FrameType
 from typing import Any
 
 from ..agent import RecordHandler, RecordMaker, Sink
-from ..agent.cli import add_output_options, output_from_args
-from ..agent.records import dumps
+from ..agent.cli import add_format_option, add_output_options, line_format, output_from_args
+from ..agent.formats import MAPPINGS
+from ..agent.records import Record, dumps
 from ..callback import CallbackHandler
 from ..errors import MonitorError
 from ..events import EventKind, QueuedItem
@@ -43,16 +44,17 @@ class ConsoleHandler(FilterHandler):
         kinds: set[EventKind] | None = None,
         pattern: re.Pattern[str] | None = None,
         sink: Sink | None = None,
+        mapping: Callable[[Record], Record] = MAPPINGS["json"],
     ) -> None:
         lines: CallbackHandler
-        if sink is not None:  # --output FILE / nats://: versioned records (procobsrv schema)
-            lines = RecordHandler(sink)
+        if sink is not None:  # --output FILE / nats://: versioned records, maybe as ECS/OTel
+            lines = RecordHandler(sink, mapping=mapping)
         elif json_lines:  # the same records, to stdout through the output thread
             maker = RecordMaker()
             lines = _Printer(
                 output,
-                lambda item: dumps(maker.event(item)),
-                lambda count: dumps(maker.lost(count)),
+                lambda item: dumps(mapping(maker.event(item))),
+                lambda count: dumps(mapping(maker.lost(count))),
             )
         else:
             lines = _Printer(output, as_line, lambda count: f"!! {count} events lost")
@@ -85,7 +87,8 @@ def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "watch", help="print process events live", description="Print process events live."
     )
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_format_option(p, text=True)
+    p.add_argument("--json", action="store_true", help="the same as --format json")
     p.add_argument(
         "--kind",
         action="append",
@@ -193,6 +196,7 @@ def reopener(sink: Sink | None) -> Callable[[], None] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    lines = line_format(args)
     sink = output_from_args(args)
     reopen = reopener(sink)
     done = threading.Event()
@@ -200,14 +204,15 @@ def run(args: argparse.Namespace) -> int:
     handler = ConsoleHandler(
         output,
         done,
-        json_lines=args.json,
+        json_lines=lines != "text",
         kinds={EventKind(k) for k in args.kind} if args.kind else None,
         pattern=args.match,
         sink=sink,
+        mapping=MAPPINGS.get(lines, MAPPINGS["json"]),
     )
     scope = ApplicationScope.get_instance(handler)
     with handling(signal_actions(done.set, reopen)):
-        if not args.json and sink is None:
+        if lines == "text":
             output.put(HEADER)
         try:
             realtime = current_platform().realtime_threads if args.realtime else None

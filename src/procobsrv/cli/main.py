@@ -29,6 +29,18 @@ class _Parser(argparse.ArgumentParser):
         self.exit(USAGE_STATUS, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 
+class ToolFormatter(logging.Formatter):
+    """The tool's log lines look like its other lines: ``procobsrv: warning: ...``
+    (``procobsrv: ...`` for information; with ``-vv`` the logger's name too)."""
+
+    def __init__(self, *, debug: bool = False) -> None:
+        super().__init__("%(name)s: %(message)s" if debug else "%(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        return f"procobsrv: {level}{super().format(record)}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="procobsrv",
@@ -55,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.quiet
         else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, MOST_VERBOSE)]
     )
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(ToolFormatter(debug=level <= logging.DEBUG))
+    logging.basicConfig(level=level, handlers=[handler])
     try:
         return int(args.run(args))
     except (MonitorError, OSError) as exc:  # what went wrong and what to do: one line

@@ -233,9 +233,10 @@ def run(args: argparse.Namespace) -> int:
     stats = scope.stats()  # every event delivered, matching or not
     seen = ", ".join(f"{stats.delivered.get(k, 0)} {k.value}" for k in EventKind)
     unwritten = f", {output.unwritten} not written (output blocked)" if output.unwritten else ""
-    print(
-        f"procobsrv: {stats.total} events ({seen}), {stats.lost} lost{unwritten}", file=sys.stderr
-    )
+    counted = f"{stats.total} events ({seen})"
+    if args.kind or args.match:  # say what was shown, of what was seen
+        counted = f"{handler.passed} events matched, of {counted}"
+    print(f"procobsrv: {counted}, {stats.lost} lost{unwritten}", file=sys.stderr)
     summary = sink.summary() if sink is not None else None
     if summary:
         print(f"procobsrv: {summary}", file=sys.stderr)

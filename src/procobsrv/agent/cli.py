@@ -14,6 +14,13 @@ from .outputs import DEFAULT_STREAM_MAX_AGE, Sink, open_output
 from .records import schema_text
 
 RETENTIONS = ("limits", "interest", "workqueue")
+COLLECT_EXAMPLES = """\
+examples:
+  procobsrv collect nats://10.0.0.1:4222 --output /var/log/procobsrv/fleet.jsonl
+                                          every host's events, resumed after a restart
+  procobsrv collect nats://10.0.0.1:4222 --format ecs --kind exec | my-shipper
+                                          exec events as ECS documents
+"""
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
@@ -21,7 +28,8 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--output",
         metavar="FILE|nats://HOST:PORT[,...]",
-        help="JSON lines appended to FILE (reopened on SIGHUP), or published to NATS JetStream",
+        help="lines (--format json, ecs or otel) appended to FILE (reopened on SIGHUP), or "
+        "records published to NATS JetStream",
     )
     add_stream_options(p)
     p.add_argument(
@@ -40,7 +48,7 @@ def add_format_option(p: argparse.ArgumentParser, *, text: bool) -> None:
         "--format",
         choices=names,
         help="line format: "
-        + ("text (aligned columns, the default on a terminal), " if text else "")
+        + ("text (aligned columns; the default), " if text else "")
         + "json (procobsrv records, `procobsrv schema`), ecs (Elastic Common Schema), "
         "otel (OpenTelemetry OTLP/JSON logs)",
     )
@@ -119,6 +127,8 @@ def register(sub: Any) -> None:
         help="read the events of every host from NATS JetStream",
         description="Read the PROCOBSRV stream with a durable consumer and write JSON lines; "
         "resumes where it stopped.",
+        epilog=COLLECT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     c.add_argument("servers", metavar="nats://HOST:PORT[,...]")
     c.add_argument("--output", metavar="FILE", help="append to FILE (default: stdout)")

@@ -18,6 +18,15 @@ USAGE_STATUS = 2
 INTERRUPTED_STATUS = 130
 #: The highest ``-v`` count that means more (``-vv``: debug).
 MOST_VERBOSE = 2
+EXAMPLES = """\
+examples:
+  sudo procobsrv watch                      process events live, until Ctrl+C
+  sudo procobsrv watch --kind exec --json   exec events as JSON lines
+  sudo procobsrv trace -- make -j2          what a command ran: a tree with durations
+  sudo procobsrv trace --html t.html -- ./build.sh
+                                            ... and a timeline to open in a browser
+  procobsrv COMMAND --help                  the options and examples of one command
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="procobsrv",
         description="Tell, the moment it happens, that a process started or ended.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"procobsrv {__version__}")
     parser.add_argument(

@@ -29,6 +29,16 @@ from .output import Output
 
 log = logging.getLogger(__name__)
 
+EXAMPLES = """\
+examples:
+  sudo procobsrv watch                          every process event, aligned columns
+  sudo procobsrv watch --kind exec --match ssh  programs whose path or argv says ssh
+  sudo procobsrv watch --format ecs --output /var/log/procobsrv/events.ecs.jsonl
+                                                ECS documents for a log shipper
+  sudo procobsrv watch --json | jq .command_line
+                                                procobsrv's own records, to jq
+"""
+
 
 class ConsoleHandler(FilterHandler):
     """Matching events, one line each (aligned text or JSON), and a line for each loss, to
@@ -85,7 +95,11 @@ class _Printer(CallbackHandler):
 
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
-        "watch", help="print process events live", description="Print process events live."
+        "watch",
+        help="print process events live",
+        description="Print process events live.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_format_option(p, text=True)
     p.add_argument("--json", action="store_true", help="the same as --format json")

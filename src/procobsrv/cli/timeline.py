@@ -188,6 +188,7 @@ def html_page(trace: Trace) -> str:
     tree as a Gantt chart: wheel to zoom, drag to pan, hover for the details."""
     data = {
         "command": list(trace.command),
+        "command_text": shlex.join(trace.command),
         "status": trace.status,
         "lost": trace.lost,
         "total_ms": (trace.end - trace.origin) / 1e6,

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import shlex
-import signal
 from dataclasses import dataclass
 from importlib import resources
 
 from ..descendants import Spawned
-from .format import escape
+from .format import describe_status, escape
 
 #: The HTML page; ``/*TRACE*/`` is replaced by the trace's data (a JSON object).
 HTML_TEMPLATE = "timeline.html"
@@ -71,15 +70,7 @@ def rows(trace: Trace) -> list[Row]:
 
 def status_text(node: Spawned) -> str:
     """``0``, ``2``, ``SIGKILL``, ``SIGSEGV+core``, or ``running`` (not seen to exit)."""
-    if node.exit_code is not None:
-        return str(node.exit_code)
-    if node.signal is not None:
-        try:
-            name = signal.Signals(node.signal).name
-        except ValueError:
-            name = f"SIG{node.signal}"
-        return name + ("+core" if node.core_dumped else "")
-    return "running"
+    return describe_status(node.exit_code, node.signal, node.core_dumped) or "running"
 
 
 def command_text(node: Spawned) -> str:

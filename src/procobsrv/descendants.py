@@ -144,11 +144,8 @@ class Descendants(CallbackHandler):
             image=item.image,
             cwd=item.cwd,
         )
-        old = self._alive.get(node.pid)
-        if old is not None:  # the pid was reused: its exit event was lost
-            del self._alive[node.pid]
         self._processes[node.key] = node
-        self._alive[node.pid] = node.key
+        self._alive[node.pid] = node.key  # a reused pid (its exit event lost): the new one
         self._changed.notify_all()
 
     # -- queries --------------------------------------------------------------------------
@@ -177,8 +174,11 @@ class Descendants(CallbackHandler):
         """Wait until a descendant with this pid has been seen to start (``exited``: and to
         exit): its events may still be on their way when its parent already knows."""
 
-        def seen() -> bool:
-            return any(p.pid == pid and not (exited and p.alive) for p in self._processes.values())
+        def seen() -> bool:  # newest first: the one waited for is usually recent
+            for p in reversed(self._processes.values()):
+                if p.pid == pid:
+                    return not (exited and p.alive)
+            return False
 
         with self._changed:
             return self._changed.wait_for(seen, timeout)

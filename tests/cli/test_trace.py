@@ -201,3 +201,36 @@ def test_refused_in_one_line_before_running_anything(args: list[str], tmp_path: 
     assert run.returncode == 2, run
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run.stderr
     assert not (tmp_path / "MARKER").exists()
+
+
+def wait_for_child(parent: int, cmdline: bytes, timeout: float = 30) -> None:
+    """Until a child of ``parent`` runs with this /proc/PID/cmdline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if ppid == parent and (entry / "cmdline").read_bytes() == cmdline:
+                    return
+            except (OSError, ValueError, IndexError):
+                continue
+        time.sleep(0.05)
+    raise AssertionError(f"no child {cmdline!r} of {parent}")
+
+
+def test_sigterm_to_trace_goes_to_the_command_and_the_report_is_still_written(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "t.json"
+    tracing = subprocess.Popen(
+        [*TOOL, "trace", "-o", str(out), "--", "sleep", "30"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for_child(tracing.pid, b"sleep\x0030\x00")  # spawned: trace passes signals on now
+    tracing.send_signal(signal.SIGTERM)
+    _, err = tracing.communicate(timeout=30)
+    assert tracing.returncode == 128 + signal.SIGTERM, err
+    (sleeper,) = complete_events(out)
+    assert sleeper["args"]["argv"] == ["sleep", "30"] and sleeper["args"]["status"] == "SIGTERM"
+    assert "exit status 143" in err

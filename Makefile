@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DEV_EXTRAS := $(VENV)/.dev-extras
-LINTED := src tests examples benchmarks scripts/render-diagrams scripts/mkdocs_hooks.py
+LINTED := src tests examples benchmarks scripts/render-diagrams scripts/mkdocs_hooks.py scripts/cli_files.py setup.py
 
 .PHONY: demo test venv system lint typecheck bench fuzz driver bpf docs diagrams clean
 

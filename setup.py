@@ -1,9 +1,12 @@
-"""Build hook: refuse a wheel that lacks a kernel binary whose sources are in the tree.
+"""Build hooks: refuse a wheel that lacks a kernel binary whose sources are in the tree, and
+make the man page and the shell completions from the argparse parser (scripts/cli_files.py).
 
 Everything else is declared in setup.cfg. The binaries are committed (as the article shipped
 its compiled driver); CI checks that they match their sources (tests/packaging).
 """
 
+import subprocess
+import sys
 from pathlib import Path
 
 from setuptools import setup
@@ -34,4 +37,22 @@ class BuildPyWithKernelBinaries(build_py):  # type: ignore[misc]
             )
 
 
-setup(cmdclass={"build_py": BuildPyWithKernelBinaries})
+#: Made at each build, never committed (.gitignore): they cannot drift from the parser.
+GENERATED = "generated"
+
+
+def cli_files() -> list[tuple[str, list[str]]]:
+    """The man page and completions, as data_files (installed under the prefix's share/)."""
+    script = HERE / "scripts" / "cli_files.py"
+    if not script.is_file():  # a tree without the script: nothing to make
+        return []
+    made = subprocess.run(
+        [sys.executable, str(script), str(HERE / GENERATED)], capture_output=True, text=True
+    )
+    if made.returncode != 0:
+        raise SystemExit(f"making the man page and completions failed: {made.stderr.strip()}")
+    files = [Path(p).relative_to(HERE) for p in made.stdout.split()]
+    return [(str(f.parent.relative_to(GENERATED)), [str(f)]) for f in files]
+
+
+setup(cmdclass={"build_py": BuildPyWithKernelBinaries}, data_files=cli_files())

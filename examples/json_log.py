@@ -4,21 +4,23 @@
     python examples/json_log.py                       # until Ctrl+C, to stdout
     python examples/json_log.py --duration 60 --output events.jsonl
 
-Each line is ``QueuedItem.as_dict()`` plus ``"host"``; a loss is logged as
-``{"kind": "lost", "count": N}`` so a consumer can tell a quiet system from a dropped burst.
+Each line is the agent's versioned record, the one ``procobsrv watch --json`` writes and
+``procobsrv schema`` describes (``schema_version``, ``id``, ``host``, ``time``... and every
+event field); a loss is a record of kind ``lost`` with its ``count``, so a consumer can tell
+a quiet system from a dropped burst.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import signal
-import socket
 import sys
 import threading
 from typing import Any, TextIO
 
 from procobsrv import ApplicationScope, CallbackHandler, QueuedItem
+from procobsrv.agent import RecordMaker
+from procobsrv.agent.records import Record, dumps
 
 
 class JsonLogHandler(CallbackHandler):
@@ -26,17 +28,17 @@ class JsonLogHandler(CallbackHandler):
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
-        self.host = socket.gethostname()
+        self.records = RecordMaker()  # host, boot id, stable event ids
 
-    def write(self, record: dict[str, Any]) -> None:
-        self.out.write(json.dumps(record, separators=(",", ":")) + "\n")
+    def write(self, record: Record) -> None:
+        self.out.write(dumps(record) + "\n")
         self.out.flush()  # one line at a time: a reader (tail -f, a shipper) sees it at once
 
     def on_process_event(self, item: QueuedItem, param: Any) -> None:
-        self.write({**item.as_dict(), "host": self.host})
+        self.write(self.records.event(item))
 
     def on_events_lost(self, count: int, param: Any) -> None:
-        self.write({"kind": "lost", "count": count, "host": self.host})
+        self.write(self.records.lost(count))
 
 
 def main() -> int:

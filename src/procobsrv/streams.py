@@ -21,9 +21,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .callback import CallbackHandler
+from .container import DEFAULT_QUEUE_LIMIT, OverflowPolicy
 from .errors import MonitorError
 from .events import EventKind, QueuedItem
 from .filters import kind_set
+from .memory import DEFAULT_QUEUE_BYTES
+from .platform import SourceChoice
 from .scope import ApplicationScope
 from .stats import MonitorStats
 
@@ -35,18 +38,32 @@ DEFAULT_BUFFER = 1024
 
 @contextlib.contextmanager
 def monitor(
-    handler: CallbackHandler, param: Any = None, **start_options: Any
+    handler: CallbackHandler,
+    param: Any = None,
+    *,
+    source: SourceChoice | None = None,
+    queue_limit: int = DEFAULT_QUEUE_LIMIT,
+    queue_bytes: int = DEFAULT_QUEUE_BYTES,
+    overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
 ) -> Iterator[ApplicationScope]:
     """``with monitor(handler, param) as scope:`` monitors for the duration of the block.
 
-    Subscribes the handler (``start_options`` are those of ``ApplicationScope.subscribe``)
+    Subscribes the handler (``source``, ``queue_limit``, ``queue_bytes``, ``overflow``: as
+    ``ApplicationScope.subscribe`` takes them)
     and detaches it on the way out, also on an exception; the handler has had every event
     queued for it delivered when the block is left. Other subscribers (the scope's own
     handler, other blocks, streams) are left alone. Raises MonitorError if this handler is
     already subscribed.
     """
     scope = ApplicationScope.shared()
-    subscription = scope.subscribe(handler, param, **start_options)
+    subscription = scope.subscribe(
+        handler,
+        param,
+        source=source,
+        queue_limit=queue_limit,
+        queue_bytes=queue_bytes,
+        overflow=overflow,
+    )
     try:
         yield scope
     finally:
@@ -205,7 +222,10 @@ def watch(
     *,
     duration: float | None = None,
     buffer: int = DEFAULT_BUFFER,
-    **start_options: Any,
+    source: SourceChoice | None = None,
+    queue_limit: int = DEFAULT_QUEUE_LIMIT,
+    queue_bytes: int = DEFAULT_QUEUE_BYTES,
+    overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
 ) -> EventStream:
     """``for item in watch(kinds=..., timeout=...)``: process events as they happen.
 
@@ -229,11 +249,19 @@ def watch(
     When it ends the stream detaches; the last subscriber out releases every thread and
     handle. ``lost`` counts events that were lost to this stream. Raises MonitorError from
     the iteration, after the events queued before it, when monitoring stopped because the
-    kernel side failed. ``start_options``: ``queue_limit``, ``queue_bytes`` and ``overflow``
-    bound this stream's window (and the kernel queue, if this stream starts the kernel side);
+    kernel side failed. ``queue_limit``, ``queue_bytes`` and ``overflow`` bound this
+    stream's window (and the kernel queue, if this stream starts the kernel side);
     ``source`` replaces the kernel source, only if no other subscriber is running (else
     MonitorError). ``buffer`` is accepted for compatibility and no longer used.
     """
+    # Named parameters, not **options: a misspelt or unsupported one (match=) is a TypeError
+    # naming watch() at the call, and a type checker catches it.
+    start_options = {
+        "source": source,
+        "queue_limit": queue_limit,
+        "queue_bytes": queue_bytes,
+        "overflow": overflow,
+    }
     return EventStream(kind_set(kinds), timeout, duration, buffer, start_options, "watch()")
 
 
@@ -322,7 +350,10 @@ def awatch(
     *,
     duration: float | None = None,
     buffer: int = DEFAULT_BUFFER,
-    **start_options: Any,
+    source: SourceChoice | None = None,
+    queue_limit: int = DEFAULT_QUEUE_LIMIT,
+    queue_bytes: int = DEFAULT_QUEUE_BYTES,
+    overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
 ) -> AsyncEventStream:
     """``async for item in awatch(kinds=..., timeout=...)``: :func:`watch` for asyncio.
 
@@ -336,4 +367,10 @@ def awatch(
     the kernel and waits for its answer (a few milliseconds) on the calling thread.
     """
     loop = asyncio.get_running_loop()
+    start_options = {
+        "source": source,
+        "queue_limit": queue_limit,
+        "queue_bytes": queue_bytes,
+        "overflow": overflow,
+    }
     return AsyncEventStream(loop, kind_set(kinds), timeout, duration, buffer, start_options)

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.availability import require_connector
+from tests.fakes.watch import validate_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -107,6 +108,7 @@ def test_json_log_writes_the_child_as_json(started: list[Example]) -> None:
     assert mine[-1]["exit_code"] == 5
     assert any(r["kind"] == "exec" and "json-log-marker" in r["command_line"] for r in mine)
     assert all("host" in r for r in records)
+    validate_lines(out.splitlines())  # the agent's records: schema_version, id, time...
 
 
 def test_cmdline_alert_reports_only_the_matching_command(started: list[Example]) -> None:

@@ -60,3 +60,27 @@ def test_readme_handler_reports_a_child(tmp_path: Path) -> None:
     assert f"hello: pid {child.pid} ({sh}) ended, exit code 4" in text, text
     argv = ["sh", "-c", "sleep 0.05; exit 4", "readme-marker"]
     assert f"hello: pid {child.pid} runs {argv}" in text
+
+
+#: Seconds a README block may run before the test presses Ctrl+C, as its reader would.
+BLOCK_RUNS = 12
+
+
+@pytest.mark.kernel
+@pytest.mark.usefixtures("connector")
+@pytest.mark.parametrize("index", range(len(python_blocks(ROOT / "README.md"))))
+def test_each_readme_block_runs_on_its_own(index: int, tmp_path: Path) -> None:
+    """Copied alone into a file, each block runs: no name from another block, and it ends by
+    itself (or on Ctrl+C, when it says so) with status 0."""
+    script = tmp_path / f"block{index}.py"
+    script.write_text(python_blocks(ROOT / "README.md")[index])
+    block = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _, err = block.communicate(timeout=BLOCK_RUNS)
+    except subprocess.TimeoutExpired:
+        block.send_signal(signal.SIGINT)
+        _, err = block.communicate(timeout=10)
+    assert block.returncode == 0, err
+    assert "Traceback" not in err, err

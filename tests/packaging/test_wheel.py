@@ -144,3 +144,40 @@ def test_installed_wheel_watches_with_no_other_step(
             watch.wait()
     assert watch.returncode == 0, err
     assert '"wheel-marker"' in out, out[-2000:]
+
+
+#: What the build makes from the parser (scripts/cli_files.py), under the prefix's share/.
+CLI_FILES = [
+    "share/man/man1/procobsrv.1",
+    "share/bash-completion/completions/procobsrv",
+    "share/zsh/site-functions/_procobsrv",
+    "share/fish/vendor_completions.d/procobsrv.fish",
+]
+
+
+def test_wheel_and_sdist_carry_the_man_page_and_completions(dists: tuple[Path, Path]) -> None:
+    names = set(zipfile.ZipFile(dists[1]).namelist())
+    for relative in CLI_FILES:
+        assert f"procobsrv-0.1.0.data/data/{relative}" in names, sorted(names)
+    assert "procobsrv/cli/timeline.html" in names  # what trace --html fills in
+    with tarfile.open(dists[0]) as sdist:
+        members = {n.split("/", 1)[1] for n in sdist.getnames() if "/" in n}
+    assert {f"generated/{r}" for r in CLI_FILES} | {"scripts/cli_files.py"} <= members
+
+
+def test_wheel_metadata_names_ebpf_urls_and_the_pytest_plugin(dists: tuple[Path, Path]) -> None:
+    wheel = zipfile.ZipFile(dists[1])
+    (metadata,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+    text = wheel.read(metadata).decode()
+    summary = next(line for line in text.splitlines() if line.startswith("Summary:"))
+    assert "eBPF" in summary and "Windows kernel driver" in summary
+    assert {"Source", "Documentation", "Issues"} <= {
+        line.split(":", 1)[1].split(",")[0].strip()
+        for line in text.splitlines()
+        if line.startswith("Project-URL:")
+    }
+    (entry_points,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
+    assert (
+        "[pytest11]\nprocobsrv.pytest_plugin = procobsrv.pytest_plugin"
+        in wheel.read(entry_points).decode()
+    )

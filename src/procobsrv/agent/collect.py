@@ -15,9 +15,11 @@ import logging
 import re
 import signal
 import sys
+from collections.abc import Callable
 
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from .formats import MAPPINGS
 from .jetstream import SUBJECT_PREFIX, connect, ensure_stream, server_urls, stream_config
 from .outputs import FileSink, StreamSink
 from .records import Record
@@ -62,8 +64,10 @@ async def collect_into(
     keep: RecordFilter,
     options: dict[str, object],
     stop: asyncio.Event,
+    mapping: Callable[[Record], Record] | None = None,
 ) -> int:
-    """Copies the stream to ``sink`` until ``stop`` is set; returns the lines written."""
+    """Copies the stream to ``sink`` until ``stop`` is set (each record through ``mapping``,
+    if given: ``--format``); returns the lines written."""
     connecting = asyncio.ensure_future(connect(servers, f"procobsrv collect {durable}"))
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -102,7 +106,7 @@ async def collect_into(
             for msg in msgs:
                 record = json.loads(msg.data)
                 if keep(record):
-                    sink.send(record)
+                    sink.send(record if mapping is None else mapping(record))
                     written += 1
                 await msg.ack()
     finally:
@@ -124,7 +128,13 @@ def collect(args: argparse.Namespace) -> int:
         if args.duration is not None:
             loop.call_later(args.duration, stop.set)
         return await collect_into(
-            sink, server_urls(args.servers), args.durable, keep, stream_options(args), stop
+            sink,
+            server_urls(args.servers),
+            args.durable,
+            keep,
+            stream_options(args),
+            stop,
+            MAPPINGS[args.format or "json"],
         )
 
     print("procobsrv: collecting; Ctrl+C to stop", file=sys.stderr, flush=True)

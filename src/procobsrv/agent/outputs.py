@@ -7,6 +7,7 @@ import logging
 import os
 import stat
 import threading
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from ..callback import CallbackHandler
@@ -20,17 +21,26 @@ log = logging.getLogger(__name__)
 
 
 class RecordHandler(CallbackHandler):
-    """The handler an output is: each event and each loss becomes a record for ``sink``."""
+    """The handler an output is: each event and each loss becomes a record for ``sink``
+    (``mapping``: in another format, e.g. ``agent.formats.to_ecs``)."""
 
-    def __init__(self, sink: Sink, maker: RecordMaker | None = None) -> None:
+    def __init__(
+        self,
+        sink: Sink,
+        maker: RecordMaker | None = None,
+        mapping: Callable[[Record], Record] | None = None,
+    ) -> None:
         self.sink = sink
         self.maker = maker if maker is not None else RecordMaker()
+        self.mapping = mapping
 
     def on_process_event(self, item: QueuedItem, param: Any) -> None:
-        self.sink.send(self.maker.event(item))
+        record = self.maker.event(item)
+        self.sink.send(record if self.mapping is None else self.mapping(record))
 
     def on_events_lost(self, count: int, param: Any) -> None:
-        self.sink.send(self.maker.lost(count))
+        record = self.maker.lost(count)
+        self.sink.send(record if self.mapping is None else self.mapping(record))
 
 
 class StreamSink(Sink):

@@ -13,14 +13,19 @@ HEADER = f"{'TIME':<12} {'EVENT':<7} {'PID':>7} {'PPID':>7} {'EXIT':>8}  IMAGE /
 
 
 def describe_exit(item: QueuedItem) -> str:
-    if item.exit_code is not None:
-        return str(item.exit_code)
-    if item.signal is not None:
+    return describe_status(item.exit_code, item.signal, item.core_dumped)
+
+
+def describe_status(exit_code: int | None, signo: int | None, core_dumped: bool) -> str:
+    """``3``, ``SIGKILL``, ``SIGSEGV+core``; "" when neither is known."""
+    if exit_code is not None:
+        return str(exit_code)
+    if signo is not None:
         try:
-            name = signal.Signals(item.signal).name
+            name = signal.Signals(signo).name
         except ValueError:
-            name = f"SIG{item.signal}"
-        return name + ("+core" if item.core_dumped else "")
+            name = f"SIG{signo}"
+        return name + ("+core" if core_dumped else "")
     return ""
 
 

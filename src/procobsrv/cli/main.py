@@ -11,7 +11,7 @@ from typing import NoReturn
 from .. import __version__
 from ..agent import cli as agent_cli
 from ..errors import MonitorError
-from . import demo, driver, watch
+from . import demo, driver, trace, watch
 
 #: Exit status of a refused command line, or of a failure the message explains.
 USAGE_STATUS = 2
@@ -19,6 +19,15 @@ USAGE_STATUS = 2
 INTERRUPTED_STATUS = 130
 #: The highest ``-v`` count that means more (``-vv``: debug).
 MOST_VERBOSE = 2
+EXAMPLES = """\
+examples:
+  sudo procobsrv watch                      process events live, until Ctrl+C
+  sudo procobsrv watch --kind exec --json   exec events as JSON lines
+  sudo procobsrv trace -- make -j2          what a command ran: a tree with durations
+  sudo procobsrv trace --html t.html -- ./build.sh
+                                            ... and a timeline to open in a browser
+  procobsrv COMMAND --help                  the options and examples of one command
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,10 +39,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(USAGE_STATUS, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 
+class ToolFormatter(logging.Formatter):
+    """The tool's log lines look like its other lines: ``procobsrv: warning: ...``
+    (``procobsrv: ...`` for information; with ``-vv`` the logger's name too)."""
+
+    def __init__(self, *, debug: bool = False) -> None:
+        super().__init__("%(name)s: %(message)s" if debug else "%(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        return f"procobsrv: {level}{super().format(record)}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="procobsrv",
         description="Tell, the moment it happens, that a process started or ended.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"procobsrv {__version__}")
     parser.add_argument(
@@ -42,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors in the log output")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     watch.add_parser(sub)
+    trace.add_parser(sub)
     demo.add_parser(sub)
     driver.register(sub)
     agent_cli.register(sub)  # schema, collect
@@ -71,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.quiet
         else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, MOST_VERBOSE)]
     )
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(ToolFormatter(debug=level <= logging.DEBUG))
+    logging.basicConfig(level=level, handlers=[handler])
     try:
         return int(args.run(args))
     except (MonitorError, OSError) as exc:  # what went wrong and what to do: one line

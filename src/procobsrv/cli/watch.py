@@ -15,7 +15,9 @@ from types import FrameType
 from typing import Any
 
 from ..agent import RecordHandler, RecordMaker, Sink
-from ..agent.cli import add_output_options, output_from_args
+from ..agent.cli import add_format_option, add_output_options, line_format, output_from_args
+from ..agent.formats import MAPPINGS
+from ..agent.records import Record, dumps
 from ..callback import CallbackHandler
 from ..errors import MonitorError
 from ..events import EventKind, QueuedItem
@@ -26,6 +28,16 @@ from .format import HEADER, as_line
 from .output import Output
 
 log = logging.getLogger(__name__)
+
+EXAMPLES = """\
+examples:
+  sudo procobsrv watch                          every process event, aligned columns
+  sudo procobsrv watch --kind exec --match ssh  programs whose path or argv says ssh
+  sudo procobsrv watch --format ecs --output /var/log/procobsrv/events.ecs.jsonl
+                                                ECS documents for a log shipper
+  sudo procobsrv watch --json | jq .command_line
+                                                procobsrv's own records, to jq
+"""
 
 
 class ConsoleHandler(CallbackHandler):
@@ -43,20 +55,32 @@ class ConsoleHandler(CallbackHandler):
         kinds: set[EventKind] | None = None,
         pattern: re.Pattern[str] | None = None,
         sink: Sink | None = None,
+        mapping: Callable[[Record], Record] = MAPPINGS["json"],
     ) -> None:
         lines: CallbackHandler
         if sink is not None:  # --output nats://: versioned records (procobsrv schema)
-            lines = RecordHandler(sink)
+            lines = RecordHandler(sink, mapping=mapping)
         elif output is None:
             raise ValueError("ConsoleHandler needs an output or a sink")
-        elif json_lines:  # the same records, as lines through the output thread
+        elif json_lines and mapping is MAPPINGS["json"]:  # records, built without json.dumps
             maker = RecordMaker()
             lines = _Printer(output, maker.event_line, maker.lost_line)
+        elif json_lines:  # the same records as ECS or OTel, through the output thread
+            maker = RecordMaker()
+            lines = _Printer(
+                output,
+                lambda item: dumps(mapping(maker.event(item))),
+                lambda count: dumps(mapping(maker.lost(count))),
+            )
         else:
             lines = _Printer(output, as_line, lambda count: f"!! {count} events lost")
-        if kinds or pattern:
-            lines = FilterHandler(lines, EventFilter(kinds=kinds, match=pattern))
-        self.lines = lines
+        #: --kind/--match, when given: it counts the events it lets through.
+        self.filter = (
+            FilterHandler(lines, EventFilter(kinds=kinds, match=pattern))
+            if kinds or pattern
+            else None
+        )
+        self.lines = self.filter or lines
         self.done = done
         self.error: BaseException | None = None
 
@@ -69,6 +93,11 @@ class ConsoleHandler(CallbackHandler):
     def on_error(self, error: BaseException, param: Any) -> None:
         self.error = error
         self.done.set()
+
+    @property
+    def matched(self) -> int | None:
+        """Events that --kind/--match let through; None when neither was given."""
+        return None if self.filter is None else self.filter.passed
 
 
 class _Printer(CallbackHandler):
@@ -91,9 +120,14 @@ class _Printer(CallbackHandler):
 
 def add_parser(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
-        "watch", help="print process events live", description="Print process events live."
+        "watch",
+        help="print process events live",
+        description="Print process events live.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_format_option(p, text=True)
+    p.add_argument("--json", action="store_true", help="the same as --format json")
     p.add_argument(
         "--kind",
         action="append",
@@ -213,6 +247,7 @@ def open_outputs(
 
 
 def run(args: argparse.Namespace) -> int:
+    lines = line_format(args)
     done = threading.Event()
     output, sink = open_outputs(args, done)
     reopened = sink if sink is not None else output if args.output else None  # by SIGHUP
@@ -220,14 +255,15 @@ def run(args: argparse.Namespace) -> int:
     handler = ConsoleHandler(
         output,
         done,
-        json_lines=args.json or bool(args.output),
+        json_lines=lines != "text",
         kinds={EventKind(k) for k in args.kind} if args.kind else None,
         pattern=args.match,
         sink=sink,
+        mapping=MAPPINGS.get(lines, MAPPINGS["json"]),
     )
     scope = ApplicationScope.get_instance(handler)
     with handling(signal_actions(done.set, reopen)):
-        if output is not None and not args.json and not args.output:
+        if output is not None and lines == "text":
             output.put(HEADER)
         try:
             realtime = current_platform().realtime_threads if args.realtime else None
@@ -254,9 +290,10 @@ def run(args: argparse.Namespace) -> int:
     if output is not None and output.unwritten:
         why = "output failed" if output.error else "output blocked"
         unwritten = f", {output.unwritten} not written ({why})"
-    print(
-        f"procobsrv: {stats.total} events ({seen}), {stats.lost} lost{unwritten}", file=sys.stderr
-    )
+    counted = f"{stats.total} events ({seen})"
+    if handler.matched is not None:  # say what was shown, of what was seen
+        counted = f"{handler.matched} events matched, of {counted}"
+    print(f"procobsrv: {counted}, {stats.lost} lost{unwritten}", file=sys.stderr)
     summary = sink.summary() if sink is not None else None
     if output is not None and output.path is not None:
         summary = f"{output.written} lines written to {output.path}"

@@ -173,3 +173,52 @@ def stop_watch(watch: subprocess.Popen[str]) -> dict[str, int]:
     _, err = watch.communicate(timeout=60)
     assert watch.returncode == 0, err
     return published_summary(err)
+
+
+def publish(urls: list[str], payloads: list[bytes], stream: str = "PROCOBSRV") -> None:
+    """Stores ``payloads`` in the stream as they are (created when missing), on
+    ``procobsrv.test.exec``: what an agent, or anyone who can reach the server, publishes."""
+    import nats
+    import nats.js.errors
+
+    async def send() -> None:
+        nc = await nats.connect(servers=urls, connect_timeout=2)
+        try:
+            js = nc.jetstream()
+            try:
+                await js.stream_info(stream)
+            except nats.js.errors.NotFoundError:
+                await js.add_stream(name=stream, subjects=["procobsrv.>"])
+            for payload in payloads:
+                await js.publish("procobsrv.test.exec", payload)
+        finally:
+            await nc.close()
+
+    asyncio.run(send())
+
+
+def records(count: int, tag: str = "rec") -> list[bytes]:
+    """``count`` valid event lines (exec records of made-up pids), each a distinct id."""
+    from procobsrv.agent.records import RecordMaker, dumps
+    from procobsrv.events import EventKind, new_item
+
+    maker = RecordMaker()
+    now = time.time()
+    return [
+        dumps(
+            maker.event(
+                new_item(EventKind.EXEC, 10_000 + i, 1, now, 1 + i, "/bin/true", [tag, str(i)])
+            )
+        ).encode()
+        for i in range(count)
+    ]
+
+
+def collect(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`procobsrv collect ARGS` to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "procobsrv", "collect", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

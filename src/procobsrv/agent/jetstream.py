@@ -26,7 +26,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
-from ..errors import MonitorError
+from .nats_access import NatsAccess, access
 from .outputs import DEFAULT_STREAM_MAX_AGE, Sink
 from .records import Record, RecordMaker, dumps
 
@@ -45,15 +45,6 @@ RETRY_PAUSE = 0.1
 CANCEL_TIMEOUT = 5.0
 #: One buffered message: (subject, Nats-Msg-Id, payload, is an event).
 Message = tuple[str, str, bytes, bool]
-
-
-def server_urls(target: str) -> list[str]:
-    """``nats://a:1,b:2`` -> ``["nats://a:1", "nats://b:2"]``."""
-    hosts = target.removeprefix("nats://").split(",")
-    urls = [f"nats://{h.strip()}" for h in hosts if h.strip()]
-    if not urls:
-        raise MonitorError(f"no NATS server in {target!r}: give nats://HOST:PORT[,HOST:PORT...]")
-    return urls
 
 
 def subject_token(name: str) -> str:
@@ -83,20 +74,58 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         log.info("created JetStream stream %s (%s replicas)", config.name, config.num_replicas)
 
 
-async def connect(servers: list[str], name: str) -> Client:
-    """A client that reconnects for ever (the buffer holds the events meanwhile)."""
+class Problems:
+    """What went wrong talking to NATS: each new cause is logged once, at once, at WARNING
+    (refusals: ERROR); repeats at DEBUG. The last one names the cause in the summary."""
 
-    async def quiet(error: Exception) -> None:
-        log.debug("nats: %s", error)
+    def __init__(self) -> None:
+        self.last: str | None = None
+        self._said: set[str] = set()
 
-    return await nats.connect(
+    def report(self, error: BaseException) -> None:
+        cause = describe(error)
+        self.last = cause
+        if cause in self._said:
+            log.debug("nats: %s", cause)
+            return
+        self._said.add(cause)
+        refused = isinstance(error, (nats.js.errors.APIError, nats.errors.AuthorizationError))
+        log.log(logging.ERROR if refused else logging.WARNING, "nats: %s", cause)
+
+    def recovered(self) -> None:
+        if self.last is not None:
+            log.info("nats: working again after: %s", self.last)
+        self.last = None
+
+
+def describe(error: BaseException) -> str:
+    """One line for a nats-py error (some have an empty str())."""
+    if isinstance(error, nats.js.errors.APIError):
+        return f"the server refused: {error.description} (code {error.err_code})"
+    text = str(error).strip() or type(error).__name__
+    if isinstance(error, ConnectionRefusedError):
+        return f"server unreachable ({text})"
+    return text
+
+
+async def connect(servers: list[str], name: str, access: NatsAccess, problems: Problems) -> Client:
+    """A client that reconnects for ever (the buffer holds the events meanwhile); every
+    failure goes to ``problems``."""
+
+    async def report(error: Exception) -> None:
+        problems.report(error)
+
+    client = await nats.connect(
         servers=servers,
         name=name,
         connect_timeout=CONNECT_TIMEOUT,
         reconnect_time_wait=RECONNECT_WAIT,
         max_reconnect_attempts=-1,
-        error_cb=quiet,
+        error_cb=report,
+        **access.connect_options(),
     )
+    problems.recovered()
+    return client
 
 
 class JetStreamSink(Sink):
@@ -116,9 +145,11 @@ class JetStreamSink(Sink):
         ack_timeout: float = 2.0,
         close_timeout: float = 10.0,
         maker: RecordMaker | None = None,
+        nats_access: NatsAccess | None = None,
     ) -> None:
-        self.target = target
-        self.servers = server_urls(target)
+        self.access = nats_access if nats_access is not None else access(target)
+        self.target = self.access.shown  # the password hidden
+        self.problems = Problems()
         self.config = stream_config(stream, replicas, retention, max_age)
         self.capacity = buffer
         self.in_flight = in_flight
@@ -169,7 +200,9 @@ class JetStreamSink(Sink):
 
     # -- the I/O thread ----------------------------------------------------------------
     async def _run(self) -> None:
-        nc = await connect(self.servers, f"procobsrv {self.maker.host}")
+        nc = await connect(
+            self.access.servers, f"procobsrv {self.maker.host}", self.access, self.problems
+        )
         js = nc.jetstream(publish_async_max_pending=self.in_flight)
         ensured = False
         try:
@@ -185,9 +218,10 @@ class JetStreamSink(Sink):
                         await ensure_stream(js, self.config)
                         ensured = True
                     await self._publish(js, batch)
+                    self.problems.recovered()
                 except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
-                    log.debug("publish failed (%s); retrying", exc)
-                    ensured = not isinstance(exc, nats.js.errors.NoStreamResponseError)
+                    self.problems.report(exc)
+                    ensured = ensured and not isinstance(exc, nats.js.errors.NoStreamResponseError)
                     await asyncio.sleep(RETRY_PAUSE)
         finally:
             await nc.close()
@@ -272,7 +306,8 @@ class JetStreamSink(Sink):
         if self.overflowed:
             text += f", {self.overflowed} lost (buffer full while the servers were unreachable)"
         if self.unsent:
-            text += f", {self.unsent} not sent (servers unreachable at exit)"
+            cause = self.problems.last or "servers unreachable"
+            text += f", {self.unsent} not sent at exit ({cause})"
         return text
 
     def stats(self) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import re
 import signal
 import sys
@@ -23,6 +22,7 @@ from ..events import EventKind, QueuedItem
 from ..filters import EventFilter, FilterHandler
 from ..platform import current_platform
 from ..scope import ApplicationScope
+from . import arguments
 from .format import HEADER, as_line
 from .output import Output
 
@@ -94,11 +94,13 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--match",
-        type=_regex,
+        type=arguments.regex,
         metavar="REGEX",
         help="only events whose image or command line match",
     )
-    p.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this long")
+    p.add_argument(
+        "--duration", type=arguments.seconds, metavar="SECONDS", help="stop after this long"
+    )
     p.add_argument(
         "--source",
         default="auto",
@@ -123,23 +125,6 @@ def fallback_note(requested: str, scope: ApplicationScope) -> str:
         " with the connector (command lines of short-lived processes may be missing; "
         "root or CAP_BPF + CAP_PERFMON gives the eBPF source)"
     )
-
-
-def _regex(text: str) -> re.Pattern[str]:
-    try:
-        return re.compile(text)
-    except re.error as exc:
-        raise argparse.ArgumentTypeError(f"not a regular expression: {text!r} ({exc})") from exc
-
-
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not 0 < seconds < math.inf:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
-    return seconds
 
 
 #: Seconds the output may take, after a stop, to write what is queued; the rest is counted.

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -205,3 +207,72 @@ def test_a_reopened_replay_source_subscribes_again_and_counts_no_loss_across_the
     assert first.lost == second.lost == 0
     listen, ignore = PROC_CN_MCAST_LISTEN, PROC_CN_MCAST_IGNORE
     assert replay.sent_ops == [listen, ignore, listen, ignore]
+
+
+#: The raw exit system call (only the calling thread ends), by machine.
+SYS_EXIT = {"x86_64": 60, "aarch64": 93}
+
+#: A Python whose main thread (the thread-group leader) ends alone with SYS_exit while a
+#: second thread goes on for 0.5 s and then ends the process: {END}.
+LEADER_LEAVES_FIRST = """
+import ctypes, os, signal, sys, threading, time
+def later():
+    time.sleep(0.5)
+    {END}
+threading.Thread(target=later).start()
+ctypes.CDLL(None).syscall({SYS_EXIT}, 0)
+"""
+
+
+@pytest.fixture
+def connector_collector(connector: None) -> Iterator[Collector]:
+    """A running scope on the connector source (whatever source `auto` would pick)."""
+    handler = Collector()
+    scope = ApplicationScope.get_instance(handler)
+    assert scope.start_monitoring(source="connector")
+    try:
+        yield handler
+    finally:
+        scope.stop_monitoring()
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_an_exec_by_a_thread_that_is_not_the_leader_ends_nothing(
+    connector_collector: Collector, run: int
+) -> None:
+    """The kernel ends the old leader while a thread's exec takes its pid: no EXITED until
+    the program the thread ran ends."""
+    collector = connector_collector
+    code = "import os, threading, time\nthreading.Thread(target=os.execv, args=('/bin/sh', ['sh', '-c', 'sleep 0.2; exit 5'])).start()\ntime.sleep(30)\n"
+    child = subprocess.Popen([sys.executable, "-c", code])
+    assert child.wait(timeout=30) == 5
+    ended = collector.wait_exit(child.pid)
+    assert kinds(collector.of(child.pid)) == [CREATED, EXEC, EXEC, EXITED]
+    assert ended.exit_code == 5 and ended.command_line == ["sh", "-c", "sleep 0.2; exit 5"]
+
+
+@pytest.mark.parametrize(
+    ("end", "status"),
+    [("os._exit(7)", 7), ("os.kill(os.getpid(), signal.SIGKILL)", -signal.SIGKILL)],
+)
+def test_a_leader_that_ends_before_its_threads_ends_with_the_process(
+    connector_collector: Collector, end: str, status: int
+) -> None:
+    """The leader's own end is no process exit: one EXITED, when the last thread ends, with
+    the process's status."""
+    collector = connector_collector
+    machine = platform.machine()
+    if machine not in SYS_EXIT:
+        pytest.skip(f"no SYS_exit number known for {machine}")
+    code = LEADER_LEAVES_FIRST.format(END=end, SYS_EXIT=SYS_EXIT[machine])
+    child = subprocess.Popen([sys.executable, "-c", code])
+    assert child.wait(timeout=30) == status
+    collector.wait_exit(child.pid)
+    time.sleep(0.2)  # an EXITED too many would be here by now
+    ended = collector.of(child.pid, EXITED)
+    assert kinds(collector.of(child.pid)) == [CREATED, EXEC, EXITED], ended
+    if status > 0:
+        assert (ended[0].exit_code, ended[0].signal) == (status, None)
+    else:
+        assert (ended[0].exit_code, ended[0].signal) == (None, -status)
+    assert ended[0].command_line == [sys.executable, "-c", code]

@@ -36,7 +36,15 @@ from .connector_abi import (
     Record,
 )
 from .connector_decoder import Decoder
-from .procfs import NS_PER_S, ProcessTable, as_created, cgroup_id, snapshot
+from .procfs import (
+    NS_PER_S,
+    ProcessInfo,
+    ProcessTable,
+    as_created,
+    cgroup_id,
+    group_ended,
+    snapshot,
+)
 from .wait_status import NOT_EXITED, WAIT_STATUS, WAIT_STATUS_MASK
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,13 @@ class ConnectorSource(KernelSource):
 
     Thread events are dropped: a fork whose child is not a thread-group leader is a new
     thread, and so is an exit of a task that is not its group's leader.
+
+    The leader's exit is the process's exit only when no thread of the group is left. It is
+    not when the leader ended alone (``pthread_exit``) while other threads go on, nor when
+    another thread's exec took the leader's place (the kernel ends the old leader first).
+    For a process that may have threads, the leader's exit is held (:class:`LeaderGone`)
+    until the group's last thread ends, and dropped when an exec follows it. /proc tells
+    whether threads are left; processes seen forked without a thread need no read.
 
     ``socket`` (the netlink socket and its subscription handshake), ``ring`` (where
     datagrams are received) and ``decoder`` default to the real ones; a test or a replay
@@ -88,6 +103,10 @@ class ConnectorSource(KernelSource):
         self.running: list[QueuedItem] = []
         self.overruns = 0  # ENOBUFS seen: the kernel dropped messages (counted by sequence gaps)
         self._pending: list[Record] = []
+        #: Processes seen creating a thread: their leader's exit may not end them.
+        self._threaded: set[int] = set()
+        #: Leaders that ended while threads of theirs went on, by pid.
+        self._leaderless: dict[int, LeaderGone] = {}
         self._is_open = False
 
     # -- KernelSource -----------------------------------------------------------------
@@ -121,7 +140,11 @@ class ConnectorSource(KernelSource):
             raise not_open("connector")
         records, self._pending = self._pending, []
         self._receive(records)
-        return Batch(self._to_items(records), self.decoder.take_lost())
+        items = self._to_items(records)
+        if self._leaderless:  # a thread's exit lost (counted) must not hold its process for ever
+            for pid in [p for p in self._leaderless if group_ended(p)]:
+                items.append(self._leaderless.pop(pid).item(self.processes.exited(pid)))
+        return Batch(items, self.decoder.take_lost())
 
     def close(self) -> None:
         if not self._is_open:
@@ -152,6 +175,18 @@ class ConnectorSource(KernelSource):
             if len(datagrams) < SLOTS:
                 break
 
+    def _may_go_on(self, pid: int) -> bool:
+        """Whether the process whose leader just ended still has threads (read only for a
+        process that may have had threads: one seen creating a thread, or whose fork was not
+        seen)."""
+        if not self._read_proc:
+            return False
+        known = self.processes.known(pid)
+        if pid not in self._threaded and known is not None and known.start_ns:
+            return False
+        self._threaded.discard(pid)
+        return not group_ended(pid)
+
     def _to_items(self, records: list[Record]) -> list[QueuedItem]:
         items: list[QueuedItem] = []
         append = items.append
@@ -161,18 +196,23 @@ class ConnectorSource(KernelSource):
         ns_per_s = float(NS_PER_S)  # a float divisor: the timestamps' rounding stays as it was
         # The kernel stamps events on CLOCK_MONOTONIC; convert once per batch.
         epoch_offset = time.time_ns() - time.monotonic_ns()
+        leaderless = self._leaderless
         for rec in records:
             what = rec[WHAT]
             ts = rec[TIMESTAMP]
             if what == PROC_EVENT_FORK:
                 pid = rec[FORK_CHILD_TGID]
                 if rec[FORK_CHILD_PID] != pid:
+                    self._threaded.add(pid)
                     continue  # a new thread, not a new process
+                if pid in leaderless:  # its pid is used again: the old process has ended
+                    append(leaderless.pop(pid).item(processes.exited(pid)))
                 parent = rec[FORK_PARENT_TGID]
                 info = processes.forked(pid, parent, ts)
                 kind, start, (code, sig, core) = CREATED, ts, not_exited
             elif what == PROC_EVENT_EXEC:
                 pid = rec[EXEC_PROCESS_TGID]
+                leaderless.pop(pid, None)  # the leader "ended" for a thread's exec: no exit
                 info = processes.executed(pid)
                 kind, parent, start, (code, sig, core) = (
                     EXEC,
@@ -182,10 +222,18 @@ class ConnectorSource(KernelSource):
                 )
             elif what == PROC_EVENT_EXIT:
                 pid = rec[EXIT_PROCESS_TGID]
-                if rec[EXIT_PROCESS_PID] != pid:
-                    continue  # a thread ended, not the process
-                code, sig, core = wait_status[rec[EXIT_EXIT_CODE] & WAIT_STATUS_MASK]
+                status = rec[EXIT_EXIT_CODE] & WAIT_STATUS_MASK
+                if rec[EXIT_PROCESS_PID] != pid:  # a thread ended, not the process...
+                    held = leaderless.get(pid)
+                    if held is not None and group_ended(pid):  # ...unless it was the last
+                        del leaderless[pid]
+                        append(held.item(processes.exited(pid), status, ts))
+                    continue
                 parent = rec[EXIT_PARENT_TGID]
+                if self._may_go_on(pid):
+                    leaderless[pid] = LeaderGone(pid, parent, ts, status, epoch_offset)
+                    continue
+                code, sig, core = wait_status[status]
                 gone = processes.exited(pid)
                 if gone is None:  # never heard of: what the event says, and no more
                     append(
@@ -231,3 +279,42 @@ class ConnectorSource(KernelSource):
                 )
             )
         return items
+
+
+class LeaderGone:
+    """The exit of a leader whose threads went on: the process's exit, once they end."""
+
+    __slots__ = ("epoch_offset", "parent", "pid", "status", "ts")
+
+    def __init__(self, pid: int, parent: int, ts: int, status: int, epoch_offset: int) -> None:
+        self.pid, self.parent, self.ts, self.status = pid, parent, ts, status
+        self.epoch_offset = epoch_offset
+
+    def item(
+        self, info: ProcessInfo | None, status: int | None = None, ts: int | None = None
+    ) -> QueuedItem:
+        """The process's EXITED item. ``status`` and ``ts``: those of the last thread's exit
+        (a group exit or a signal gives every thread the process's status); a last thread
+        that ended with 0 leaves the leader's status, which is then the process's."""
+        status = status or self.status
+        ts = self.ts if ts is None else ts
+        code, sig, core = WAIT_STATUS[status]
+        return QueuedItem(
+            EXITED,
+            self.pid,
+            self.parent,
+            (ts + self.epoch_offset) / NS_PER_S,
+            ts,
+            info.image if info else None,
+            info.command_line if info else None,
+            code,
+            sig,
+            core,
+            uid=info.uid if info else None,
+            start_ns=info.start_ns if info else 0,
+            euid=info.euid if info else None,
+            comm=info.comm if info else None,
+            cwd=info.cwd if info else None,
+            cgroup_id=cgroup_id(info.cgroup) if info else None,
+            cgroup=info.cgroup if info else None,
+        )

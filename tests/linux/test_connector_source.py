@@ -243,7 +243,12 @@ def test_an_exec_by_a_thread_that_is_not_the_leader_ends_nothing(
     """The kernel ends the old leader while a thread's exec takes its pid: no EXITED until
     the program the thread ran ends."""
     collector = connector_collector
-    code = "import os, threading, time\nthreading.Thread(target=os.execv, args=('/bin/sh', ['sh', '-c', 'sleep 0.2; exit 5'])).start()\ntime.sleep(30)\n"
+    code = (
+        "import os, threading, time\n"
+        "argv = ['sh', '-c', 'sleep 0.2; exit 5']\n"
+        "threading.Thread(target=os.execv, args=('/bin/sh', argv)).start()\n"
+        "time.sleep(30)\n"
+    )
     child = subprocess.Popen([sys.executable, "-c", code])
     assert child.wait(timeout=30) == 5
     ended = collector.wait_exit(child.pid)

@@ -61,6 +61,16 @@ def _no_watch_left_behind() -> Iterator[None]:
         (["watch", "--duration", "nan"], "--duration"),
         (["watch", "--duration", "inf"], "--duration"),
         (["watch", "--duration", "soon"], "--duration"),
+        (["watch", "--duration", "1e10"], "--duration"),  # longer than a wait can take
+        (["collect", "nats://127.0.0.1:4222", "--duration", "1e10"], "--duration"),
+        (["collect", "nats://127.0.0.1:4222", "--match", "("], "--match"),
+        (["watch", "--output", "nats://127.0.0.1:4222", "--nats-buffer", "-5"], "--nats-buffer"),
+        (["watch", "--output", "nats://127.0.0.1:4222", "--nats-replicas", "0"], "replicas"),
+        (["watch", "--output", "nats://127.0.0.1:99999"], "99999"),
+        (["watch", "--output", "nats://127.0.0.1:0"], "port"),
+        (["collect", "nats://127.0.0.1:99999"], "99999"),
+        (["collect", "nats://127.0.0.1:4222", "--nats-stream", "A.B"], "stream name"),
+        (["collect", "nats://127.0.0.1:4222", "--nats-max-age", "-1"], "--nats-max-age"),
         (["watch", "--kind", "start"], "created"),  # the error names what is accepted
         (["watch", "--bogus"], "--bogus"),
         ([], "COMMAND"),

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from ..cli import arguments
 from ..errors import MonitorError
-from .nats_access import PASSWORD_ENV, NatsAccess, access, parse_servers
+from .nats_access import PASSWORD_ENV, NatsAccess, access, check_stream_name, parse_servers
 from .nats_extra import needs_nats
 from .outputs import DEFAULT_STREAM_MAX_AGE, Sink, open_output
 from .records import schema_text
@@ -39,7 +40,10 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
 
 def add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--nats-stream", default="PROCOBSRV", help="JetStream stream (default PROCOBSRV)"
+        "--nats-stream",
+        type=argument(check_stream_name),
+        default="PROCOBSRV",
+        help="JetStream stream (default PROCOBSRV)",
     )
     p.add_argument(
         "--nats-replicas",
@@ -79,17 +83,24 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
 
 def output_target(text: str) -> str:
     """``--output``: a file path, or NATS servers whose ports are valid."""
-    if text.startswith("nats://"):
-        servers(text)
-    return text
+    return servers(text) if text.startswith("nats://") else text
 
 
-def servers(text: str) -> str:
-    try:
-        parse_servers(text)
-    except MonitorError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-    return text
+def argument(check: Callable[[str], object]) -> Callable[[str], str]:
+    """An option type from a check that raises MonitorError: the text, once checked."""
+
+    def checked(text: str) -> str:
+        try:
+            check(text)
+        except MonitorError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+        return text
+
+    checked.__name__ = check.__name__
+    return checked
+
+
+servers = argument(parse_servers)
 
 
 def stream_options(args: argparse.Namespace) -> dict[str, Any]:

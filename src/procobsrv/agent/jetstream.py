@@ -26,7 +26,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
-from .nats_access import NatsAccess, access
+from .nats_access import NatsAccess, access, check_stream_name
 from .outputs import DEFAULT_STREAM_MAX_AGE, Sink
 from .records import Record, RecordMaker, dumps
 
@@ -54,7 +54,7 @@ def subject_token(name: str) -> str:
 
 def stream_config(name: str, replicas: int, retention: str, max_age: float) -> StreamConfig:
     return StreamConfig(
-        name=name,
+        name=check_stream_name(name),
         subjects=[f"{SUBJECT_PREFIX}.>"],
         retention=RetentionPolicy(retention),
         storage=StorageType.FILE,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import ssl
 import urllib.parse
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ PASSWORD_ENV = "PROCOBSRV_NATS_PASSWORD"
 HIDDEN = "***"
 #: The schemes a server may be given with; tls:// asks for TLS.
 SCHEMES = ("nats", "tls")
+#: What a JetStream stream name may not hold, and its longest length.
+STREAM_NAME_FORBIDDEN = re.compile(r"[\s.*>/\\]")
+MAX_STREAM_NAME = 255
 #: The highest TCP port.
 MAX_PORT = 65535
 
@@ -93,6 +97,16 @@ def parse_servers(target: str) -> tuple[list[str], str | None, str | None]:
     if not urls:
         raise MonitorError(f"no NATS server in {hidden(target)!r}: give nats://HOST:PORT[,...]")
     return urls, user, password
+
+
+def check_stream_name(name: str) -> str:
+    """A JetStream stream name: no whitespace, ``.``, ``*``, ``>``, ``/`` or ``\\``."""
+    if not name or len(name) > MAX_STREAM_NAME or STREAM_NAME_FORBIDDEN.search(name):
+        raise MonitorError(
+            f"{name!r} is not a JetStream stream name (1..{MAX_STREAM_NAME} characters, "
+            "no spaces, '.', '*', '>', '/' or '\\')"
+        )
+    return name
 
 
 def check_host(host: str, target: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -21,6 +22,7 @@ from tests.fakes.nats import (
     NatsServer,
     cluster,
     free_port,
+    line_within,
     stop_watch,
     stream_contents,
     stream_leader,
@@ -172,3 +174,20 @@ def test_a_server_down_longer_than_the_buffer_loses_an_exact_count(nats_server: 
     assert counts["published"] == len(events(contents))
     assert counts["published"] + lost == counts["total"]  # published + reported lost == produced
     validate_lines([json.dumps(r) for _, _, r in contents if r["kind"] == "lost"])
+
+
+@pytest.mark.kernel
+def test_a_stream_the_server_refuses_is_said_at_once_and_in_the_summary(
+    nats_server: NatsServer,
+) -> None:
+    """`--nats-replicas 3` on one server: the server's reason at ERROR within seconds while
+    the watch runs, and the summary blames it, not "servers unreachable"."""
+    with watching("--output", nats_server.url, "--nats-replicas", "3") as watch:
+        subprocess.run(["true"], check=True)
+        assert watch.stderr is not None
+        said = line_within(watch.stderr, 10)
+        assert "ERROR" in said and "replicas > 1 not supported" in said, said
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=60)
+    assert "servers unreachable" not in err, err
+    assert re.search(r"\d+ not sent at exit \(the server refused: replicas > 1", err), err

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 import threading
 import time
 from collections import deque
@@ -89,8 +90,7 @@ class Problems:
             log.debug("nats: %s", cause)
             return
         self._said.add(cause)
-        refused = isinstance(error, (nats.js.errors.APIError, nats.errors.AuthorizationError))
-        log.log(logging.ERROR if refused else logging.WARNING, "nats: %s", cause)
+        log.log(logging.ERROR if refused(error) else logging.WARNING, "nats: %s", cause)
 
     def recovered(self) -> None:
         if self.last is not None:
@@ -98,19 +98,42 @@ class Problems:
         self.last = None
 
 
+#: What the server says when it refuses a client (nats-py raises a plain error for them).
+REFUSALS = ("authorization violation", "authentication", "permissions violation")
+
+
+def refused(error: BaseException) -> bool:
+    """The server (or TLS) refused: retrying as is will not help, someone must act."""
+    if isinstance(error, (nats.js.errors.APIError, nats.errors.AuthorizationError, ssl.SSLError)):
+        return True
+    return any(word in str(error).lower() for word in REFUSALS)
+
+
 def describe(error: BaseException) -> str:
-    """One line for a nats-py error (some have an empty str())."""
+    """One line for a nats-py error (some have an empty str(), some say "nats: " first)."""
     if isinstance(error, nats.js.errors.APIError):
         return f"the server refused: {error.description} (code {error.err_code})"
-    text = str(error).strip() or type(error).__name__
+    text = str(error).strip().removeprefix("nats: ") or type(error).__name__
     if isinstance(error, ConnectionRefusedError):
         return f"server unreachable ({text})"
     return text
 
 
+class _QuietTlsEof(logging.Filter):
+    """asyncio warns at every TLS connection the server closes that nats-py's protocol
+    "returns true from eof_received()": noise, once per reconnection attempt."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received()" not in record.getMessage()
+
+
+_QUIET_TLS_EOF = _QuietTlsEof()
+
+
 async def connect(servers: list[str], name: str, access: NatsAccess, problems: Problems) -> Client:
     """A client that reconnects for ever (the buffer holds the events meanwhile); every
     failure goes to ``problems``."""
+    logging.getLogger("asyncio").addFilter(_QUIET_TLS_EOF)  # once: filters are a set
 
     async def report(error: Exception) -> None:
         problems.report(error)

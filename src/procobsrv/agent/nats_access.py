@@ -7,6 +7,7 @@ optional extra is imported.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -51,6 +52,11 @@ class NatsAccess:
     def connect_options(self) -> dict[str, Any]:
         """The keyword arguments of ``nats.connect`` beyond the servers."""
         options: dict[str, Any] = {}
+        if (self.creds or self.nkey) and importlib.util.find_spec("nkeys") is None:
+            raise MonitorError(
+                "--nats-creds and --nats-nkey need the nkeys package, not installed here: "
+                "pip install 'procobsrv[nats]'"
+            )
         if self.creds:
             options["user_credentials"] = self.creds
         if self.nkey:

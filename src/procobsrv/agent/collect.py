@@ -1,11 +1,12 @@
 """``procobsrv collect nats://...``: the events of every host, read back from the stream by a
 durable consumer, written as JSON lines; it resumes where it stopped.
 
-A fetched batch is written whole, made durable (``fsync`` when the output is a regular
-file), and only then acknowledged: a crash between the two repeats at most that batch's
-lines on restart, never skips one (at least once; the ``id`` field tells repeats apart). A
-write that fails (a full disk) leaves no part of the batch behind, acknowledges nothing of
-it and ends collect with status 1 and the count of what was written.
+A fetched batch is written, made durable (``fsync`` when the output is a regular file), and
+only then acknowledged: a crash between the two repeats at most that batch's lines on
+restart, never skips one (at least once; the ``id`` field tells repeats apart). A write that
+fails (a full disk) keeps the lines written whole (the cut one is truncated away),
+acknowledges only those, hands the rest back to the stream and ends collect with status 1
+and the count of what was written.
 
 A message that is not a JSON object is not an event: it is counted, logged with its stream
 sequence, written to ``--dead-letter FILE`` when given, and terminated (never delivered
@@ -33,7 +34,14 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from ..errors import MonitorError
 from .cli import stream_options
-from .jetstream import SUBJECT_PREFIX, Problems, connect, ensure_stream, stream_config
+from .jetstream import (
+    SUBJECT_PREFIX,
+    Problems,
+    connect,
+    describe,
+    ensure_stream,
+    stream_config,
+)
 from .nats_access import NatsAccess
 from .records import Record, dumps
 
@@ -162,11 +170,10 @@ class Collector:
     async def run(
         self, access: NatsAccess, durable: str, options: dict[str, object], stop: asyncio.Event
     ) -> None:
-        """Until ``stop`` is set; raises ``OSError`` when a write fails."""
+        """Until ``stop`` is set; raises :class:`WriteFailed` when a write fails."""
         problems = Problems()
-        connecting = asyncio.ensure_future(
-            connect(access.servers, f"procobsrv collect {durable}", access, problems)
-        )
+        name = f"procobsrv collect {durable}"
+        connecting = asyncio.ensure_future(connect(access, name, problems))
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
@@ -307,8 +314,8 @@ def collect(args: argparse.Namespace, access: NatsAccess) -> int:
         asyncio.run(main())
     except WriteFailed as exc:
         failure = exc.error
-    except nats.errors.Error as exc:
-        raise MonitorError(f"collect stopped: {exc}") from exc
+    except nats.errors.Error as exc:  # the stream refused (e.g. replicas > 1 on one server)
+        raise MonitorError(f"collect stopped: {describe(exc)}") from exc
     finally:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the loop that reopened is gone
         out.close()

@@ -130,16 +130,16 @@ class _QuietTlsEof(logging.Filter):
 _QUIET_TLS_EOF = _QuietTlsEof()
 
 
-async def connect(servers: list[str], name: str, access: NatsAccess, problems: Problems) -> Client:
-    """A client that reconnects for ever (the buffer holds the events meanwhile); every
-    failure goes to ``problems``."""
+async def connect(access: NatsAccess, name: str, problems: Problems) -> Client:
+    """A client of ``access``'s servers that reconnects for ever (the buffer holds the events
+    meanwhile); every failure goes to ``problems``."""
     logging.getLogger("asyncio").addFilter(_QUIET_TLS_EOF)  # once: filters are a set
 
     async def report(error: Exception) -> None:
         problems.report(error)
 
     client = await nats.connect(
-        servers=servers,
+        servers=access.servers,
         name=name,
         connect_timeout=CONNECT_TIMEOUT,
         reconnect_time_wait=RECONNECT_WAIT,
@@ -171,6 +171,7 @@ class JetStreamSink(Sink):
         nats_access: NatsAccess | None = None,
     ) -> None:
         self.access = nats_access if nats_access is not None else access(target)
+        self.access.connect_options()  # unreadable TLS files: a MonitorError now, not later
         self.target = self.access.shown  # the password hidden
         self.problems = Problems()
         self.config = stream_config(stream, replicas, retention, max_age)
@@ -223,9 +224,7 @@ class JetStreamSink(Sink):
 
     # -- the I/O thread ----------------------------------------------------------------
     async def _run(self) -> None:
-        nc = await connect(
-            self.access.servers, f"procobsrv {self.maker.host}", self.access, self.problems
-        )
+        nc = await connect(self.access, f"procobsrv {self.maker.host}", self.problems)
         js = nc.jetstream(publish_async_max_pending=self.in_flight)
         ensured = False
         try:

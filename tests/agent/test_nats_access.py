@@ -20,6 +20,7 @@ from tests.fakes.nats import (
     NatsServer,
     Secured,
     collect,
+    operated,
     publish,
     records,
     secured,
@@ -71,6 +72,20 @@ def test_collect_reaches_a_tls_server_with_an_nkey_or_a_password(
     }
     for name, (options, env) in ways.items():
         assert collected(secure, "--durable", name, *options, env=env) == ["secured"] * 2
+
+
+def test_collect_reaches_an_operator_mode_server_with_a_creds_file(
+    nats_servers: list[NatsServer], tmp_path: Path
+) -> None:
+    """A `.creds` file (user JWT + NKey seed, as `nsc` writes it) for a server that trusts an
+    operator: `collect --nats-creds` reads what was published with the same file."""
+    creds = operated(nats_servers, tmp_path)
+    url = nats_servers[-1].url
+    publish([url], records(2, tag="with-creds"), user_credentials=str(creds))
+    done = collect(url, "--nats-creds", str(creds), "--duration", "2")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    tags = [json.loads(line)["command_line"][0] for line in done.stdout.splitlines()]
+    assert tags == ["with-creds"] * 2
 
 
 @pytest.mark.parametrize(

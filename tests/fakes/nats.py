@@ -4,6 +4,8 @@ temporary directories, on free ports; every one is killed when its test ends."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import os
 import queue
@@ -339,3 +341,101 @@ def line_within(stream: IO[str], timeout: float) -> str:
         return lines.get(timeout=timeout)
     except queue.Empty:
         return ""
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def signed_jwt(claims: dict[str, Any], signer: Any) -> str:
+    """A NATS JWT (v2): ``claims`` issued and signed by the NKey pair ``signer``, with the
+    ``jti`` NATS tools give it (base32 of the SHA-256 of the claims without it)."""
+    claims = {"iat": int(time.time()), "iss": signer.public_key.decode(), "jti": "", **claims}
+    digest = hashlib.sha256(json.dumps(claims, separators=(",", ":")).encode()).digest()
+    claims["jti"] = base64.b32encode(digest).rstrip(b"=").decode()
+    header = _b64url(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
+    body = f"{header}.{_b64url(json.dumps(claims, separators=(',', ':')).encode())}"
+    return f"{body}.{_b64url(signer.sign(body.encode()))}"
+
+
+def operated(servers: list[NatsServer], tmp_path: Path) -> Path:
+    """A server in operator mode (decentralized JWT authentication, as `nsc` sets up), with
+    one account allowed JetStream; returns a user's .creds file for it."""
+    import nkeys
+
+    def pair(prefix: int) -> Any:
+        return nkeys.from_seed(bytearray(nkeys.encode_seed(os.urandom(32), prefix)))
+
+    operator = pair(nkeys.PREFIX_BYTE_OPERATOR)
+    account = pair(nkeys.PREFIX_BYTE_ACCOUNT)
+    system = pair(nkeys.PREFIX_BYTE_ACCOUNT)  # the server's own account (JetStream needs it)
+    user_seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    user = nkeys.from_seed(bytearray(user_seed))
+    unlimited = {"subs": -1, "data": -1, "payload": -1}
+    operator_jwt = signed_jwt(
+        {
+            "sub": operator.public_key.decode(),
+            "name": "procobsrv-test",
+            "nats": {
+                "system_account": system.public_key.decode(),
+                "type": "operator",
+                "version": 2,
+            },
+        },
+        operator,
+    )
+    system_jwt = signed_jwt(
+        {
+            "sub": system.public_key.decode(),
+            "name": "SYS",
+            "nats": {"limits": unlimited, "type": "account", "version": 2},
+        },
+        operator,
+    )
+    account_jwt = signed_jwt(
+        {
+            "sub": account.public_key.decode(),
+            "name": "events",
+            "nats": {
+                "limits": {
+                    **unlimited,
+                    **{k: -1 for k in ("imports", "exports", "conn", "leaf")},
+                    "wildcards": True,
+                    **{k: -1 for k in ("mem_storage", "disk_storage", "streams", "consumer")},
+                },
+                "default_permissions": {"pub": {}, "sub": {}},
+                "type": "account",
+                "version": 2,
+            },
+        },
+        operator,
+    )
+    user_jwt = signed_jwt(
+        {
+            "sub": user.public_key.decode(),
+            "name": "collector",
+            "nats": {"pub": {}, "sub": {}, **unlimited, "type": "user", "version": 2},
+        },
+        account,
+    )
+    config = f"""
+operator: "{operator_jwt}"
+system_account: {system.public_key.decode()}
+resolver: MEMORY
+resolver_preload: {{
+  {account.public_key.decode()}: "{account_jwt}"
+  {system.public_key.decode()}: "{system_jwt}"
+}}
+"""
+    server = NatsServer("operated", tmp_path / "operated", config=config).start().ready()
+    servers.append(server)
+    creds = tmp_path / "collector.creds"
+    creds.write_text(
+        "-----BEGIN NATS USER JWT-----\n"
+        f"{user_jwt}\n"
+        "------END NATS USER JWT------\n\n"
+        "-----BEGIN USER NKEY SEED-----\n"
+        f"{user_seed.decode()}\n"
+        "------END USER NKEY SEED------\n"
+    )
+    return creds

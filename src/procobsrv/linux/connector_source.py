@@ -143,7 +143,7 @@ class ConnectorSource(KernelSource):
         items = self._to_items(records)
         if self._leaderless:  # a thread's exit lost (counted) must not hold its process for ever
             for pid in [p for p in self._leaderless if group_ended(p)]:
-                items.append(self._leaderless.pop(pid).item(self.processes.exited(pid)))
+                items.append(self._leaderless.pop(pid).item())
         return Batch(items, self.decoder.take_lost())
 
     def close(self) -> None:
@@ -175,15 +175,8 @@ class ConnectorSource(KernelSource):
             if len(datagrams) < SLOTS:
                 break
 
-    def _may_go_on(self, pid: int) -> bool:
-        """Whether the process whose leader just ended still has threads (read only for a
-        process that may have had threads: one seen creating a thread, or whose fork was not
-        seen)."""
-        if not self._read_proc:
-            return False
-        known = self.processes.known(pid)
-        if pid not in self._threaded and known is not None and known.start_ns:
-            return False
+    def _goes_on(self, pid: int) -> bool:
+        """Whether the process whose leader just ended still has threads."""
         self._threaded.discard(pid)
         return not group_ended(pid)
 
@@ -196,23 +189,26 @@ class ConnectorSource(KernelSource):
         ns_per_s = float(NS_PER_S)  # a float divisor: the timestamps' rounding stays as it was
         # The kernel stamps events on CLOCK_MONOTONIC; convert once per batch.
         epoch_offset = time.time_ns() - time.monotonic_ns()
-        leaderless = self._leaderless
+        leaderless, threaded, read_proc = self._leaderless, self._threaded, self._read_proc
         for rec in records:
             what = rec[WHAT]
             ts = rec[TIMESTAMP]
             if what == PROC_EVENT_FORK:
                 pid = rec[FORK_CHILD_TGID]
                 if rec[FORK_CHILD_PID] != pid:
-                    self._threaded.add(pid)
+                    threaded.add(pid)
                     continue  # a new thread, not a new process
-                if pid in leaderless:  # its pid is used again: the old process has ended
-                    append(leaderless.pop(pid).item(processes.exited(pid)))
+                if leaderless and pid in leaderless:  # its pid is used again: the old one ended
+                    append(leaderless.pop(pid).item())
                 parent = rec[FORK_PARENT_TGID]
                 info = processes.forked(pid, parent, ts)
                 kind, start, (code, sig, core) = CREATED, ts, not_exited
             elif what == PROC_EVENT_EXEC:
                 pid = rec[EXEC_PROCESS_TGID]
-                leaderless.pop(pid, None)  # the leader "ended" for a thread's exec: no exit
+                if leaderless:  # the leader "ended" for a thread's exec: no exit
+                    held = leaderless.pop(pid, None)
+                    if held is not None and held.info is not None:
+                        processes.restore(pid, held.info)
                 info = processes.executed(pid)
                 kind, parent, start, (code, sig, core) = (
                     EXEC,
@@ -224,17 +220,21 @@ class ConnectorSource(KernelSource):
                 pid = rec[EXIT_PROCESS_TGID]
                 status = rec[EXIT_EXIT_CODE] & WAIT_STATUS_MASK
                 if rec[EXIT_PROCESS_PID] != pid:  # a thread ended, not the process...
-                    held = leaderless.get(pid)
+                    held = leaderless.get(pid) if leaderless else None
                     if held is not None and group_ended(pid):  # ...unless it was the last
                         del leaderless[pid]
-                        append(held.item(processes.exited(pid), status, ts))
+                        append(held.item(status, ts))
                     continue
                 parent = rec[EXIT_PARENT_TGID]
-                if self._may_go_on(pid):
-                    leaderless[pid] = LeaderGone(pid, parent, ts, status, epoch_offset)
+                gone = processes.exited(pid)
+                if (
+                    read_proc  # a process seen forked and never threaded needs no /proc read
+                    and (pid in threaded or gone is None or not gone.start_ns)
+                    and self._goes_on(pid)
+                ):
+                    leaderless[pid] = LeaderGone(pid, parent, ts, status, epoch_offset, gone)
                     continue
                 code, sig, core = wait_status[status]
-                gone = processes.exited(pid)
                 if gone is None:  # never heard of: what the event says, and no more
                     append(
                         new(
@@ -284,21 +284,29 @@ class ConnectorSource(KernelSource):
 class LeaderGone:
     """The exit of a leader whose threads went on: the process's exit, once they end."""
 
-    __slots__ = ("epoch_offset", "parent", "pid", "status", "ts")
+    __slots__ = ("epoch_offset", "info", "parent", "pid", "status", "ts")
 
-    def __init__(self, pid: int, parent: int, ts: int, status: int, epoch_offset: int) -> None:
+    def __init__(
+        self,
+        pid: int,
+        parent: int,
+        ts: int,
+        status: int,
+        epoch_offset: int,
+        info: ProcessInfo | None,
+    ) -> None:
         self.pid, self.parent, self.ts, self.status = pid, parent, ts, status
         self.epoch_offset = epoch_offset
+        self.info = info
 
-    def item(
-        self, info: ProcessInfo | None, status: int | None = None, ts: int | None = None
-    ) -> QueuedItem:
+    def item(self, status: int | None = None, ts: int | None = None) -> QueuedItem:
         """The process's EXITED item. ``status`` and ``ts``: those of the last thread's exit
         (a group exit or a signal gives every thread the process's status); a last thread
         that ended with 0 leaves the leader's status, which is then the process's."""
         status = status or self.status
         ts = self.ts if ts is None else ts
         code, sig, core = WAIT_STATUS[status]
+        info = self.info
         return QueuedItem(
             EXITED,
             self.pid,

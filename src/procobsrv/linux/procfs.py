@@ -340,9 +340,9 @@ class ProcessTable:
             if pid not in self._known:  # an event since the subscription knows better
                 self._remember(pid, info)
 
-    def known(self, pid: int) -> ProcessInfo | None:
-        """What is known of ``pid`` (nothing is read)."""
-        return self._known.get(pid)
+    def restore(self, pid: int, info: ProcessInfo) -> None:
+        """Know ``pid`` again as ``info`` (its exit turned out not to be one)."""
+        self._remember(pid, info)
 
     def exited(self, pid: int) -> ProcessInfo | None:
         return self._known.pop(pid, None)

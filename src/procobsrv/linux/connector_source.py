@@ -42,7 +42,6 @@ from .procfs import (
     ProcessTable,
     as_created,
     cgroup_id,
-    group_ended,
     snapshot,
 )
 from .wait_status import NOT_EXITED, WAIT_STATUS, WAIT_STATUS_MASK
@@ -142,7 +141,7 @@ class ConnectorSource(KernelSource):
         self._receive(records)
         items = self._to_items(records)
         if self._leaderless:  # a thread's exit lost (counted) must not hold its process for ever
-            for pid in [p for p in self._leaderless if group_ended(p)]:
+            for pid in [p for p in self._leaderless if self.processes.group_ended(p)]:
                 items.append(self._leaderless.pop(pid).item())
         return Batch(items, self.decoder.take_lost())
 
@@ -178,7 +177,7 @@ class ConnectorSource(KernelSource):
     def _goes_on(self, pid: int) -> bool:
         """Whether the process whose leader just ended still has threads."""
         self._threaded.discard(pid)
-        return not group_ended(pid)
+        return not self.processes.group_ended(pid)
 
     def _to_items(self, records: list[Record]) -> list[QueuedItem]:
         items: list[QueuedItem] = []
@@ -221,7 +220,7 @@ class ConnectorSource(KernelSource):
                 status = rec[EXIT_EXIT_CODE] & WAIT_STATUS_MASK
                 if rec[EXIT_PROCESS_PID] != pid:  # a thread ended, not the process...
                     held = leaderless.get(pid) if leaderless else None
-                    if held is not None and group_ended(pid):  # ...unless it was the last
+                    if held is not None and processes.group_ended(pid):  # ...unless the last
                         del leaderless[pid]
                         append(held.item(status, ts))
                     continue

@@ -340,6 +340,16 @@ class ProcessTable:
             if pid not in self._known:  # an event since the subscription knows better
                 self._remember(pid, info)
 
+    def group_ended(self, pid: int) -> bool:
+        """:func:`group_ended`; with no fd left to read /proc it is counted and taken as
+        ended (the leader's exit is then reported as the process's, as before threads were
+        looked at)."""
+        try:
+            return group_ended(pid)
+        except OSError:
+            self.fd_exhausted += 1
+            return True
+
     def restore(self, pid: int, info: ProcessInfo) -> None:
         """Know ``pid`` again as ``info`` (its exit turned out not to be one)."""
         self._remember(pid, info)

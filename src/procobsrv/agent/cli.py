@@ -160,15 +160,7 @@ def register(sub: Any) -> None:
     )
     c.add_argument("--durable", default="procobsrv-collect", help="consumer name")
     c.add_argument("--kind", action="append", choices=["created", "exec", "exited", "lost"])
-    c.add_argument(
-        "--match",
-        type=arguments.regex,
-        metavar="REGEX",
-        help="only events whose image or argv match",
-    )
-    c.add_argument(
-        "--duration", type=arguments.seconds, metavar="SECONDS", help="stop after this long"
-    )
+    arguments.add_match_and_duration(c, "image or argv")
     add_stream_options(c)
     c.set_defaults(run=run_collect)
 
@@ -183,4 +175,4 @@ def run_collect(args: argparse.Namespace) -> int:
     with needs_nats("collect"):
         from .collect import collect
 
-    return collect(args, how)
+    return collect(args, how, stream_options(args))

@@ -33,7 +33,6 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from ..errors import MonitorError
-from .cli import stream_options
 from .jetstream import (
     SUBJECT_PREFIX,
     Problems,
@@ -292,8 +291,8 @@ def parse(data: bytes) -> Record | None:
     return record if isinstance(record, dict) else None
 
 
-def collect(args: argparse.Namespace, access: NatsAccess) -> int:
-    options = stream_options(args)
+def collect(args: argparse.Namespace, access: NatsAccess, options: dict[str, object]) -> int:
+    """The command: ``args`` as parsed, ``access`` to the servers, ``options`` the stream's."""
     out = LineFile(args.output)
     dead_letter = LineFile(args.dead_letter) if args.dead_letter else None
     collector = Collector(out, RecordFilter(args.kind, args.match), dead_letter)

@@ -13,6 +13,12 @@ from collections.abc import Callable
 LONGEST_WAIT = threading.TIMEOUT_MAX
 
 
+def add_match_and_duration(p: argparse.ArgumentParser, what: str) -> None:
+    """``--match REGEX`` (searched in ``what``) and ``--duration SECONDS``."""
+    p.add_argument("--match", type=regex, metavar="REGEX", help=f"only events whose {what} match")
+    p.add_argument("--duration", type=seconds, metavar="SECONDS", help="stop after this long")
+
+
 def regex(text: str) -> re.Pattern[str]:
     try:
         return re.compile(text)

@@ -92,15 +92,7 @@ def add_parser(sub: Any) -> None:
         choices=[k.value for k in EventKind],
         help="only these kinds (repeatable); default: all",
     )
-    p.add_argument(
-        "--match",
-        type=arguments.regex,
-        metavar="REGEX",
-        help="only events whose image or command line match",
-    )
-    p.add_argument(
-        "--duration", type=arguments.seconds, metavar="SECONDS", help="stop after this long"
-    )
+    arguments.add_match_and_duration(p, "image or command line")
     p.add_argument(
         "--source",
         default="auto",

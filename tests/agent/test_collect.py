@@ -123,3 +123,16 @@ def test_a_malformed_message_is_counted_set_aside_and_passed(
     ]
     again = collect(server.url, "--durable", "t", "--output", str(out), "--duration", "2")
     assert again.returncode == 0 and "0 lines collected" in again.stderr, again.stderr
+
+
+def test_collect_to_a_closed_stdout_is_one_line_and_status_2() -> None:
+    """Started with fd 1 closed (``collect >&-``) and no --output: said before connecting."""
+    run = subprocess.run(
+        [sys.executable, "-m", "procobsrv", "collect", "nats://127.0.0.1:1", "--duration", "5"],
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=30,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert "standard output is closed" in run.stderr

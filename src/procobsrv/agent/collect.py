@@ -93,6 +93,8 @@ class LineFile:
 
     def __init__(self, path: str | None) -> None:
         self.path = path
+        if path is None and sys.stdout is None:  # started with fd 1 closed (`collect >&-`)
+            raise MonitorError("standard output is closed: give --output FILE")
         self._fd = self._open() if path is not None else sys.stdout.fileno()
 
     def _open(self) -> int:

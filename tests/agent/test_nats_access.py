@@ -5,6 +5,7 @@ reach it with each kind of credential; a password never shows where other users 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,7 +15,10 @@ from pathlib import Path
 import pytest
 
 from procobsrv import MonitorError
-from procobsrv.agent.nats_access import PASSWORD_ENV, hidden, parse_servers
+from procobsrv.agent import RecordMaker
+from procobsrv.agent.jetstream import JetStreamSink
+from procobsrv.agent.nats_access import PASSWORD_ENV, access, hidden, parse_servers
+from procobsrv.events import EventKind, new_item
 from tests.fakes.availability import require_tool
 from tests.fakes.nats import (
     NatsServer,
@@ -162,3 +166,29 @@ def test_a_password_in_the_url_shows_nowhere_another_user_looks(
     leaks = [r for _, _, r in contents if secure.password in json.dumps(r)]
     assert not leaks, leaks
     assert any("url-password-marker" in json.dumps(r) for _, _, r in contents)
+
+
+def test_what_the_agent_reports_about_itself_never_carries_its_password(
+    secure: Secured,
+) -> None:
+    """An event of the agent's own process whose command line holds the URL's password is
+    published with it masked; another process's command line goes out as the kernel said."""
+    url = f"nats://{secure.user}:{secure.password}@{secure.server.url.removeprefix('nats://')}"
+    how = access(
+        url, tls_ca=str(secure.ca), tls_cert=str(secure.client_cert), tls_key=str(secure.client_key)
+    )
+    sink = JetStreamSink(url, nats_access=how, close_timeout=10)
+    maker = RecordMaker()
+    now = time.time()
+    own_argv = ["python3", "-m", "procobsrv", "watch", "--output", url]
+    other_argv = ["other", secure.password]
+    sink.send(maker.event(new_item(EventKind.EXEC, os.getpid(), 1, now, 1, "/bin/py", own_argv)))
+    sink.send(maker.event(new_item(EventKind.EXEC, 1, 0, now, 2, "/bin/other", other_argv)))
+    sink.close()
+    assert sink.published == 2 and secure.password not in sink.summary(), sink.summary()
+    contents = stream_contents(
+        [secure.server.url], tls=secure.tls_context(), user=secure.user, password=secure.password
+    )
+    argvs = {r["pid"]: r["command_line"] for _, _, r in contents}
+    assert argvs[os.getpid()] == [*own_argv[:-1], url.replace(secure.password, "***")]
+    assert argvs[1] == other_argv

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import ssl
 import threading
@@ -27,7 +28,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
-from .nats_access import NatsAccess, access, check_stream_name
+from .nats_access import HIDDEN, NatsAccess, access, check_stream_name
 from .outputs import DEFAULT_STREAM_MAX_AGE, Sink
 from .records import Record, RecordMaker, dumps
 
@@ -151,6 +152,16 @@ async def connect(access: NatsAccess, name: str, problems: Problems) -> Client:
     return client
 
 
+def without_secret(record: Record, secret: str) -> Record:
+    """``record`` (an event of this agent's own process) with ``secret`` masked in its
+    command line: what the agent reports about itself never carries its NATS password."""
+    argv = record.get("command_line")
+    if not isinstance(argv, list) or not any(secret in str(a) for a in argv):
+        return record
+    masked = [str(a).replace(secret, HIDDEN) for a in argv]
+    return {**record, "command_line": masked}
+
+
 class JetStreamSink(Sink):
     """Publishes records to JetStream stream ``stream`` (created when missing with ``replicas``,
     ``retention`` and ``max_age``), keeping at most ``buffer`` of them while unacknowledged."""
@@ -173,6 +184,7 @@ class JetStreamSink(Sink):
         self.access = nats_access if nats_access is not None else access(target)
         self.access.connect_options()  # unreadable TLS files: a MonitorError now, not later
         self.target = self.access.shown  # the password hidden
+        self._own_pid = os.getpid()
         self.problems = Problems()
         self.config = stream_config(stream, replicas, retention, max_age)
         self.capacity = buffer
@@ -213,6 +225,8 @@ class JetStreamSink(Sink):
             self._wake_up()
 
     def _message(self, record: Record) -> Message:
+        if record.get("pid") == self._own_pid and self.access.password:
+            record = without_secret(record, self.access.password)
         kind = str(record["kind"])
         subject = f"{SUBJECT_PREFIX}.{subject_token(str(record['host']))}.{kind}"
         return (subject, str(record["id"]), dumps(record).encode(), kind != "lost")

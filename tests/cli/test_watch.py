@@ -73,6 +73,9 @@ def _no_watch_left_behind() -> Iterator[None]:
         (["collect", "nats://127.0.0.1:99999"], "99999"),
         (["collect", "nats://127.0.0.1:4222", "--nats-stream", "A.B"], "stream name"),
         (["collect", "nats://127.0.0.1:4222", "--nats-max-age", "-1"], "--nats-max-age"),
+        (["collect", "nats://127.0.0.1:4222", "--nats-tls-ca", "/nonexistent"], "TLS files"),
+        (["watch", "--output", "nats://127.0.0.1:4222", "--nats-nkey", "/none"], "--nats-nkey"),
+        (["collect", "nats://127.0.0.1:4222", "--nats-password-file", "/none"], "password file"),
         (["watch", "--kind", "start"], "created"),  # the error names what is accepted
         (["watch", "--bogus"], "--bogus"),
         ([], "COMMAND"),

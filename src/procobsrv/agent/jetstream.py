@@ -182,7 +182,6 @@ class JetStreamSink(Sink):
         nats_access: NatsAccess | None = None,
     ) -> None:
         self.access = nats_access if nats_access is not None else access(target)
-        self.access.connect_options()  # unreadable TLS files: a MonitorError now, not later
         self.target = self.access.shown  # the password hidden
         self._own_pid = os.getpid()
         self.problems = Problems()

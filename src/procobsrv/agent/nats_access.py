@@ -57,6 +57,9 @@ class NatsAccess:
                 "--nats-creds and --nats-nkey need the nkeys package, not installed here: "
                 "pip install 'procobsrv[nats]'"
             )
+        for what, path in (("--nats-creds", self.creds), ("--nats-nkey", self.nkey)):
+            if path and not os.access(path, os.R_OK):
+                raise MonitorError(f"{what} {path}: not a file this user can read")
         if self.creds:
             options["user_credentials"] = self.creds
         if self.nkey:
@@ -202,7 +205,7 @@ def access(
         password = password if password is not None else url_password
     if tls_key and not tls_cert:
         raise MonitorError("--nats-tls-key needs --nats-tls-cert")
-    return NatsAccess(
+    result = NatsAccess(
         servers,
         hidden(target),
         user if user is not None else url_user,
@@ -213,3 +216,5 @@ def access(
         tls_cert,
         tls_key,
     )
+    result.connect_options()  # unreadable TLS files, no nkeys: said now, before any start
+    return result

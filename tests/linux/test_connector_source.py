@@ -6,15 +6,21 @@ import os
 import platform
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from procobsrv import ApplicationScope, EventKind
+from procobsrv.linux import connector_abi as abi
+from procobsrv.linux.connector_source import RECHECK_S
 from tests.fakes.collector import Collector
+from tests.fakes.connector import message, replay_source
+from tests.fakes.gauges import wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -281,3 +287,34 @@ def test_a_leader_that_ends_before_its_threads_ends_with_the_process(
     else:
         assert (ended[0].exit_code, ended[0].signal) == (None, -status)
     assert ended[0].command_line == [sys.executable, "-c", code]
+
+
+@pytest.mark.usefixtures("connector")
+def test_a_held_exit_whose_last_thread_exit_was_lost_is_reported_once_the_group_is_gone() -> None:
+    """The leader of a live two-thread process "ends" (a replayed exit): held. The process is
+    then killed and its threads' exits never arrive (as if lost in an overflow): a fetch a
+    second later finds the group gone in /proc and reports the exit, once."""
+    code = (
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(30,)).start()\n"
+        "time.sleep(30)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code])
+    status = Path(f"/proc/{child.pid}/status")
+    assert wait_until(lambda: "Threads:\t2" in status.read_text(), 10)
+    source, replay = replay_source(read_proc=True)
+    source.open()
+    try:
+        exit_union = struct.pack("<6I", child.pid, child.pid, 0, signal.SIGCHLD, 1, 1)
+        replay.publish([message(abi.PROC_EVENT_EXIT, exit_union, seq=1)])
+        held = source.fetch_batch()
+        assert [i for i in held.items if i.process_id == child.pid] == []
+        child.kill()
+        child.wait()
+        time.sleep(RECHECK_S)
+        ended = [i for i in source.fetch_batch().items if i.process_id == child.pid]
+        assert [i.kind for i in ended] == [EXITED]
+        assert ended[0].command_line == [sys.executable, "-c", code]
+        assert [i for i in source.fetch_batch().items if i.process_id == child.pid] == []
+    finally:
+        source.close()

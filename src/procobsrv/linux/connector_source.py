@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 
 #: recvmmsg rounds per fetch: bounds the time before a batch is handed on during a storm.
 MAX_ROUNDS = 16
+#: Seconds between two looks at /proc for held leader exits whose last thread's exit was
+#: not seen (lost in an overflow): each such process costs one read per look.
+RECHECK_S = 1.0
 
 CREATED, EXEC, EXITED = EventKind.CREATED, EventKind.EXEC, EventKind.EXITED
 
@@ -106,6 +109,7 @@ class ConnectorSource(KernelSource):
         self._threaded: set[int] = set()
         #: Leaders that ended while threads of theirs went on, by pid.
         self._leaderless: dict[int, LeaderGone] = {}
+        self._recheck_at = 0.0  # when /proc is next asked whether they ended
         self._is_open = False
 
     # -- KernelSource -----------------------------------------------------------------
@@ -140,7 +144,9 @@ class ConnectorSource(KernelSource):
         records, self._pending = self._pending, []
         self._receive(records)
         items = self._to_items(records)
-        if self._leaderless:  # a thread's exit lost (counted) must not hold its process for ever
+        if self._leaderless and time.monotonic() >= self._recheck_at:
+            # a thread's exit lost (counted) must not hold its process for ever
+            self._recheck_at = time.monotonic() + RECHECK_S
             for pid in [p for p in self._leaderless if self.processes.group_ended(p)]:
                 items.append(self._leaderless.pop(pid).item())
         return Batch(items, self.decoder.take_lost())

@@ -36,14 +36,7 @@ from .connector_abi import (
     Record,
 )
 from .connector_decoder import Decoder
-from .procfs import (
-    NS_PER_S,
-    ProcessInfo,
-    ProcessTable,
-    as_created,
-    cgroup_id,
-    snapshot,
-)
+from .procfs import NS_PER_S, ProcessInfo, ProcessTable, as_created, cgroup_id, snapshot
 from .wait_status import NOT_EXITED, WAIT_STATUS, WAIT_STATUS_MASK
 
 log = logging.getLogger(__name__)

@@ -29,6 +29,7 @@ import stat
 import sys
 
 import nats.errors
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -50,6 +51,8 @@ BATCH = 256
 ACK_PENDING_BATCHES = 10
 #: How long one fetch waits for messages before the loop looks at ``stop`` again.
 FETCH_TIMEOUT = 0.5
+#: Seconds the server gets to confirm a batch's acks.
+FLUSH_TIMEOUT = 5
 #: Exit status when writing the output failed: what was not written stays in the stream.
 WRITE_FAILED_STATUS = 1
 log = logging.getLogger(__name__)
@@ -212,7 +215,10 @@ class Collector:
                     msgs = await sub.fetch(BATCH, timeout=FETCH_TIMEOUT)
                 except asyncio.TimeoutError:  # nats-py raises both kinds; its own is a subclass
                     continue
-                await self.take(msgs)
+                try:
+                    await self.take(msgs)
+                finally:
+                    await flushed(nc)
         finally:
             await nc.close()
 
@@ -282,6 +288,15 @@ class Collector:
             dead = f" (written to {self.dead_letter.path})" if self.dead_letter else ""
             text += f", {self.malformed} malformed messages skipped{dead}"
         return text
+
+
+async def flushed(nc: Client) -> None:
+    """Waits until the server has what was sent (the acks): an ack still in this process's
+    buffer at a stop would be lost, and its line written again by the next run."""
+    try:
+        await nc.flush(timeout=FLUSH_TIMEOUT)
+    except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        log.debug("acks not confirmed by the server (%s): the next run may repeat lines", exc)
 
 
 def parse(data: bytes) -> Record | None:

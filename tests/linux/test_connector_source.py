@@ -318,3 +318,44 @@ def test_a_held_exit_whose_last_thread_exit_was_lost_is_reported_once_the_group_
         assert [i for i in source.fetch_batch().items if i.process_id == child.pid] == []
     finally:
         source.close()
+
+
+def free_pids(count: int) -> list[int]:
+    """Pids no process has now (the replayed processes are as gone as a late read finds them)."""
+    highest = int(Path("/proc/sys/kernel/pid_max").read_text())
+    free = (p for p in range(highest - 1, 1, -1) if not Path(f"/proc/{p}").exists())
+    return [next(free) for _ in range(count)]
+
+
+@pytest.mark.parametrize("then", ["the thread ends the process", "the thread execs"])
+@pytest.mark.usefixtures("connector")
+def test_the_threads_of_a_process_seen_forked_are_counted_from_the_events(then: str) -> None:
+    """Replayed in the kernel's order, for a process already gone from /proc (as a source
+    that reads late finds it): its fork, a thread's, the leader's exit (status 0), then the
+    thread's exit_group(7), or its exec. One EXITED with status 7; or none, and the exec."""
+    pid, tid = free_pids(2)
+    me = os.getpid()
+    exit_of = "<6I"  # process_pid, process_tgid, exit_code, exit_signal, parent_pid, parent_tgid
+    records = [
+        message(abi.PROC_EVENT_FORK, struct.pack("<4I", me, me, pid, pid), seq=1),
+        message(abi.PROC_EVENT_FORK, struct.pack("<4I", pid, pid, tid, pid), seq=2),
+        message(
+            abi.PROC_EVENT_EXIT, struct.pack(exit_of, pid, pid, 0, signal.SIGCHLD, me, me), seq=3
+        ),
+    ]
+    if then == "the thread ends the process":
+        thread_exit = struct.pack(exit_of, tid, pid, 7 << 8, 0xFFFFFFFF, 0, 0)
+        records.append(message(abi.PROC_EVENT_EXIT, thread_exit, seq=4))
+    else:
+        records.append(message(abi.PROC_EVENT_EXEC, struct.pack("<2I", pid, pid), seq=4))
+    source, replay = replay_source(read_proc=True)
+    source.open()
+    try:
+        replay.publish(records)
+        items = [i for i in source.fetch_batch().items if i.process_id == pid]
+    finally:
+        source.close()
+    if then == "the thread ends the process":
+        assert [(i.kind, i.exit_code) for i in items] == [(CREATED, None), (EXITED, 7)]
+    else:
+        assert [i.kind for i in items] == [CREATED, EXEC]

@@ -59,9 +59,11 @@ class ConnectorSource(KernelSource):
     The leader's exit is the process's exit only when no thread of the group is left. It is
     not when the leader ended alone (``pthread_exit``) while other threads go on, nor when
     another thread's exec took the leader's place (the kernel ends the old leader first).
-    For a process that may have threads, the leader's exit is held (:class:`LeaderGone`)
-    until the group's last thread ends, and dropped when an exec follows it. /proc tells
-    whether threads are left; processes seen forked without a thread need no read.
+    While threads are left, the leader's exit is held (:class:`LeaderGone`) until the
+    group's last thread ends, and dropped when an exec follows it. For a process whose fork
+    was seen, its threads are counted from the events themselves, in the order the kernel
+    sent them (no /proc read, no race); for one that ran before the subscription, /proc
+    tells whether threads are left.
 
     ``socket`` (the netlink socket and its subscription handshake), ``ring`` (where
     datagrams are received) and ``decoder`` default to the real ones; a test or a replay
@@ -98,8 +100,9 @@ class ConnectorSource(KernelSource):
         self.running: list[QueuedItem] = []
         self.overruns = 0  # ENOBUFS seen: the kernel dropped messages (counted by sequence gaps)
         self._pending: list[Record] = []
-        #: Processes seen creating a thread: their leader's exit may not end them.
-        self._threaded: set[int] = set()
+        #: Threads (the leader not counted) of processes seen creating threads, from the
+        #: fork and exit events: the leader's exit ends the process only when it is 0.
+        self._threads: dict[int, int] = {}
         #: Leaders that ended while threads of theirs went on, by pid.
         self._leaderless: dict[int, LeaderGone] = {}
         self._recheck_at = 0.0  # when /proc is next asked whether they ended
@@ -174,9 +177,13 @@ class ConnectorSource(KernelSource):
                 break
 
     def _goes_on(self, pid: int) -> bool:
-        """Whether the process whose leader just ended still has threads."""
-        self._threaded.discard(pid)
-        return not self.processes.group_ended(pid)
+        """Whether the process whose leader just ended, and whose threads were not all seen
+        (it ran before the subscription), still has threads: /proc says."""
+        return self._read_proc and not self.processes.group_ended(pid)
+
+    def _last_thread(self, held: LeaderGone, left: int) -> bool:
+        """Whether the thread whose exit left ``left`` counted threads was the last one."""
+        return left <= 0 if held.counted else self.processes.group_ended(held.pid)
 
     def _to_items(self, records: list[Record]) -> list[QueuedItem]:
         items: list[QueuedItem] = []
@@ -187,17 +194,19 @@ class ConnectorSource(KernelSource):
         ns_per_s = float(NS_PER_S)  # a float divisor: the timestamps' rounding stays as it was
         # The kernel stamps events on CLOCK_MONOTONIC; convert once per batch.
         epoch_offset = time.time_ns() - time.monotonic_ns()
-        leaderless, threaded, read_proc = self._leaderless, self._threaded, self._read_proc
+        leaderless, threads = self._leaderless, self._threads
         for rec in records:
             what = rec[WHAT]
             ts = rec[TIMESTAMP]
             if what == PROC_EVENT_FORK:
                 pid = rec[FORK_CHILD_TGID]
                 if rec[FORK_CHILD_PID] != pid:
-                    threaded.add(pid)
+                    threads[pid] = threads.get(pid, 0) + 1
                     continue  # a new thread, not a new process
                 if leaderless and pid in leaderless:  # its pid is used again: the old one ended
                     append(leaderless.pop(pid).item())
+                if threads:
+                    threads.pop(pid, None)  # a pid used again starts with one thread
                 parent = rec[FORK_PARENT_TGID]
                 info = processes.forked(pid, parent, ts)
                 kind, start, (code, sig, core) = CREATED, ts, not_exited
@@ -207,6 +216,8 @@ class ConnectorSource(KernelSource):
                     held = leaderless.pop(pid, None)
                     if held is not None and held.info is not None:
                         processes.restore(pid, held.info)
+                if threads:
+                    threads.pop(pid, None)  # an exec leaves one thread
                 info = processes.executed(pid)
                 kind, parent, start, (code, sig, core) = (
                     EXEC,
@@ -218,19 +229,25 @@ class ConnectorSource(KernelSource):
                 pid = rec[EXIT_PROCESS_TGID]
                 status = rec[EXIT_EXIT_CODE] & WAIT_STATUS_MASK
                 if rec[EXIT_PROCESS_PID] != pid:  # a thread ended, not the process...
+                    left = threads.get(pid, 0) - 1
+                    if left > 0:
+                        threads[pid] = left
+                    elif left == 0:
+                        del threads[pid]
                     held = leaderless.get(pid) if leaderless else None
-                    if held is not None and processes.group_ended(pid):  # ...unless the last
+                    if held is not None and self._last_thread(held, left):  # ...unless the last
                         del leaderless[pid]
                         append(held.item(status, ts))
                     continue
                 parent = rec[EXIT_PARENT_TGID]
                 gone = processes.exited(pid)
-                if (
-                    read_proc  # a process seen forked and never threaded needs no /proc read
-                    and (pid in threaded or gone is None or not gone.start_ns)
-                    and self._goes_on(pid)
-                ):
-                    leaderless[pid] = LeaderGone(pid, parent, ts, status, epoch_offset, gone)
+                others = threads.pop(pid, 0) if threads else 0
+                counted = gone is not None and gone.start_ns != 0  # its fork, threads seen
+                if others if counted else self._goes_on(pid):
+                    if counted:
+                        threads[pid] = others
+                    held = LeaderGone(pid, parent, ts, status, epoch_offset, gone, counted)
+                    leaderless[pid] = held
                     continue
                 code, sig, core = wait_status[status]
                 if gone is None:  # never heard of: what the event says, and no more
@@ -282,7 +299,7 @@ class ConnectorSource(KernelSource):
 class LeaderGone:
     """The exit of a leader whose threads went on: the process's exit, once they end."""
 
-    __slots__ = ("epoch_offset", "info", "parent", "pid", "status", "ts")
+    __slots__ = ("counted", "epoch_offset", "info", "parent", "pid", "status", "ts")
 
     def __init__(
         self,
@@ -292,10 +309,13 @@ class LeaderGone:
         status: int,
         epoch_offset: int,
         info: ProcessInfo | None,
+        counted: bool,
     ) -> None:
         self.pid, self.parent, self.ts, self.status = pid, parent, ts, status
         self.epoch_offset = epoch_offset
         self.info = info
+        #: Its threads are counted from the events (its fork was seen); else /proc tells.
+        self.counted = counted
 
     def item(self, status: int | None = None, ts: int | None = None) -> QueuedItem:
         """The process's EXITED item. ``status`` and ``ts``: those of the last thread's exit

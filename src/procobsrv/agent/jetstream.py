@@ -327,9 +327,11 @@ class JetStreamSink(Sink):
             self._task.result(timeout=max(0.0, deadline - time.monotonic()))
         except Exception as exc:  # timeout or a failure: what is left counts as unsent
             log.debug("nats output stopped: %r", exc)
-            asyncio.run_coroutine_threadsafe(self._cancel(), self._loop).result(
-                timeout=CANCEL_TIMEOUT
-            )
+            cancelling = asyncio.run_coroutine_threadsafe(self._cancel(), self._loop)
+            try:
+                cancelling.result(timeout=CANCEL_TIMEOUT)
+            except Exception as stuck:  # its thread is a daemon: the exit does not wait for it
+                log.warning("the NATS client did not stop in %.0f s (%r)", CANCEL_TIMEOUT, stuck)
         with self._lock:
             self.unsent = sum(1 for m in self._buffer if m[3])
             self._buffer.clear()

@@ -173,8 +173,8 @@ def test_a_server_down_longer_than_the_buffer_loses_an_exact_count(nats_server: 
         time.sleep(0.5)
         nats_server.start().ready()
         subprocess.run(["true"], check=True)  # an event after the return: the loss goes out
-        assert wait_until(
-            lambda: output_losses(stream_contents([nats_server.url])) > 0, interval=NATS_POLL
+        assert wait_until(  # a restarted server may take seconds to serve JetStream again
+            lambda: output_losses(readable_contents([nats_server.url])) > 0, 30, NATS_POLL
         )
         counts = stop_watch(watch)
     contents = stream_contents([nats_server.url])

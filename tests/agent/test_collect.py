@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.fakes.nats import NatsServer, stop_watch
+from tests.fakes.nats import NatsServer, collect, publish, records, single, stop_watch
 from tests.fakes.watch import validate_lines, watching
 
 
@@ -26,13 +30,13 @@ def test_collect_filters_and_resumes_where_it_stopped(
         "--durable",
         "t",
         "--match",
-        "batch-marker",
+        "true [a-z]+-batch-marker$",  # not collect's own command line, should a watch see it
         "--kind",
         "exec",
         "--output",
         str(out),
         "--duration",
-        "2",
+        "4",  # under load, connecting takes a good part of it
     ]
     for tag in ("first-batch-marker", "second-batch-marker"):
         with watching("--output", nats_server.url) as watch:
@@ -47,5 +51,89 @@ def test_collect_filters_and_resumes_where_it_stopped(
     assert all(r["kind"] == "exec" for r in records)
     first = [t for t in tags if "first-batch-marker" in t]
     second = [t for t in tags if "second-batch-marker" in t]
-    assert len(first) == len(second) == 2, tags  # not read twice: the consumer resumed
+    seen = [(r["id"], r["command_line"]) for r in records]
+    assert len(first) == len(second) == 2, seen  # not read twice: the consumer resumed
     assert tags.index(second[0]) > tags.index(first[-1])
+
+
+def fill(directory: Path) -> int:
+    """Fills the filesystem of ``directory`` but for ``room`` bytes; returns the free bytes."""
+    stats = os.statvfs(directory)
+    free = stats.f_bavail * stats.f_frsize
+    (directory / "filler").write_bytes(b"x" * (free - ROOM))
+    stats = os.statvfs(directory)
+    return stats.f_bavail * stats.f_frsize
+
+
+#: Bytes left free on the full filesystem: a handful of lines.
+ROOM = 8192
+
+
+def collected_ids(*files: Path) -> list[str]:
+    return [json.loads(line)["id"] for f in files for line in f.read_text().splitlines()]
+
+
+def test_collect_on_a_full_filesystem_acks_only_what_it_wrote(
+    nats_servers: list[NatsServer], small_filesystem: Path, tmp_path: Path
+) -> None:
+    """ENOSPC stops collect with status 1 and the count of lines written; nothing unwritten
+    was acknowledged, so a second run (with room) gets every other record: none is lost,
+    none repeated, none cut."""
+    server = single(nats_servers, tmp_path)
+    sent = records(300)
+    publish([server.url], sent)
+    fill(small_filesystem)
+    full = small_filesystem / "collected.jsonl"
+    done = collect(server.url, "--durable", "t", "--output", str(full), "--duration", "10")
+    assert done.returncode == 1, done.stderr
+    assert "No space left on device" in done.stderr and "Traceback" not in done.stderr
+    written = int(re.search(r"(\d+) lines collected", done.stderr).group(1))  # type: ignore[union-attr]
+    first = collected_ids(full)
+    assert 0 < written == len(first) < len(sent)  # whole lines only
+    rest = tmp_path / "rest.jsonl"
+    again = collect(server.url, "--durable", "t", "--output", str(rest), "--duration", "3")
+    assert again.returncode == 0, again.stderr
+    expected = [json.loads(p)["id"] for p in sent]
+    assert first == expected[:written]
+    assert sorted(first + collected_ids(rest)) == sorted(expected)
+
+
+def test_a_malformed_message_is_counted_set_aside_and_passed(
+    nats_servers: list[NatsServer], tmp_path: Path
+) -> None:
+    """Non-JSON, non-object and non-UTF-8 messages among good ones: collect writes every good
+    line, names each bad message's stream sequence, writes the bad ones to the dead-letter
+    file, and the next run does not see them again."""
+    server = single(nats_servers, tmp_path)
+    good = records(4)
+    bad = [b"not json {", b"[1, 2]", b"\xff\xfe"]
+    publish([server.url], [good[0], bad[0], good[1], bad[1], good[2], bad[2], good[3]])
+    out, dead = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
+    args = ["--durable", "t", "--output", str(out), "--dead-letter", str(dead), "--duration", "2"]
+    done = collect(server.url, *args)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "4 lines collected, 3 malformed messages" in done.stderr
+    assert "stream sequence 2" in done.stderr  # the first bad one, at WARNING
+    assert collected_ids(out) == [json.loads(p)["id"] for p in good]
+    letters = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert [(d["stream_sequence"], base64.b64decode(d["data"])) for d in letters] == [
+        (2, bad[0]),
+        (4, bad[1]),
+        (6, bad[2]),
+    ]
+    again = collect(server.url, "--durable", "t", "--output", str(out), "--duration", "2")
+    assert again.returncode == 0 and "0 lines collected" in again.stderr, again.stderr
+
+
+def test_collect_to_a_closed_stdout_is_one_line_and_status_2() -> None:
+    """Started with fd 1 closed (``collect >&-``) and no --output: said before connecting."""
+    run = subprocess.run(
+        [sys.executable, "-m", "procobsrv", "collect", "nats://127.0.0.1:1", "--duration", "5"],
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=30,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+    assert "standard output is closed" in run.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nats.js.errors
 import pytest
 from benchmarks.harness import run_storm
 
@@ -21,6 +23,7 @@ from tests.fakes.nats import (
     NatsServer,
     cluster,
     free_port,
+    line_within,
     stop_watch,
     stream_contents,
     stream_leader,
@@ -48,6 +51,14 @@ def assert_all_published(counts: dict[str, int], contents: list[tuple[str, str, 
     """Every event the agent saw was acknowledged, and the stream holds exactly those."""
     assert counts["overflowed"] == 0
     assert counts["published"] == counts["total"] == len(events(contents))
+
+
+def readable_contents(urls: list[str]) -> list[tuple[str, str, Any]]:
+    """The stream's messages; none while the agent has not created the stream yet."""
+    try:
+        return stream_contents(urls)
+    except nats.js.errors.NotFoundError:
+        return []
 
 
 def has_pids(records: list[dict[str, Any]], pids: list[int]) -> bool:
@@ -155,15 +166,15 @@ def test_events_during_a_server_restart_arrive(nats_server: NatsServer) -> None:
 def test_a_server_down_longer_than_the_buffer_loses_an_exact_count(nats_server: NatsServer) -> None:
     with watching("--output", nats_server.url, "--nats-buffer", "50") as watch:
         run_markers("before-outage")
-        assert wait_until(lambda: bool(stream_contents([nats_server.url])), interval=NATS_POLL)
+        assert wait_until(lambda: bool(readable_contents([nats_server.url])), interval=NATS_POLL)
         nats_server.kill()
         for _ in range(60):  # 180 events at least: more than the buffer holds
             subprocess.run(["true"], check=True)
         time.sleep(0.5)
         nats_server.start().ready()
         subprocess.run(["true"], check=True)  # an event after the return: the loss goes out
-        assert wait_until(
-            lambda: output_losses(stream_contents([nats_server.url])) > 0, interval=NATS_POLL
+        assert wait_until(  # a restarted server may take seconds to serve JetStream again
+            lambda: output_losses(readable_contents([nats_server.url])) > 0, 30, NATS_POLL
         )
         counts = stop_watch(watch)
     contents = stream_contents([nats_server.url])
@@ -172,3 +183,20 @@ def test_a_server_down_longer_than_the_buffer_loses_an_exact_count(nats_server: 
     assert counts["published"] == len(events(contents))
     assert counts["published"] + lost == counts["total"]  # published + reported lost == produced
     validate_lines([json.dumps(r) for _, _, r in contents if r["kind"] == "lost"])
+
+
+@pytest.mark.kernel
+def test_a_stream_the_server_refuses_is_said_at_once_and_in_the_summary(
+    nats_server: NatsServer,
+) -> None:
+    """`--nats-replicas 3` on one server: the server's reason at ERROR within seconds while
+    the watch runs, and the summary blames it, not "servers unreachable"."""
+    with watching("--output", nats_server.url, "--nats-replicas", "3") as watch:
+        subprocess.run(["true"], check=True)
+        assert watch.stderr is not None
+        said = line_within(watch.stderr, 10)
+        assert "ERROR" in said and "replicas > 1 not supported" in said, said
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=60)
+    assert "servers unreachable" not in err, err
+    assert re.search(r"\d+ not sent at exit \(the server refused: replicas > 1", err), err

@@ -13,12 +13,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fakes import watch as watch_tool
 from tests.fakes.availability import require_connector
+from tests.fakes.gauges import wait_until
 from tests.fakes.storm import Storm
 from tests.fakes.watch import started
 
@@ -48,6 +50,19 @@ def one_line_error(run: subprocess.CompletedProcess[str]) -> str:
         (["watch", "--duration", "nan"], "--duration"),
         (["watch", "--duration", "inf"], "--duration"),
         (["watch", "--duration", "soon"], "--duration"),
+        (["watch", "--duration", "1e10"], "--duration"),  # longer than a wait can take
+        (["collect", "nats://127.0.0.1:4222", "--duration", "1e10"], "--duration"),
+        (["collect", "nats://127.0.0.1:4222", "--match", "("], "--match"),
+        (["watch", "--output", "nats://127.0.0.1:4222", "--nats-buffer", "-5"], "--nats-buffer"),
+        (["watch", "--output", "nats://127.0.0.1:4222", "--nats-replicas", "0"], "replicas"),
+        (["watch", "--output", "nats://127.0.0.1:99999"], "99999"),
+        (["watch", "--output", "nats://127.0.0.1:0"], "port"),
+        (["collect", "nats://127.0.0.1:99999"], "99999"),
+        (["collect", "nats://127.0.0.1:4222", "--nats-stream", "A.B"], "stream name"),
+        (["collect", "nats://127.0.0.1:4222", "--nats-max-age", "-1"], "--nats-max-age"),
+        (["collect", "nats://127.0.0.1:4222", "--nats-tls-ca", "/nonexistent"], "TLS files"),
+        (["watch", "--output", "nats://127.0.0.1:4222", "--nats-nkey", "/none"], "--nats-nkey"),
+        (["collect", "nats://127.0.0.1:4222", "--nats-password-file", "/none"], "password file"),
         (["watch", "--kind", "start"], "created"),  # the error names what is accepted
         (["watch", "--bogus"], "--bogus"),
         ([], "COMMAND"),
@@ -223,6 +238,67 @@ def test_sighup_ends_watch_with_its_summary() -> None:
     assert watch.returncode == 0, err
     assert re.search(rb"procobsrv: \d+ events \(", err) and b"Traceback" not in err, err
     assert out and all(json.loads(line)["kind"] for line in out.splitlines())
+
+
+#: SIGHUPs each sender sends back to back (a shell's builtin kill: about a microsecond apart).
+SIGHUP_STORM = 30_000
+SIGHUP_SENDERS = 8
+
+
+def sighup_storm(pid: int) -> None:
+    """SIGHUPs to ``pid`` from two shells at once, until each sent SIGHUP_STORM or ``pid``
+    is gone: far faster than a handler can open a file."""
+    loop = f"for i in $(seq {SIGHUP_STORM}); do kill -HUP {pid} 2>/dev/null || break; done"
+    senders = [subprocess.Popen(["bash", "-c", loop]) for _ in range(SIGHUP_SENDERS)]
+    for sender in senders:
+        sender.wait(timeout=60)
+
+
+def watch_to_file(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """`watch --output FILE` with its stderr in a file too (a pipe nobody reads changes the
+    timing the SIGHUP tests need); returned once it watches."""
+    require_connector()
+    err = tmp_path / "stderr.txt"
+    with err.open("wb") as f:
+        watch = subprocess.Popen(
+            [*TOOL, "watch", "--output", str(tmp_path / "events.jsonl")],
+            stdout=subprocess.DEVNULL,
+            stderr=f,
+        )
+    started(watch)
+    assert wait_until(lambda: b"watching" in err.read_bytes(), 20), err.read_bytes()
+    return watch, err
+
+
+def test_back_to_back_sighups_reopen_the_output_without_piling_up(tmp_path: Path) -> None:
+    """Each SIGHUP with --output reopens the file; thousands at once neither nest (no
+    RecursionError) nor leave file descriptors open, and the watch still ends with its
+    summary."""
+    watch, err = watch_to_file(tmp_path)
+    fds_before = len(os.listdir(f"/proc/{watch.pid}/fd"))
+    sighup_storm(watch.pid)
+    time.sleep(0.5)
+    assert watch.poll() is None, err.read_text()
+    fds_after = len(os.listdir(f"/proc/{watch.pid}/fd"))
+    assert fds_after <= fds_before + 1, (fds_before, fds_after)
+    watch.send_signal(signal.SIGINT)
+    assert watch.wait(timeout=10) == 0, err.read_text()
+    said = err.read_text()
+    assert "Traceback" not in said and "RecursionError" not in said, said
+    assert re.search(r"procobsrv: \d+ events \(", said) and "lines written to" in said, said
+
+
+def test_sighups_during_the_stop_do_not_break_it(tmp_path: Path) -> None:
+    """SIGHUPs keep coming while the watch stops (SIGINT) and until it is gone: no reopen
+    after the output is closed (EBADF), no deadlock on the output's lock, no death by the
+    signal's default action; status 0 and the summary."""
+    watch, err = watch_to_file(tmp_path)
+    watch.send_signal(signal.SIGINT)
+    sighup_storm(watch.pid)
+    assert watch.wait(timeout=10) == 0, err.read_text()
+    said = err.read_text()
+    assert "Traceback" not in said and "Bad file descriptor" not in said, said
+    assert "lines written to" in said, said
 
 
 # -- item 6: errors at start ----------------------------------------------------------------

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from procobsrv import ApplicationScope, EventKind
+from procobsrv.linux import connector_abi as abi
+from procobsrv.linux.connector_source import RECHECK_S
 from tests.fakes.collector import Collector
+from tests.fakes.connector import message, replay_source
+from tests.fakes.gauges import wait_until
 
 pytestmark = pytest.mark.kernel
 
@@ -205,3 +213,149 @@ def test_a_reopened_replay_source_subscribes_again_and_counts_no_loss_across_the
     assert first.lost == second.lost == 0
     listen, ignore = PROC_CN_MCAST_LISTEN, PROC_CN_MCAST_IGNORE
     assert replay.sent_ops == [listen, ignore, listen, ignore]
+
+
+#: The raw exit system call (only the calling thread ends), by machine.
+SYS_EXIT = {"x86_64": 60, "aarch64": 93}
+
+#: A Python whose main thread (the thread-group leader) ends alone with SYS_exit while a
+#: second thread goes on for 0.5 s and then ends the process: {END}.
+LEADER_LEAVES_FIRST = """
+import ctypes, os, signal, sys, threading, time
+def later():
+    time.sleep(0.5)
+    {END}
+threading.Thread(target=later).start()
+ctypes.CDLL(None).syscall({SYS_EXIT}, 0)
+"""
+
+
+@pytest.fixture
+def connector_collector(connector: None) -> Iterator[Collector]:
+    """A running scope on the connector source (whatever source `auto` would pick)."""
+    handler = Collector()
+    scope = ApplicationScope.get_instance(handler)
+    assert scope.start_monitoring(source="connector")
+    try:
+        yield handler
+    finally:
+        scope.stop_monitoring()
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_an_exec_by_a_thread_that_is_not_the_leader_ends_nothing(
+    connector_collector: Collector, run: int
+) -> None:
+    """The kernel ends the old leader while a thread's exec takes its pid: no EXITED until
+    the program the thread ran ends."""
+    collector = connector_collector
+    code = (
+        "import os, threading, time\n"
+        "argv = ['sh', '-c', 'sleep 0.2; exit 5']\n"
+        "threading.Thread(target=os.execv, args=('/bin/sh', argv)).start()\n"
+        "time.sleep(30)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code])
+    assert child.wait(timeout=30) == 5
+    ended = collector.wait_exit(child.pid)
+    assert kinds(collector.of(child.pid)) == [CREATED, EXEC, EXEC, EXITED]
+    assert ended.exit_code == 5 and ended.command_line == ["sh", "-c", "sleep 0.2; exit 5"]
+
+
+@pytest.mark.parametrize(
+    ("end", "status"),
+    [("os._exit(7)", 7), ("os.kill(os.getpid(), signal.SIGKILL)", -signal.SIGKILL)],
+)
+def test_a_leader_that_ends_before_its_threads_ends_with_the_process(
+    connector_collector: Collector, end: str, status: int
+) -> None:
+    """The leader's own end is no process exit: one EXITED, when the last thread ends, with
+    the process's status."""
+    collector = connector_collector
+    machine = platform.machine()
+    if machine not in SYS_EXIT:
+        pytest.skip(f"no SYS_exit number known for {machine}")
+    code = LEADER_LEAVES_FIRST.format(END=end, SYS_EXIT=SYS_EXIT[machine])
+    child = subprocess.Popen([sys.executable, "-c", code])
+    assert child.wait(timeout=30) == status
+    collector.wait_exit(child.pid)
+    time.sleep(0.2)  # an EXITED too many would be here by now
+    ended = collector.of(child.pid, EXITED)
+    assert kinds(collector.of(child.pid)) == [CREATED, EXEC, EXITED], ended
+    if status > 0:
+        assert (ended[0].exit_code, ended[0].signal) == (status, None)
+    else:
+        assert (ended[0].exit_code, ended[0].signal) == (None, -status)
+    assert ended[0].command_line == [sys.executable, "-c", code]
+
+
+@pytest.mark.usefixtures("connector")
+def test_a_held_exit_whose_last_thread_exit_was_lost_is_reported_once_the_group_is_gone() -> None:
+    """The leader of a live two-thread process "ends" (a replayed exit): held. The process is
+    then killed and its threads' exits never arrive (as if lost in an overflow): a fetch a
+    second later finds the group gone in /proc and reports the exit, once."""
+    code = (
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(30,)).start()\n"
+        "time.sleep(30)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code])
+    status = Path(f"/proc/{child.pid}/status")
+    assert wait_until(lambda: "Threads:\t2" in status.read_text(), 10)
+    source, replay = replay_source(read_proc=True)
+    source.open()
+    try:
+        exit_union = struct.pack("<6I", child.pid, child.pid, 0, signal.SIGCHLD, 1, 1)
+        replay.publish([message(abi.PROC_EVENT_EXIT, exit_union, seq=1)])
+        held = source.fetch_batch()
+        assert [i for i in held.items if i.process_id == child.pid] == []
+        child.kill()
+        child.wait()
+        time.sleep(RECHECK_S)
+        ended = [i for i in source.fetch_batch().items if i.process_id == child.pid]
+        assert [i.kind for i in ended] == [EXITED]
+        assert ended[0].command_line == [sys.executable, "-c", code]
+        assert [i for i in source.fetch_batch().items if i.process_id == child.pid] == []
+    finally:
+        source.close()
+
+
+def free_pids(count: int) -> list[int]:
+    """Pids no process has now (the replayed processes are as gone as a late read finds them)."""
+    highest = int(Path("/proc/sys/kernel/pid_max").read_text())
+    free = (p for p in range(highest - 1, 1, -1) if not Path(f"/proc/{p}").exists())
+    return [next(free) for _ in range(count)]
+
+
+@pytest.mark.parametrize("then", ["the thread ends the process", "the thread execs"])
+@pytest.mark.usefixtures("connector")
+def test_the_threads_of_a_process_seen_forked_are_counted_from_the_events(then: str) -> None:
+    """Replayed in the kernel's order, for a process already gone from /proc (as a source
+    that reads late finds it): its fork, a thread's, the leader's exit (status 0), then the
+    thread's exit_group(7), or its exec. One EXITED with status 7; or none, and the exec."""
+    pid, tid = free_pids(2)
+    me = os.getpid()
+    exit_of = "<6I"  # process_pid, process_tgid, exit_code, exit_signal, parent_pid, parent_tgid
+    records = [
+        message(abi.PROC_EVENT_FORK, struct.pack("<4I", me, me, pid, pid), seq=1),
+        message(abi.PROC_EVENT_FORK, struct.pack("<4I", pid, pid, tid, pid), seq=2),
+        message(
+            abi.PROC_EVENT_EXIT, struct.pack(exit_of, pid, pid, 0, signal.SIGCHLD, me, me), seq=3
+        ),
+    ]
+    if then == "the thread ends the process":
+        thread_exit = struct.pack(exit_of, tid, pid, 7 << 8, 0xFFFFFFFF, 0, 0)
+        records.append(message(abi.PROC_EVENT_EXIT, thread_exit, seq=4))
+    else:
+        records.append(message(abi.PROC_EVENT_EXEC, struct.pack("<2I", pid, pid), seq=4))
+    source, replay = replay_source(read_proc=True)
+    source.open()
+    try:
+        replay.publish(records)
+        items = [i for i in source.fetch_batch().items if i.process_id == pid]
+    finally:
+        source.close()
+    if then == "the thread ends the process":
+        assert [(i.kind, i.exit_code) for i in items] == [(CREATED, None), (EXITED, 7)]
+    else:
+        assert [i.kind for i in items] == [CREATED, EXEC]

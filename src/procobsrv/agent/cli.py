@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
+from ..cli import arguments
 from ..errors import MonitorError
 from .formats import RECORD_FORMATS
+from .nats_access import PASSWORD_ENV, NatsAccess, access, check_stream_name, parse_servers
 from .nats_extra import needs_nats
 from .outputs import open_output
 from .records import schema_text
@@ -23,12 +26,15 @@ examples:
   procobsrv collect nats://10.0.0.1:4222 --format ecs --kind exec | my-shipper
                                           exec events as ECS documents
 """
+#: Replicas JetStream allows a stream.
+MAX_REPLICAS = 5
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
     """``--output`` and the NATS options, for ``watch``."""
     p.add_argument(
         "--output",
+        type=output_target,
         metavar="FILE|nats://HOST:PORT[,...]",
         help="lines (--format json, ecs or otel) appended to FILE (reopened on SIGHUP), or "
         "records published to NATS JetStream",
@@ -36,7 +42,7 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     add_stream_options(p)
     p.add_argument(
         "--nats-buffer",
-        type=int,
+        type=arguments.integer(1, sys.maxsize),
         default=100_000,
         metavar="EVENTS",
         help="events kept while the NATS servers are unreachable (default 100000)",
@@ -76,11 +82,14 @@ def line_format(args: argparse.Namespace) -> str:
 
 def add_stream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--nats-stream", default="PROCOBSRV", help="JetStream stream (default PROCOBSRV)"
+        "--nats-stream",
+        type=argument(check_stream_name),
+        default="PROCOBSRV",
+        help="JetStream stream (default PROCOBSRV)",
     )
     p.add_argument(
         "--nats-replicas",
-        type=int,
+        type=arguments.integer(1, MAX_REPLICAS),
         default=1,
         metavar="N",
         help="replicas when the stream is created (default 1; 3 on a 3-node cluster)",
@@ -93,10 +102,61 @@ def add_stream_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--nats-max-age",
-        type=float,
+        type=arguments.age,
         default=DEFAULT_STREAM_MAX_AGE,
         metavar="SECONDS",
         help="age after which the stream drops events (default 7 days; 0: never)",
+    )
+    g = p.add_argument_group("NATS credentials and TLS")
+    g.add_argument("--nats-creds", metavar="FILE", help="a .creds file (user JWT + NKey seed)")
+    g.add_argument("--nats-nkey", metavar="FILE", help="a file holding an NKey seed (SU...)")
+    g.add_argument("--nats-user", metavar="NAME", help="user name (with a password)")
+    g.add_argument(
+        "--nats-password-file",
+        metavar="FILE",
+        help=f"the password, first line of FILE (or ${PASSWORD_ENV}; never in the URL)",
+    )
+    g.add_argument(
+        "--nats-tls-ca", metavar="FILE", help="CA certificates the server's must chain to"
+    )
+    g.add_argument("--nats-tls-cert", metavar="FILE", help="client certificate (PEM)")
+    g.add_argument("--nats-tls-key", metavar="FILE", help="client certificate's key (PEM)")
+
+
+def output_target(text: str) -> str:
+    """``--output``: a file path, or NATS servers whose ports are valid."""
+    return servers(text) if text.startswith("nats://") else text
+
+
+def argument(check: Callable[[str], object]) -> Callable[[str], str]:
+    """An option type from a check that raises MonitorError: the text, once checked."""
+
+    def checked(text: str) -> str:
+        try:
+            check(text)
+        except MonitorError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+        return text
+
+    checked.__name__ = check.__name__
+    return checked
+
+
+servers = argument(parse_servers)
+
+
+def nats_access(target: str, args: argparse.Namespace) -> NatsAccess:
+    """How to reach ``target`` with the credential and TLS options (a password in the URL is
+    hidden from the process list here, before anything else runs)."""
+    return access(
+        target,
+        user=args.nats_user,
+        password_file=args.nats_password_file,
+        creds=args.nats_creds,
+        nkey=args.nats_nkey,
+        tls_ca=args.nats_tls_ca,
+        tls_cert=args.nats_tls_cert,
+        tls_key=args.nats_tls_key,
     )
 
 
@@ -104,7 +164,10 @@ def output_from_args(args: argparse.Namespace) -> Sink | None:
     if not args.output:
         return None
     if args.output.startswith("nats://"):
-        return open_output(args.output, buffer=args.nats_buffer, **stream_options(args))
+        how = nats_access(args.output, args)
+        return open_output(
+            args.output, buffer=args.nats_buffer, nats_access=how, **stream_options(args)
+        )
     return open_output(args.output)
 
 
@@ -123,13 +186,17 @@ def register(sub: Any) -> None:
         epilog=COLLECT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    c.add_argument("servers", metavar="nats://HOST:PORT[,...]")
+    c.add_argument("servers", type=servers, metavar="nats://HOST:PORT[,...]")
     c.add_argument("--output", metavar="FILE", help="append to FILE (default: stdout)")
     add_format_option(c, text=False)
+    c.add_argument(
+        "--dead-letter",
+        metavar="FILE",
+        help="append the messages that are not events to FILE (JSON lines, data in base64)",
+    )
     c.add_argument("--durable", default="procobsrv-collect", help="consumer name")
     c.add_argument("--kind", action="append", choices=["created", "exec", "exited", "lost"])
-    c.add_argument("--match", metavar="REGEX", help="only events whose image or argv match")
-    c.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    arguments.add_match_and_duration(c, "image or argv")
     add_stream_options(c)
     c.set_defaults(run=run_collect)
 
@@ -140,7 +207,8 @@ def print_schema() -> int:
 
 
 def run_collect(args: argparse.Namespace) -> int:
+    how = nats_access(args.servers, args)
     with needs_nats("collect"):
         from .collect import collect
 
-    return collect(args)
+    return collect(args, how, stream_options(args))

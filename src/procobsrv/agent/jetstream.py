@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import ssl
 import threading
 import time
 from collections import deque
@@ -26,7 +28,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
-from ..errors import MonitorError
+from .nats_access import HIDDEN, NatsAccess, access, check_stream_name
 from .records import Record, RecordMaker, dumps
 from .sink import DEFAULT_STREAM_MAX_AGE, Sink
 
@@ -47,15 +49,6 @@ CANCEL_TIMEOUT = 5.0
 Message = tuple[str, str, bytes, bool]
 
 
-def server_urls(target: str) -> list[str]:
-    """``nats://a:1,b:2`` -> ``["nats://a:1", "nats://b:2"]``."""
-    hosts = target.removeprefix("nats://").split(",")
-    urls = [f"nats://{h.strip()}" for h in hosts if h.strip()]
-    if not urls:
-        raise MonitorError(f"no NATS server in {target!r}: give nats://HOST:PORT[,HOST:PORT...]")
-    return urls
-
-
 def subject_token(name: str) -> str:
     """A host name as one subject token (dots and wildcards become ``_``)."""
     return re.sub(r"[.*>\s]", "_", name) or "_"
@@ -63,7 +56,7 @@ def subject_token(name: str) -> str:
 
 def stream_config(name: str, replicas: int, retention: str, max_age: float) -> StreamConfig:
     return StreamConfig(
-        name=name,
+        name=check_stream_name(name),
         subjects=[f"{SUBJECT_PREFIX}.>"],
         retention=RetentionPolicy(retention),
         storage=StorageType.FILE,
@@ -83,20 +76,90 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         log.info("created JetStream stream %s (%s replicas)", config.name, config.num_replicas)
 
 
-async def connect(servers: list[str], name: str) -> Client:
-    """A client that reconnects for ever (the buffer holds the events meanwhile)."""
+class Problems:
+    """What went wrong talking to NATS: each new cause is logged once, at once, at WARNING
+    (refusals: ERROR); repeats at DEBUG. The last one names the cause in the summary."""
 
-    async def quiet(error: Exception) -> None:
-        log.debug("nats: %s", error)
+    def __init__(self) -> None:
+        self.last: str | None = None
+        self._said: set[str] = set()
 
-    return await nats.connect(
-        servers=servers,
+    def report(self, error: BaseException) -> None:
+        cause = describe(error)
+        self.last = cause
+        if cause in self._said:
+            log.debug("nats: %s", cause)
+            return
+        self._said.add(cause)
+        log.log(logging.ERROR if refused(error) else logging.WARNING, "nats: %s", cause)
+
+    def recovered(self) -> None:
+        if self.last is not None:
+            log.info("nats: working again after: %s", self.last)
+        self.last = None
+
+
+#: What the server says when it refuses a client (nats-py raises a plain error for them).
+REFUSALS = ("authorization violation", "authentication", "permissions violation")
+
+
+def refused(error: BaseException) -> bool:
+    """The server (or TLS) refused: retrying as is will not help, someone must act."""
+    if isinstance(error, (nats.js.errors.APIError, nats.errors.AuthorizationError, ssl.SSLError)):
+        return True
+    return any(word in str(error).lower() for word in REFUSALS)
+
+
+def describe(error: BaseException) -> str:
+    """One line for a nats-py error (some have an empty str(), some say "nats: " first)."""
+    if isinstance(error, nats.js.errors.APIError):
+        return f"the server refused: {error.description} (code {error.err_code})"
+    text = str(error).strip().removeprefix("nats: ") or type(error).__name__
+    if isinstance(error, ConnectionRefusedError):
+        return f"server unreachable ({text})"
+    return text
+
+
+class _QuietTlsEof(logging.Filter):
+    """asyncio warns at every TLS connection the server closes that nats-py's protocol
+    "returns true from eof_received()": noise, once per reconnection attempt."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received()" not in record.getMessage()
+
+
+_QUIET_TLS_EOF = _QuietTlsEof()
+
+
+async def connect(access: NatsAccess, name: str, problems: Problems) -> Client:
+    """A client of ``access``'s servers that reconnects for ever (the buffer holds the events
+    meanwhile); every failure goes to ``problems``."""
+    logging.getLogger("asyncio").addFilter(_QUIET_TLS_EOF)  # once: filters are a set
+
+    async def report(error: Exception) -> None:
+        problems.report(error)
+
+    client = await nats.connect(
+        servers=access.servers,
         name=name,
         connect_timeout=CONNECT_TIMEOUT,
         reconnect_time_wait=RECONNECT_WAIT,
         max_reconnect_attempts=-1,
-        error_cb=quiet,
+        error_cb=report,
+        **access.connect_options(),
     )
+    problems.recovered()
+    return client
+
+
+def without_secret(record: Record, secret: str) -> Record:
+    """``record`` (an event of this agent's own process) with ``secret`` masked in its
+    command line: what the agent reports about itself never carries its NATS password."""
+    argv = record.get("command_line")
+    if not isinstance(argv, list) or not any(secret in str(a) for a in argv):
+        return record
+    masked = [str(a).replace(secret, HIDDEN) for a in argv]
+    return {**record, "command_line": masked}
 
 
 class JetStreamSink(Sink):
@@ -116,9 +179,12 @@ class JetStreamSink(Sink):
         ack_timeout: float = 2.0,
         close_timeout: float = 10.0,
         maker: RecordMaker | None = None,
+        nats_access: NatsAccess | None = None,
     ) -> None:
-        self.target = target
-        self.servers = server_urls(target)
+        self.access = nats_access if nats_access is not None else access(target)
+        self.target = self.access.shown  # the password hidden
+        self._own_pid = os.getpid()
+        self.problems = Problems()
         self.config = stream_config(stream, replicas, retention, max_age)
         self.capacity = buffer
         self.in_flight = in_flight
@@ -158,6 +224,8 @@ class JetStreamSink(Sink):
             self._wake_up()
 
     def _message(self, record: Record) -> Message:
+        if record.get("pid") == self._own_pid and self.access.password:
+            record = without_secret(record, self.access.password)
         kind = str(record["kind"])
         subject = f"{SUBJECT_PREFIX}.{subject_token(str(record['host']))}.{kind}"
         return (subject, str(record["id"]), dumps(record).encode(), kind != "lost")
@@ -169,7 +237,7 @@ class JetStreamSink(Sink):
 
     # -- the I/O thread ----------------------------------------------------------------
     async def _run(self) -> None:
-        nc = await connect(self.servers, f"procobsrv {self.maker.host}")
+        nc = await connect(self.access, f"procobsrv {self.maker.host}", self.problems)
         js = nc.jetstream(publish_async_max_pending=self.in_flight)
         ensured = False
         try:
@@ -185,9 +253,10 @@ class JetStreamSink(Sink):
                         await ensure_stream(js, self.config)
                         ensured = True
                     await self._publish(js, batch)
+                    self.problems.recovered()
                 except (nats.errors.Error, asyncio.TimeoutError, OSError) as exc:
-                    log.debug("publish failed (%s); retrying", exc)
-                    ensured = not isinstance(exc, nats.js.errors.NoStreamResponseError)
+                    self.problems.report(exc)
+                    ensured = ensured and not isinstance(exc, nats.js.errors.NoStreamResponseError)
                     await asyncio.sleep(RETRY_PAUSE)
         finally:
             await nc.close()
@@ -258,9 +327,11 @@ class JetStreamSink(Sink):
             self._task.result(timeout=max(0.0, deadline - time.monotonic()))
         except Exception as exc:  # timeout or a failure: what is left counts as unsent
             log.debug("nats output stopped: %r", exc)
-            asyncio.run_coroutine_threadsafe(self._cancel(), self._loop).result(
-                timeout=CANCEL_TIMEOUT
-            )
+            cancelling = asyncio.run_coroutine_threadsafe(self._cancel(), self._loop)
+            try:
+                cancelling.result(timeout=CANCEL_TIMEOUT)
+            except Exception as stuck:  # its thread is a daemon: the exit does not wait for it
+                log.warning("the NATS client did not stop in %.0f s (%r)", CANCEL_TIMEOUT, stuck)
         with self._lock:
             self.unsent = sum(1 for m in self._buffer if m[3])
             self._buffer.clear()
@@ -272,7 +343,8 @@ class JetStreamSink(Sink):
         if self.overflowed:
             text += f", {self.overflowed} lost (buffer full while the servers were unreachable)"
         if self.unsent:
-            text += f", {self.unsent} not sent (servers unreachable at exit)"
+            cause = self.problems.last or "servers unreachable"
+            text += f", {self.unsent} not sent at exit ({cause})"
         return text
 
     def stats(self) -> dict[str, Any]:

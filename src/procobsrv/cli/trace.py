@@ -27,8 +27,9 @@ from typing import Any, TextIO
 from ..descendants import Descendants
 from ..errors import MonitorError
 from ..streams import monitor
+from .signals import on_signals
 from .timeline import Trace, chrome_trace, html_page, tree_text
-from .watch import fallback_note, handling
+from .watch import fallback_note
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +177,10 @@ def _trace(command: list[str], source: str, timeout: float) -> Trace | int:
         running: dict[int, Callable[[], None]] = {signal.SIGINT: lambda: None}
         passed_on = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
         running.update({s: forward(s) for s in passed_on})
-        with handling(running):
+        with on_signals(running):
             status = shell_status(child.wait())
         # Then Ctrl+C (or SIGTERM) stops the wait for leftovers, and the report is written.
-        with handling({s: stop_waiting.set for s in (signal.SIGINT, signal.SIGTERM)}):
+        with on_signals({s: stop_waiting.set for s in (signal.SIGINT, signal.SIGTERM)}):
             tracer.wait_seen(child.pid, exited=True, timeout=SETTLE)
             deadline = time.monotonic() + timeout
             while not stop_waiting.is_set() and not tracer.wait_exited(

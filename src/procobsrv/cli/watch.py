@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import re
 import signal
 import sys
@@ -24,6 +23,7 @@ from ..events import EventKind, QueuedItem
 from ..filters import EventFilter, FilterHandler
 from ..host import current_platform
 from ..scope import ApplicationScope
+from . import arguments
 from .format import HEADER, as_line
 from .output import Output
 
@@ -134,13 +134,7 @@ def add_parser(sub: Any) -> None:
         choices=[k.value for k in EventKind],
         help="only these kinds (repeatable); default: all",
     )
-    p.add_argument(
-        "--match",
-        type=_regex,
-        metavar="REGEX",
-        help="only events whose image or command line match",
-    )
-    p.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this long")
+    arguments.add_match_and_duration(p, "image or command line")
     p.add_argument(
         "--source",
         default="auto",
@@ -167,23 +161,6 @@ def fallback_note(requested: str, scope: ApplicationScope) -> str:
     )
 
 
-def _regex(text: str) -> re.Pattern[str]:
-    try:
-        return re.compile(text)
-    except re.error as exc:
-        raise argparse.ArgumentTypeError(f"not a regular expression: {text!r} ({exc})") from exc
-
-
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not 0 < seconds < math.inf:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
-    return seconds
-
-
 #: Seconds the output may take, after a stop, to write what is queued; the rest is counted.
 GRACE = 0.3
 #: Exit status when the reader went away (``| head``): 128 + SIGPIPE, what a shell reports
@@ -191,32 +168,57 @@ GRACE = 0.3
 BROKEN_PIPE_STATUS = 141
 
 
-def signal_actions(
-    stop: Callable[[], None], reopen: Callable[[], None] | None = None
-) -> dict[int, Callable[[], None]]:
+class Signals:
     """What each signal does to a running watch: the one place that says it. Each stops it
     with the summary (SIGHUP too: the terminal went away, or a service manager asks for a
-    stop), except that with ``--output`` SIGHUP ``reopen``s the output (logrotate)."""
-    names = ("SIGINT", "SIGTERM", "SIGHUP")  # SIGHUP does not exist on Windows
-    actions = {getattr(signal, name): stop for name in names if hasattr(signal, name)}
-    if reopen is not None and hasattr(signal, "SIGHUP"):
-        actions[signal.SIGHUP] = reopen
-    return actions
+    stop), except that with ``--output`` SIGHUP ``reopen``s the output (logrotate).
+
+    Python runs a signal's handler between two bytecodes of the main thread, even inside
+    the same handler: a SIGHUP that comes while the last one reopens the file is taken here
+    as "reopen once more" after it, never nested (thousands at once would recurse, each
+    level holding a file open). Once :attr:`stopping` is set, SIGHUP reopens nothing (the
+    output is being closed)."""
+
+    NAMES = ("SIGINT", "SIGTERM", "SIGHUP")  # SIGHUP does not exist on Windows
+
+    def __init__(self, stop: Callable[[], None], reopen: Callable[[], None] | None = None) -> None:
+        self.stop = stop
+        self.reopen = reopen
+        self.stopping = False
+        self._reopen_again = False
+        self._reopening = False
+
+    def signals(self) -> list[int]:
+        return [getattr(signal, name) for name in self.NAMES if hasattr(signal, name)]
+
+    def handle(self, signum: int, frame: FrameType | None = None) -> None:
+        if self.reopen is None or signum != getattr(signal, "SIGHUP", None):
+            self.stop()
+            return
+        self._reopen_again = True
+        if self._reopening:
+            return  # the reopen under way loops once more
+        self._reopening = True
+        try:
+            while self._reopen_again and not self.stopping:
+                self._reopen_again = False
+                self.reopen()
+        finally:
+            self._reopening = False
 
 
 @contextlib.contextmanager
-def handling(actions: dict[int, Callable[[], None]]) -> Iterator[None]:
-    """Signals run their action (on the main thread) while the block runs."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        actions[signum]()
-
-    previous = {s: signal.signal(s, handler) for s in actions}
+def handling(signals: Signals) -> Iterator[None]:
+    """Signals run their action (on the main thread) while the block runs. After it, SIGHUP
+    is ignored: the summary that follows must not be cut short by its default action."""
+    previous = {s: signal.signal(s, signals.handle) for s in signals.signals()}
     try:
         yield
     finally:
+        signals.stopping = True
         for s, h in previous.items():
-            signal.signal(s, h)
+            hangup = s == getattr(signal, "SIGHUP", None)
+            signal.signal(s, signal.SIG_IGN if hangup else h)
 
 
 def reopener(reopen: Callable[[], None] | None) -> Callable[[], None] | None:
@@ -262,7 +264,8 @@ def run(args: argparse.Namespace) -> int:
         mapping=MAPPINGS.get(lines, MAPPINGS["json"]),
     )
     scope = ApplicationScope.get_instance(handler)
-    with handling(signal_actions(done.set, reopen)):
+    signals = Signals(done.set, reopen)
+    with handling(signals):
         if output is not None and lines == "text":
             output.put(HEADER)
         try:
@@ -275,6 +278,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"procobsrv: watching{note}; Ctrl+C to stop", file=sys.stderr, flush=True)
             done.wait(args.duration)
         finally:
+            signals.stopping = True  # SIGHUP from here on: no reopen of what is being closed
             if output is not None:
                 output.stop_waiting()  # the stop must not wait for a reader that does not read
             scope.stop_monitoring()

@@ -45,7 +45,9 @@ _READ_SIZE = 4096
 #: cgroup paths whose id is remembered; beyond it the cache starts afresh.
 _CGROUP_CACHE_LIMIT = 4096
 #: /proc/<pid>/stat fields after the command name, counted from 0 (field 3, the state, is 0).
+_STAT_STATE = 0
 _STAT_PPID = 1
+_STAT_THREADS = 17
 _STAT_STARTTIME = 19
 NS_PER_S: Final = 1_000_000_000
 #: Processes a table remembers (the connector's ProcessTable, the eBPF decoder's programs);
@@ -188,6 +190,23 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 START_NS_TOLERANCE = 2 * NS_PER_S // _CLK_TCK + NS_PER_S // 1000
 
 
+def read_state(pid: int) -> tuple[str, int] | None:
+    """(state letter, threads in the group) from /proc/<pid>/stat; None if it is gone."""
+    fields = _stat_fields(pid)
+    try:
+        return fields[_STAT_STATE].decode(), int(fields[_STAT_THREADS])
+    except (IndexError, ValueError):
+        return None
+
+
+def group_ended(pid: int) -> bool:
+    """Whether the thread group led by ``pid`` has no live thread left: it is gone, or only
+    its leader's zombie (Z) is left. The kernel reports a thread's exit after releasing it,
+    so the count read while handling that event already leaves it out."""
+    state = read_state(pid)
+    return state is None or (state[0] in "ZX" and state[1] <= 1)
+
+
 def read_parent(pid: int) -> int | None:
     """The parent pid, from /proc/<pid>/stat."""
     fields = _stat_fields(pid)
@@ -320,6 +339,20 @@ class ProcessTable:
         for pid, info in running.items():
             if pid not in self._known:  # an event since the subscription knows better
                 self._remember(pid, info)
+
+    def group_ended(self, pid: int) -> bool:
+        """:func:`group_ended`; with no fd left to read /proc it is counted and taken as
+        ended (the leader's exit is then reported as the process's, as before threads were
+        looked at)."""
+        try:
+            return group_ended(pid)
+        except OSError:
+            self.fd_exhausted += 1
+            return True
+
+    def restore(self, pid: int, info: ProcessInfo) -> None:
+        """Know ``pid`` again as ``info`` (its exit turned out not to be one)."""
+        self._remember(pid, info)
 
     def exited(self, pid: int) -> ProcessInfo | None:
         return self._known.pop(pid, None)

@@ -195,7 +195,7 @@ def test_a_stream_the_server_refuses_is_said_at_once_and_in_the_summary(
         subprocess.run(["true"], check=True)
         assert watch.stderr is not None
         said = line_within(watch.stderr, 10)
-        assert "ERROR" in said and "replicas > 1 not supported" in said, said
+        assert said.startswith("procobsrv: error: ") and "replicas > 1 not supported" in said, said
         watch.send_signal(signal.SIGINT)
         _, err = watch.communicate(timeout=60)
     assert "servers unreachable" not in err, err

@@ -33,7 +33,7 @@ def execs(n: int, start: int = 1, argc: int = ARGC) -> list[QueuedItem]:
                 pid,
                 1,
                 0.0,
-                image=f"/usr/bin/p{pid}",
+                image=f"/usr/bin/p{pid:06d}",
                 command_line=argv,
                 command_line_size=size,
             )
@@ -130,3 +130,74 @@ def test_the_default_byte_bound_is_the_documented_one() -> None:
 
     params = inspect.signature(ApplicationScope.start_monitoring).parameters
     assert params["queue_bytes"].default == DEFAULT_QUEUE_BYTES == 64 * 2**20
+
+
+#: A path as long as the kernel hands over (PATH_MAX); any user can run from a cwd this deep.
+PATH_LEN = 4096
+
+
+def path_execs(n: int, start: int = 1) -> list[QueuedItem]:
+    """Exec events with a short argv but a 4 KiB image, cwd and script each (all distinct)."""
+    return [
+        QueuedItem(
+            EventKind.EXEC,
+            pid,
+            1,
+            0.0,
+            image=f"/{pid:08d}".ljust(PATH_LEN, "i"),
+            cwd=f"/{pid:08d}".ljust(PATH_LEN, "c"),
+            script=f"/{pid:08d}".ljust(PATH_LEN, "s"),
+            command_line=["sh", "-c", "true"],
+            command_line_size=13,
+        )
+        for pid in range(start, start + n)
+    ]
+
+
+def test_the_estimate_counts_long_paths_within_the_same_factor() -> None:
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        items = path_execs(500)
+        real = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    estimate = batch_bytes(items)
+    assert 0.7 * real <= estimate <= 1.5 * real, (real / 500, estimate / 500)
+    assert item_bytes(items[0]) > 3 * PATH_LEN
+
+
+@pytest.mark.parametrize("policy", list(OverflowPolicy))
+def test_the_queue_bound_in_bytes_holds_for_path_heavy_events(policy: OverflowPolicy) -> None:
+    # 10 events of 12 KiB of paths each fit; the other 20 are dropped and counted, exactly.
+    q = QueueContainer(current_platform(), limit=10**6, policy=policy, byte_limit=10 * 13_000)
+    try:
+        q.append(path_execs(30))
+        assert q.held_bytes <= q.bounds.byte_limit
+        items, lost, nbytes = q.drain(0)
+    finally:
+        q.close()
+    assert len(items) == 10 and lost == q.overflowed == 20 and nbytes == batch_bytes(items)
+
+
+def test_item_bytes_and_batch_bytes_agree_on_every_kind_of_event() -> None:
+    varied = [
+        QueuedItem(EventKind.CREATED, 1, 0, 0.0),
+        QueuedItem(EventKind.EXITED, 2, 1, 0.0, exit_code=3),
+        QueuedItem(EventKind.EXEC, 3, 1, 0.0, image="/bin/true", cwd="/"),
+        QueuedItem(EventKind.EXEC, 4, 1, 0.0, command_line=["a", "bb"], command_line_size=5),
+        QueuedItem(
+            EventKind.EXEC,
+            5,
+            1,
+            0.0,
+            command_line=["a" * 100],
+            command_line_size=4096,
+            command_line_truncated=True,
+        ),
+        *execs(2, 6),
+        *path_execs(2, 8),
+    ]
+    for item in varied:
+        assert batch_bytes([item]) == item_bytes(item), item
+    assert batch_bytes(varied) == sum(map(item_bytes, varied))

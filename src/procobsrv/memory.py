@@ -4,7 +4,8 @@ The queues of the pipeline (the QueueContainer, each subscriber's window) are bo
 bytes as well as in events: one exec with a long argv holds far more than a fork or an
 exit (a 4 KiB argv of short words is some 30 KB of Python objects), so an event count alone
 does not bound memory. The estimate uses what the item already says about itself (the
-argv's length and its size in bytes) and costs a few attribute reads per event; it counts
+lengths of its paths, the argv's length and its size in bytes) and costs a few attribute
+reads per event; it counts
 an argv shared by several items (a fork inheriting its parent's) once per item, so it errs
 on the high side.
 """
@@ -19,28 +20,25 @@ from .events import QueuedItem
 #: short command line, or 2,000 of a 4 KiB argv of short words).
 DEFAULT_QUEUE_BYTES = 64 * 2**20
 
-#: A QueuedItem and its small strings (comm, image, cwd), without the argv.
+#: A QueuedItem, its short strings (comm, cgroup) and the headers of its paths, without the
+#: paths' text and the argv.
 ITEM_BYTES = 500
 #: Each argument: a str object's header and the list's pointer to it (its text is added).
 ARG_BYTES = 64
 
 
-def item_bytes(item: QueuedItem) -> int:
-    """Estimated bytes ``item`` holds (see the module's doc)."""
-    argv = item.command_line
-    if not argv:
-        return ITEM_BYTES
-    size = item.command_line_size
-    if size is None or item.command_line_truncated:
-        size = sum(map(len, argv))
-    return ITEM_BYTES + ARG_BYTES * len(argv) + size
-
-
 def batch_bytes(items: Sequence[QueuedItem]) -> int:
-    """Estimated bytes of a batch: the sum of its items' (item_bytes, inlined: this runs
-    for every event, on the monitor thread)."""
+    """Estimated bytes of a batch: the one formula (it runs for every event, on the monitor
+    thread, so it is a loop over the batch rather than a call per item)."""
     total = ITEM_BYTES * len(items)
     for item in items:
+        # Paths are chosen by any user (a deep cwd): up to 4 KiB each, so counted.
+        if path := item.image:
+            total += len(path)
+        if path := item.cwd:
+            total += len(path)
+        if path := item.script:
+            total += len(path)
         argv = item.command_line
         if argv:
             size = item.command_line_size
@@ -48,6 +46,11 @@ def batch_bytes(items: Sequence[QueuedItem]) -> int:
                 size = sum(map(len, argv))
             total += ARG_BYTES * len(argv) + size
     return total
+
+
+def item_bytes(item: QueuedItem) -> int:
+    """Estimated bytes ``item`` holds (see the module's doc)."""
+    return batch_bytes((item,))
 
 
 def prefix_within(items: Sequence[QueuedItem], events: int, nbytes: int) -> tuple[int, int]:

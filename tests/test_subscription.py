@@ -277,6 +277,60 @@ def test_subscribers_coming_and_going_while_events_flow_cost_the_first_nothing()
         assert first.lost == 0 and f.lost == 0
 
 
+class ThreadRecorder(Collector):
+    """A Collector that also records the name of the thread each event came on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def on_process_event(self, item: QueuedItem, param: Any) -> None:
+        self.threads.append(threading.current_thread().name)
+        super().on_process_event(item, param)
+
+
+def delivery_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("procobsrv-deliver-")]
+
+
+def test_a_handler_alone_again_goes_back_inline_and_loses_nothing_in_the_moves() -> None:
+    # Each newcomer moves the first handler to a thread of its own; once it has left, the
+    # retrieval thread calls the first handler itself again, after what its window held.
+    # Events flow all along: none is lost or reordered across the moves, and at the end no
+    # delivery thread is left for a handler that is alone.
+    with leaves_nothing_behind():
+        source = ScriptedSource()
+        scope = shared_scope()
+        first = ThreadRecorder()
+        with scope.subscribe(first, source=source) as f:
+
+            def publish() -> None:
+                for start in range(1, 20_001, 50):
+                    source.publish(items(50, start))
+                    time.sleep(0.0005)
+
+            publisher = threading.Thread(target=publish)
+            publisher.start()
+            while publisher.is_alive():
+                with scope.subscribe(Collector()):
+                    time.sleep(0.01)
+                time.sleep(0.01)
+            publisher.join()
+            assert first.wait_for(lambda: len(first.items) == 20_000, 20)
+            source.publish(items(1, 20_001))  # the next batch after the last leave
+            assert first.wait_for(lambda: len(first.items) == 20_001, 10)
+            assert delivery_threads() == []
+            assert first.threads[-1] == "procobsrv-retrieval"
+        assert [i.process_id for i in first.items] == list(range(1, 20_002))
+        assert first.lost == 0 and f.lost == 0
+        moves_back = sum(
+            1
+            for before, after in zip(first.threads, first.threads[1:], strict=False)
+            if before.startswith("procobsrv-deliver-") and after == "procobsrv-retrieval"
+        )
+        assert moves_back > 1
+
+
 @pytest.mark.usefixtures("connector")
 def test_a_slow_subscriber_on_the_real_kernel_does_not_cost_the_fast_one_an_event() -> None:
     with leaves_nothing_behind():

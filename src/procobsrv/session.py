@@ -99,6 +99,9 @@ class Session:
             frozen = subscriber.overflow_base()
             subscriber.overflow_base = lambda: frozen
             self._offer_to(rest)
+            if len(rest) == 1 and isinstance(rest[0], HandlerSubscription):
+                # Alone again: no one to protect, so no hop (mirrors join).
+                rest[0].deliver_on_when_drained(self.retrieval, self._queued)
         return not rest
 
     def fold(self, subscriber: Subscription) -> None:

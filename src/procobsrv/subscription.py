@@ -7,8 +7,9 @@ and its consumer takes from the window: a stream's consumer itself, a handler's
 :class:`~procobsrv.delivery.DeliveryThread`. The one exception is a handler that is the
 scope's only subscriber: there is nobody else to protect, so the retrieval thread calls it
 itself, with no window and no thread between (the QueueContainer then bounds what is held
-for it). When a second subscriber joins, the handler gets its thread and window; from then
-on it keeps them.
+for it). When a second subscriber joins, the handler gets its thread and window; when it is
+alone again, the retrieval thread calls it itself again from its next batch on, once the
+handler's thread has delivered what its window held (so nothing is lost or reordered).
 """
 
 from __future__ import annotations
@@ -169,28 +170,73 @@ class HandlerSubscription(Subscription):
         self._thread: DeliveryThread | None = None
         #: Inline: what the kernel queue holds (it is held for this handler alone).
         self.upstream: Callable[[], tuple[int, int]] = lambda: (0, 0)
+        #: Set when it is alone again: (runner, upstream) to go back to at the next offer.
+        self._back: tuple[CustomThread, Callable[[], tuple[int, int]]] | None = None
+        # Moves between threads: a newcomer's use_own_thread may come during a move back.
+        self._moving = threading.Lock()
+        self._returning = False
+        self._stay_out = False
 
     def deliver_on(self, runner: CustomThread, upstream: Callable[[], tuple[int, int]]) -> None:
         """Be called by ``runner`` (the retrieval thread) directly: the only subscriber.
         ``upstream``: what the kernel queue holds, (events, bytes)."""
         self.runner, self.upstream = runner, upstream
 
+    def deliver_on_when_drained(
+        self, runner: CustomThread, upstream: Callable[[], tuple[int, int]]
+    ) -> None:
+        """The only subscriber again: at ``runner``'s next offer (between batches), let the
+        handler's own thread deliver what its window holds and end, then be called by
+        ``runner`` directly, as :meth:`deliver_on`."""
+        with self._moving:
+            if self._thread is not None:
+                self._back = (runner, upstream)
+
     def use_own_thread(self, platform: Platform) -> None:
         """From the next offer on, deliver on a thread of the handler's own, from its
-        window (there are other subscribers to protect). Once started, it stays."""
-        if self._thread is not None:
-            return
+        window (there are other subscribers to protect)."""
+        with self._moving:
+            self._back = None
+            if self._returning:  # its thread is ending: _come_back starts another
+                self._stay_out = True
+            elif self._thread is None:
+                self._start_thread(platform)
+
+    def _start_thread(self, platform: Platform) -> None:
         thread = DeliveryThread(platform, self.delivery)
         thread.start()
         self.upstream = lambda: (0, 0)
         self._thread = self.runner = thread
 
     def offer(self, items: Sequence[QueuedItem], nbytes: int, lost: int) -> None:
+        if self._back is not None:
+            self._come_back()
         if self._thread is not None:
             self.window.offer(items, nbytes, lost)
         elif self.window.state is WindowState.OPEN:
             self.window.count_lost(lost)  # told at once, below
             self.delivery.deliver(items, lost)
+
+    def _come_back(self) -> None:
+        """On the runner to come back to, between two batches: the handler's thread delivers
+        what its window holds and ends (calls never overlap), then the runner calls the
+        handler itself (or, if a newcomer came meanwhile, a new thread of its own does)."""
+        with self._moving:
+            back, thread, self._back = self._back, self._thread, None
+            if back is None or thread is None:
+                return
+            self._returning = True
+        self.window.hand_back()
+        thread.join(None)
+        with self._moving:
+            self._returning, stay_out, self._stay_out = False, self._stay_out, False
+            if not self.window.reopen():  # closed meanwhile: it stays ended
+                return
+            self._thread = None
+            if stay_out:
+                self._start_thread(thread.platform)
+            else:
+                self.deliver_on(*back)
 
     @property
     def queued(self) -> int:

@@ -40,6 +40,7 @@ class Window:
         self.lost = 0  # every loss told (or to be told) to the consumer
         self.overflowed = 0  # of those, what this window dropped
         self.state = WindowState.OPEN
+        self._handed_back = False  # DRAINING only until the consumer has taken what is held
         #: The state is ABANDONED: read without the lock, per event, by a delivery loop.
         self.abandoned = False
         self._cond = threading.Condition(threading.Lock())
@@ -78,12 +79,32 @@ class Window:
 
     def finish(self) -> None:
         """No more offers: the consumer may still take what is held."""
+        self._drain(handing_back=False)
+
+    def hand_back(self) -> None:
+        """As :meth:`finish`, for a while: the consumer takes what is held and ends, then
+        :meth:`reopen` opens the window again for the next consumer (unless it was finished
+        or abandoned meanwhile, for good)."""
+        self._drain(handing_back=True)
+
+    def _drain(self, handing_back: bool) -> None:
         with self._cond:
             if self.state is WindowState.OPEN:
                 self.state = WindowState.DRAINING
+                self._handed_back = handing_back
+            elif not handing_back:
+                self._handed_back = False
             self._cond.notify_all()
         if self.wake is not None:
             self.wake()
+
+    def reopen(self) -> bool:
+        """Take offers again after :meth:`hand_back`; False if the window has ended."""
+        with self._cond:
+            if self.state is WindowState.DRAINING and self._handed_back:
+                self.state, self._handed_back = WindowState.OPEN, False
+                return True
+            return False
 
     def abandon(self) -> None:
         """Nothing more is taken; what the window holds is discarded."""

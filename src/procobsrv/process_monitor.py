@@ -16,6 +16,10 @@ from .threads import CustomThread
 #: fetch brings some, fewer than SMALL_BATCH. A fetch that brings none ends the storm (the
 #: monitor goes back to waking on the kernel's signal, so an isolated event is fetched at
 #: once); one that brings SMALL_BATCH or more is a backlog, fetched again without waiting.
+#: "Isolated" counts every event the source sees: the whole machine (eBPF, connector,
+#: driver alike), so another user's storm holds our events too. This is the bound of the
+#: API; the console tool's writer adds its own (cli/output.py LINGER): a `watch` line is
+#: held HOLD_S + LINGER at most, as docs/architecture.md says.
 HOLD_S = 0.004
 DENSE_GAP_NS = 1_000_000
 DENSE_RUN = 8

@@ -55,7 +55,8 @@ EVENT_BYTES = 1024
 PIECE = 4096
 #: Bytes per write to a regular file, at most (a file takes any write whole, but for errors).
 FILE_PIECE = 1 << 20
-#: The longest a line waits for the writer to join more lines to its write, in seconds.
+#: The longest a line waits for the writer to join more lines to its write, in seconds; on
+#: top of the monitor's HOLD_S: a `watch` line is held HOLD_S + LINGER (9 ms) at most.
 LINGER = 0.005
 #: The writer lingers only when lines come again this soon after its last write (seconds).
 DENSE_GAP = 0.002

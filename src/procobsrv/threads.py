@@ -18,8 +18,10 @@ class CustomThread(abc.ABC):
 
     The shutdown event is a kernel object (an eventfd or a Win32 event) so that ``run``
     can wait on it together with other handles in one call, instead of polling. Every
-    thread of the framework is one: the monitor, the retrieval thread and the delivery
-    threads of the fan-out.
+    thread of the framework (the library's pipeline) is one: the monitor, the retrieval
+    thread and the delivery threads of the fan-out. The tools built on it (``cli/``,
+    ``agent/``) have threads that wait on a condition or an event loop rather than kernel
+    handles; those are plain ``threading.Thread``s (docs/architecture.md lists them).
     """
 
     def __init__(self, platform: Platform, name: str, *, eager_shutdown: bool = True) -> None:

@@ -4,10 +4,13 @@ the call, naming the function the user called (not a private method of the scope
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import inspect
 
 import pytest
 
-from procobsrv import CallbackHandler, QueuedItem, awatch, monitor, watch
+from procobsrv import ApplicationScope, CallbackHandler, QueuedItem, awatch, monitor, watch
+from procobsrv.streams import StreamOptions
 
 
 class Nothing(CallbackHandler):
@@ -34,3 +37,15 @@ def test_monitor_refuses_an_unknown_option_by_its_own_name() -> None:
         monitor(Nothing(), match="x"),  # type: ignore[call-arg]
     ):
         pass
+
+
+def test_the_streams_options_are_one_typed_set_the_same_as_open_streams() -> None:
+    # watch() and awatch() build one StreamOptions (typed, not a dict passed as **Any): its
+    # fields are open_stream's options, and both functions take them with its defaults.
+    fields = {f.name: f.default for f in dataclasses.fields(StreamOptions)}
+    opened = inspect.signature(ApplicationScope.open_stream).parameters
+    assert set(fields) == set(opened) - {"self", "name"}
+    for function in (watch, awatch):
+        params = inspect.signature(function).parameters
+        assert {name: params[name].default for name in fields} == fields, function
+        assert {name: opened[name].default for name in fields} == fields

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from .callback import CallbackHandler
@@ -29,11 +30,32 @@ from .memory import DEFAULT_QUEUE_BYTES
 from .platform import SourceChoice
 from .scope import ApplicationScope
 from .stats import MonitorStats
+from .subscription import Subscription
 
 log = logging.getLogger(__name__)
 
 #: Kept for compatibility: the streams used to hand events over through a window of this size.
 DEFAULT_BUFFER = 1024
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """What a stream's subscription is opened with (``ApplicationScope.open_stream``'s
+    options, typed): its source, and the bounds and policy of its window."""
+
+    source: SourceChoice | None = None
+    queue_limit: int = DEFAULT_QUEUE_LIMIT
+    queue_bytes: int = DEFAULT_QUEUE_BYTES
+    overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST
+
+    def open(self, scope: ApplicationScope, who: str) -> Subscription:
+        return scope.open_stream(
+            who,
+            source=self.source,
+            queue_limit=self.queue_limit,
+            queue_bytes=self.queue_bytes,
+            overflow=self.overflow,
+        )
 
 
 @contextlib.contextmanager
@@ -112,7 +134,7 @@ class _Stream:
         timeout: float | None,
         duration: float | None,
         buffer: int,
-        start_options: dict[str, Any],
+        options: StreamOptions,
         who: str,
     ) -> None:
         _check_times(timeout, duration)
@@ -124,7 +146,7 @@ class _Stream:
         self._batch: Iterator[QueuedItem] = iter(())
         self._closed = True  # until started: __del__ of a stream that failed to start is a no-op
         self._scope = ApplicationScope.shared()
-        self._subscription = self._scope.open_stream(who, **start_options)
+        self._subscription = options.open(self._scope, who)
         self._closed = False
 
     @property
@@ -256,13 +278,8 @@ def watch(
     """
     # Named parameters, not **options: a misspelt or unsupported one (match=) is a TypeError
     # naming watch() at the call, and a type checker catches it.
-    start_options = {
-        "source": source,
-        "queue_limit": queue_limit,
-        "queue_bytes": queue_bytes,
-        "overflow": overflow,
-    }
-    return EventStream(kind_set(kinds), timeout, duration, buffer, start_options, "watch()")
+    options = StreamOptions(source, queue_limit, queue_bytes, overflow)
+    return EventStream(kind_set(kinds), timeout, duration, buffer, options, "watch()")
 
 
 class AsyncEventStream(_Stream):
@@ -275,12 +292,12 @@ class AsyncEventStream(_Stream):
         timeout: float | None,
         duration: float | None,
         buffer: int,
-        start_options: dict[str, Any],
+        options: StreamOptions,
     ) -> None:
         self._loop = loop
         self._ready_in_a_row = 0
         self._waker = _LoopWaker(loop)
-        super().__init__(kinds, timeout, duration, buffer, start_options, "awatch()")
+        super().__init__(kinds, timeout, duration, buffer, options, "awatch()")
         self._subscription.wake = self._waker
 
     def __aiter__(self) -> AsyncEventStream:
@@ -367,10 +384,5 @@ def awatch(
     the kernel and waits for its answer (a few milliseconds) on the calling thread.
     """
     loop = asyncio.get_running_loop()
-    start_options = {
-        "source": source,
-        "queue_limit": queue_limit,
-        "queue_bytes": queue_bytes,
-        "overflow": overflow,
-    }
-    return AsyncEventStream(loop, kind_set(kinds), timeout, duration, buffer, start_options)
+    options = StreamOptions(source, queue_limit, queue_bytes, overflow)
+    return AsyncEventStream(loop, kind_set(kinds), timeout, duration, buffer, options)

@@ -428,8 +428,11 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	if (!wanted(child))
 		return 0;
 	struct scratch *s = begin(PO_FORK, child);
-	if (s)
-		submit(s);
+	if (!s)
+		return 0;
+	/* the forking task: child's real parent unless CLONE_PARENT made it the forker's */
+	s->ev.creator = parent->tgid;
+	submit(s);
 	return 0;
 }
 

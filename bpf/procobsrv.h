@@ -67,6 +67,9 @@ struct po_event {
 	__u16 cgroup_len;
 	__u16 reserved;
 	char comm[PO_COMM_LEN];
+	__u32 creator;     /* PO_FORK: tgid of the process that forked (ppid differs after
+			      clone(CLONE_PARENT)): the child runs its program */
+	__u32 reserved2;
 	char data[];
 };
 

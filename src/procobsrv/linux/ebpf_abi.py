@@ -62,6 +62,8 @@ class po_event(ctypes.Structure):
         ("cgroup_len", u16),
         ("reserved", u16),
         ("comm", ctypes.c_char * PO_COMM_LEN),
+        ("creator", u32),
+        ("reserved2", u32),
     )
 
 

@@ -119,7 +119,7 @@ class Programs:
         known[pid] = program
 
     def parent_of(self, pid: int) -> Program | None:
-        """The program of the live process with this pid (a fork names only its parent's pid)."""
+        """The program of the live process with this pid (a fork's creator)."""
         return self._known.get(pid)
 
     def pop(self, pid: int, start_ns: int) -> Program | None:
@@ -219,6 +219,8 @@ class Decoder:
                 cgroup_len,
                 _,
                 comm_raw,
+                creator,
+                _,
             ) = unpack(data, offset)
             p = offset + HEADER_SIZE
             if args_len + image_len + script_len + cwd_len + cgroup_len > length - HEADER_SIZE:
@@ -270,9 +272,10 @@ class Decoder:
                     bool(flags & PO_F_IMAGE_OUTSIDE),
                 )
                 programs.set(pid, known)
-            elif kind == PO_FORK:  # the child runs its parent's program
+            elif kind == PO_FORK:  # the child runs the program of the process that forked it
+                # (its creator: the parent, unless clone(CLONE_PARENT) gave it the creator's)
                 event, (code, sig, core) = CREATED, not_exited
-                known = programs.parent_of(ppid)
+                known = programs.parent_of(creator)
                 if known is not None:
                     programs.set(pid, known.forked(start))
             elif kind == PO_EXIT:  # what it ran, remembered from its exec (or its fork)

@@ -64,7 +64,8 @@ struct scratch {
 	__u64 total;     /* bytes the collected components take ("/" + name each) */
 	__u64 off;       /* where the next byte of ev.data goes */
 	__u64 start;     /* where this path started */
-	__u32 truncated;
+	__u32 truncated; /* top components left out: the path is the deepest ones */
+	__u32 tail_cut;  /* last components left out: the path is a prefix */
 	__u32 kernfs;    /* walking a kernfs node (cgroup), not a dentry */
 	__u32 done;      /* the walk reached a top: the path is whole */
 	__u32 inside;    /* the walk passed the task's root */
@@ -259,18 +260,18 @@ static long write_down(__u64 i, void *ctx)
 	}
 	__u64 off = s->off;
 	if (off > DATA_CAP) {
-		s->truncated = 1;
+		s->tail_cut = 1;
 		return 1;
 	}
 	s->data[off] = '/';
 	long n = bpf_probe_read_kernel_str(&s->data[off + 1], PO_NAME_MAX, (void *)s->names[k]);
 	if (n <= 0) {
-		s->truncated = 1;
+		s->tail_cut = 1;
 		return 1;
 	}
 	__u64 used = off + (__u64)n - s->start; /* n counts the NUL: "/" + name */
 	if (used > PO_PATH_CAP) {
-		s->truncated = 1;
+		s->tail_cut = 1; /* kernfs names have no known length: the cap cuts the tail */
 		return 1;
 	}
 	s->off = off + (__u64)n;
@@ -281,7 +282,7 @@ static long write_down(__u64 i, void *ctx)
 static __always_inline __u16 append_path(struct scratch *s)
 {
 	s->depth = s->total = 0;
-	s->truncated = s->done = s->inside = s->pseudo = 0;
+	s->truncated = s->tail_cut = s->done = s->inside = s->pseudo = 0;
 	s->start = s->off;
 	bpf_loop(PO_MAX_DEPTH + 16, walk_up, NULL, 0);
 	bpf_loop(PO_MAX_DEPTH, write_down, NULL, 0);
@@ -314,7 +315,7 @@ static __always_inline __u16 append_file_path(struct scratch *s, struct task_str
 	s->root_mnt = (__u64)root->mnt;
 	s->top_ns = 0;
 	__u16 len = append_path(s);
-	if (s->truncated)
+	if (s->truncated || s->tail_cut)
 		s->ev.flags |= flags->truncated;
 	/* d_unlinked(): unhashed, and not a root */
 	if (s->pseudo || (!BPF_CORE_READ(d, d_hash.pprev) && BPF_CORE_READ(d, d_parent) != d))
@@ -392,6 +393,8 @@ static __always_inline void announce_cgroup(struct task_struct *task)
 	s->ev.cgroup_len = append_path(s);
 	if (s->truncated)
 		s->ev.flags |= PO_F_CGROUP_TRUNCATED;
+	if (s->tail_cut)
+		s->ev.flags |= PO_F_CGROUP_TAIL_CUT;
 	if (submit(s)) {
 		__u8 one = 1;
 		bpf_map_update_elem(&cgroups_sent, &id, &one, BPF_ANY);

@@ -28,12 +28,14 @@ enum po_kind {
 #define PO_F_IMAGE_TRUNCATED  (1u << 1) /* a path longer than its cap or deeper than PO_MAX_DEPTH */
 #define PO_F_SCRIPT_TRUNCATED (1u << 2)
 #define PO_F_CWD_TRUNCATED    (1u << 3)
-#define PO_F_CGROUP_TRUNCATED (1u << 4)
+#define PO_F_CGROUP_TRUNCATED (1u << 4) /* deeper than PO_MAX_DEPTH: the top is left out */
 #define PO_F_ARGS_FAULT       (1u << 5) /* argv could not be read */
 #define PO_F_IMAGE_OUTSIDE    (1u << 6) /* the image is not under the process's root, or not
 					   in its mount namespace (an fd from elsewhere, a memfd) */
 #define PO_F_IMAGE_DELETED    (1u << 7) /* unlinked, or a file that never had a name (memfd) */
 #define PO_F_CWD_DELETED      (1u << 8)
+#define PO_F_CGROUP_TAIL_CUT  (1u << 9) /* longer than PO_PATH_CAP: the last components are
+					   left out (kernfs names' lengths are not known ahead) */
 
 /*
  * One record in the ring buffer: this fixed header, then `data` holding, back to back and

@@ -7,6 +7,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ import pytest
 from procobsrv import EventKind
 from procobsrv.linux import EbpfSource, procfs
 from procobsrv.linux.cgroups import CgroupPaths, find_by_id
+from procobsrv.linux.ebpf_abi import PO_MAX_DEPTH, PO_PATH_CAP
+from procobsrv.linux.ebpf_decoder import CUT
 from tests.fakes.ebpf import run_child
 
 
@@ -102,3 +105,71 @@ def test_a_dropped_cgroup_record_is_sent_again(group: Path) -> None:
     assert not [i for i in items if i.process_id == first.pid]  # all dropped with the ring full
     (exec_,) = [i for i in items if i.process_id == second.pid and i.kind is EventKind.EXEC]
     assert exec_.cgroup == f"/{group.name}" and source.decoder.cgroups.looked_up == 0
+
+
+@contextmanager
+def nested(group: Path, names: list[str]) -> Iterator[int]:
+    """group/names[0]/names[1]/...: an fd of the deepest directory (by fds: the whole path
+    may exceed PATH_MAX). Removed deepest first afterwards."""
+    fds = [os.open(group, os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        for name in names:
+            os.mkdir(name, dir_fd=fds[-1])
+            fds.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        yield fds[-1]
+    finally:
+        for depth in range(len(fds) - 1, 0, -1):
+            os.close(fds[depth])
+            for _ in range(100):  # the child's exit releases the deepest a moment later
+                try:
+                    os.rmdir(names[depth - 1], dir_fd=fds[depth - 1])
+                    break
+                except OSError:
+                    time.sleep(0.05)
+        os.close(fds[0])
+
+
+def cgroup_of_a_child_in(where: int) -> str | None:
+    """The cgroup path the eBPF source gives the exec of a child run in cgroup fd ``where``."""
+
+    def join() -> None:
+        fd = os.open("cgroup.procs", os.O_WRONLY, dir_fd=where)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+
+    source = EbpfSource(parent_filter=os.getpid(), read_proc=False)
+    source.open()
+    try:
+        child = run_child(["/bin/true", "deep"], preexec_fn=join, pass_fds=(where,))
+        time.sleep(0.1)
+        items = source.fetch_batch().items
+    finally:
+        source.close()
+    (exec_,) = [i for i in items if i.process_id == child.pid and i.kind is EventKind.EXEC]
+    return exec_.cgroup
+
+
+@pytest.mark.kernel
+@pytest.mark.usefixtures("ebpf")
+def test_a_cgroup_deeper_than_the_walk_lost_its_top(group: Path) -> None:
+    """The kernel keeps the deepest PO_MAX_DEPTH components: the mark goes ahead of them."""
+    names = [f"c{i}" for i in range(PO_MAX_DEPTH + 6)]
+    with nested(group, names) as deepest:
+        cgroup = cgroup_of_a_child_in(deepest)
+    assert cgroup == CUT + "/" + "/".join(names[-PO_MAX_DEPTH:])
+
+
+@pytest.mark.kernel
+@pytest.mark.usefixtures("ebpf")
+def test_a_cgroup_path_longer_than_the_cap_lost_its_tail(group: Path) -> None:
+    """A path longer than PO_PATH_CAP keeps its beginning: the mark goes behind it."""
+    names = [f"{i:02}" + "x" * 198 for i in range(PO_PATH_CAP // 200 + 4)]
+    with nested(group, names) as deepest:
+        cgroup = cgroup_of_a_child_in(deepest)
+    full = f"/{group.name}/" + "/".join(names)
+    assert cgroup is not None and cgroup.endswith("/" + CUT)
+    kept = cgroup.removesuffix("/" + CUT)
+    assert full.startswith(kept + "/") and len(kept) <= PO_PATH_CAP
+    assert len(kept) > PO_PATH_CAP - 201  # all the whole components that fit

@@ -37,6 +37,7 @@ PO_F_ARGS_FAULT = 1 << 5
 PO_F_IMAGE_OUTSIDE = 1 << 6
 PO_F_IMAGE_DELETED = 1 << 7
 PO_F_CWD_DELETED = 1 << 8
+PO_F_CGROUP_TAIL_CUT = 1 << 9
 
 
 class po_event(ctypes.Structure):

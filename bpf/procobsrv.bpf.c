@@ -42,8 +42,7 @@ const volatile __u32 exit_group_dead = 0;
 #define DATA_CAP (PO_ARGS_CAP + 4 * PO_PATH_CAP)
 #define SLACK (PO_NAME_MAX + 8)
 #define EEXIST 17
-/* cgroup ids whose path was sent, and processes whose exit was sent (see on_exit) */
-#define CGROUPS_REMEMBERED 8192
+/* processes whose exit was sent (see on_exit) */
 #define EXITS_REMEMBERED 8192
 
 /* ev.data[] and data are the same bytes: the header and its payload are contiguous */
@@ -94,7 +93,7 @@ struct {
 /* cgroup id -> 1 once its PO_CGROUP record is in the ring (forgotten ones are sent again) */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, CGROUPS_REMEMBERED);
+	__uint(max_entries, PO_CGROUPS_REMEMBERED);
 	__type(key, __u64);
 	__type(value, __u8);
 } cgroups_sent SEC(".maps");

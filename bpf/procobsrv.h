@@ -14,6 +14,8 @@
 #define PO_NAME_MAX 256    /* one path component, NUL included */
 #define PO_MAX_DEPTH 64    /* path components followed (power of 2) */
 #define PO_COMM_LEN 16
+/* cgroup ids whose path the program remembers having sent (an LRU: user space keeps more) */
+#define PO_CGROUPS_REMEMBERED 8192
 
 /* po_event.kind */
 enum po_kind {

@@ -48,7 +48,8 @@ enum po_kind {
  * Paths are the host's view, as the host's /proc/PID/exe and cwd show them: resolved up to
  * the top of the process's mount tree, not stopped at its root (a chroot cannot rename its
  * image). A path cut by PO_PATH_CAP or PO_MAX_DEPTH keeps its last components and is
- * flagged *_TRUNCATED. Only PO_CGROUP records carry a cgroup path (cgroup_len); events
+ * flagged *_TRUNCATED, except a cgroup path cut by PO_PATH_CAP, which keeps its first ones
+ * (PO_F_CGROUP_TAIL_CUT). Only PO_CGROUP records carry a cgroup path (cgroup_len); events
  * carry only cgroup_id.
  */
 struct po_event {

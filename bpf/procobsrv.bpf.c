@@ -42,8 +42,7 @@ const volatile __u32 exit_group_dead = 0;
 #define DATA_CAP (PO_ARGS_CAP + 4 * PO_PATH_CAP)
 #define SLACK (PO_NAME_MAX + 8)
 #define EEXIST 17
-/* cgroup ids whose path was sent, and processes whose exit was sent (see on_exit) */
-#define CGROUPS_REMEMBERED 8192
+/* processes whose exit was sent (see on_exit) */
 #define EXITS_REMEMBERED 8192
 
 /* ev.data[] and data are the same bytes: the header and its payload are contiguous */
@@ -64,7 +63,8 @@ struct scratch {
 	__u64 total;     /* bytes the collected components take ("/" + name each) */
 	__u64 off;       /* where the next byte of ev.data goes */
 	__u64 start;     /* where this path started */
-	__u32 truncated;
+	__u32 truncated; /* top components left out: the path is the deepest ones */
+	__u32 tail_cut;  /* last components left out: the path is a prefix */
 	__u32 kernfs;    /* walking a kernfs node (cgroup), not a dentry */
 	__u32 done;      /* the walk reached a top: the path is whole */
 	__u32 inside;    /* the walk passed the task's root */
@@ -93,7 +93,7 @@ struct {
 /* cgroup id -> 1 once its PO_CGROUP record is in the ring (forgotten ones are sent again) */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, CGROUPS_REMEMBERED);
+	__uint(max_entries, PO_CGROUPS_REMEMBERED);
 	__type(key, __u64);
 	__type(value, __u8);
 } cgroups_sent SEC(".maps");
@@ -259,18 +259,18 @@ static long write_down(__u64 i, void *ctx)
 	}
 	__u64 off = s->off;
 	if (off > DATA_CAP) {
-		s->truncated = 1;
+		s->tail_cut = 1;
 		return 1;
 	}
 	s->data[off] = '/';
 	long n = bpf_probe_read_kernel_str(&s->data[off + 1], PO_NAME_MAX, (void *)s->names[k]);
 	if (n <= 0) {
-		s->truncated = 1;
+		s->tail_cut = 1;
 		return 1;
 	}
 	__u64 used = off + (__u64)n - s->start; /* n counts the NUL: "/" + name */
 	if (used > PO_PATH_CAP) {
-		s->truncated = 1;
+		s->tail_cut = 1; /* kernfs names have no known length: the cap cuts the tail */
 		return 1;
 	}
 	s->off = off + (__u64)n;
@@ -281,7 +281,7 @@ static long write_down(__u64 i, void *ctx)
 static __always_inline __u16 append_path(struct scratch *s)
 {
 	s->depth = s->total = 0;
-	s->truncated = s->done = s->inside = s->pseudo = 0;
+	s->truncated = s->tail_cut = s->done = s->inside = s->pseudo = 0;
 	s->start = s->off;
 	bpf_loop(PO_MAX_DEPTH + 16, walk_up, NULL, 0);
 	bpf_loop(PO_MAX_DEPTH, write_down, NULL, 0);
@@ -314,7 +314,7 @@ static __always_inline __u16 append_file_path(struct scratch *s, struct task_str
 	s->root_mnt = (__u64)root->mnt;
 	s->top_ns = 0;
 	__u16 len = append_path(s);
-	if (s->truncated)
+	if (s->truncated || s->tail_cut)
 		s->ev.flags |= flags->truncated;
 	/* d_unlinked(): unhashed, and not a root */
 	if (s->pseudo || (!BPF_CORE_READ(d, d_hash.pprev) && BPF_CORE_READ(d, d_parent) != d))
@@ -392,6 +392,8 @@ static __always_inline void announce_cgroup(struct task_struct *task)
 	s->ev.cgroup_len = append_path(s);
 	if (s->truncated)
 		s->ev.flags |= PO_F_CGROUP_TRUNCATED;
+	if (s->tail_cut)
+		s->ev.flags |= PO_F_CGROUP_TAIL_CUT;
 	if (submit(s)) {
 		__u8 one = 1;
 		bpf_map_update_elem(&cgroups_sent, &id, &one, BPF_ANY);
@@ -428,8 +430,11 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	if (!wanted(child))
 		return 0;
 	struct scratch *s = begin(PO_FORK, child);
-	if (s)
-		submit(s);
+	if (!s)
+		return 0;
+	/* the forking task: child's real parent unless CLONE_PARENT made it the forker's */
+	s->ev.creator = parent->tgid;
+	submit(s);
 	return 0;
 }
 

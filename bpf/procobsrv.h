@@ -14,6 +14,8 @@
 #define PO_NAME_MAX 256    /* one path component, NUL included */
 #define PO_MAX_DEPTH 64    /* path components followed (power of 2) */
 #define PO_COMM_LEN 16
+/* cgroup ids whose path the program remembers having sent (an LRU: user space keeps more) */
+#define PO_CGROUPS_REMEMBERED 8192
 
 /* po_event.kind */
 enum po_kind {
@@ -28,12 +30,14 @@ enum po_kind {
 #define PO_F_IMAGE_TRUNCATED  (1u << 1) /* a path longer than its cap or deeper than PO_MAX_DEPTH */
 #define PO_F_SCRIPT_TRUNCATED (1u << 2)
 #define PO_F_CWD_TRUNCATED    (1u << 3)
-#define PO_F_CGROUP_TRUNCATED (1u << 4)
+#define PO_F_CGROUP_TRUNCATED (1u << 4) /* deeper than PO_MAX_DEPTH: the top is left out */
 #define PO_F_ARGS_FAULT       (1u << 5) /* argv could not be read */
 #define PO_F_IMAGE_OUTSIDE    (1u << 6) /* the image is not under the process's root, or not
 					   in its mount namespace (an fd from elsewhere, a memfd) */
 #define PO_F_IMAGE_DELETED    (1u << 7) /* unlinked, or a file that never had a name (memfd) */
 #define PO_F_CWD_DELETED      (1u << 8)
+#define PO_F_CGROUP_TAIL_CUT  (1u << 9) /* longer than PO_PATH_CAP: the last components are
+					   left out (kernfs names' lengths are not known ahead) */
 
 /*
  * One record in the ring buffer: this fixed header, then `data` holding, back to back and
@@ -44,7 +48,8 @@ enum po_kind {
  * Paths are the host's view, as the host's /proc/PID/exe and cwd show them: resolved up to
  * the top of the process's mount tree, not stopped at its root (a chroot cannot rename its
  * image). A path cut by PO_PATH_CAP or PO_MAX_DEPTH keeps its last components and is
- * flagged *_TRUNCATED. Only PO_CGROUP records carry a cgroup path (cgroup_len); events
+ * flagged *_TRUNCATED, except a cgroup path cut by PO_PATH_CAP, which keeps its first ones
+ * (PO_F_CGROUP_TAIL_CUT). Only PO_CGROUP records carry a cgroup path (cgroup_len); events
  * carry only cgroup_id.
  */
 struct po_event {
@@ -67,6 +72,9 @@ struct po_event {
 	__u16 cgroup_len;
 	__u16 reserved;
 	char comm[PO_COMM_LEN];
+	__u32 creator;     /* PO_FORK: tgid of the process that forked (ppid differs after
+			      clone(CLONE_PARENT)): the child runs its program */
+	__u32 reserved2;
 	char data[];
 };
 

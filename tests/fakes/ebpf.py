@@ -76,9 +76,11 @@ def record(
     flags: int = 0,
     status: int = 0,
     args_size: int | None = None,
+    creator: int | None = None,
 ) -> bytes:
     """One ring buffer sample as the kernel program writes it (bpf/procobsrv.h): an event,
-    or with PO_CGROUP the path (``cgroup``) of the events' ``cgroup_id``."""
+    or with PO_CGROUP the path (``cgroup``) of the events' ``cgroup_id``. A fork's
+    ``creator`` is its parent unless given (clone(CLONE_PARENT))."""
     header = po_event(
         kind=kind,
         flags=flags,
@@ -95,5 +97,6 @@ def record(
         cwd_len=len(cwd),
         cgroup_len=len(cgroup),
         comm=b"comm",
+        creator=ppid if creator is None else creator,
     )
     return bytes(header) + args + image + script + cwd + cgroup

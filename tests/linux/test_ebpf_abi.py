@@ -66,11 +66,12 @@ def test_decoder_header_format_matches_the_structure() -> None:
     header = ebpf_abi.HEADER
     assert header.size == ctypes.sizeof(ebpf_abi.po_event)
     record = ebpf_abi.po_event()
-    names = [name for name, *_ in ebpf_abi.po_event._fields_]
-    for i, name in enumerate(names[:-1]):  # every integer field gets its own value
-        setattr(record, name, i + 1)
-    record.comm = b"comm"
-    assert header.unpack(bytes(record)) == (*range(1, len(names)), b"comm".ljust(16, b"\0"))
+    expected: list[int | bytes] = []
+    for i, (name, *_) in enumerate(ebpf_abi.po_event._fields_):  # each field its own value
+        value: int | bytes = b"comm".ljust(16, b"\0") if name == "comm" else i + 1
+        setattr(record, name, value)
+        expected.append(value)
+    assert header.unpack(bytes(record)) == tuple(expected)
 
 
 def test_ring_buffer_constants_are_the_kernels(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 from procobsrv import ApplicationScope, EventKind
 from procobsrv.linux import EbpfSource, procfs
 from procobsrv.linux.ebpf_abi import PO_ARGS_CAP
-from tests.fakes.availability import require_connector, require_ebpf
+from tests.fakes.availability import require_connector, require_ebpf, require_tool
 from tests.fakes.collector import Collector
 from tests.fakes.ebpf import AlreadyOpen, ebpf_monitoring, events, run_child
 from tests.fakes.gauges import wait_until
@@ -137,6 +137,51 @@ def test_threads_are_not_processes_and_a_multithreaded_exit_is_reported_once() -
     assert [i.kind for i in mine] == [CREATED, EXEC, EXITED]  # no thread forks, one exit
     assert mine[2].exit_code == 7 and mine[2].signal is None
     assert mine[2].image == os.path.realpath(sys.executable)
+
+
+#: Forks a sibling (clone(CLONE_PARENT): its parent is ours) that runs this program on,
+#: prints its pid and exits; the sibling ends a moment later without an exec.
+MIDDLE = r"""
+#define _GNU_SOURCE
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int main(void)
+{
+	long pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+	if (pid < 0)
+		return 1;
+	if (pid == 0) {
+		usleep(100000);
+		_exit(0);
+	}
+	printf("%ld\n", pid);
+	return 0;
+}
+"""
+
+
+def test_a_clone_parent_child_runs_its_creators_program(tmp_path: Path) -> None:
+    """A child made with clone(CLONE_PARENT) is our child (ppid) but runs `middle`, the
+    program that made it: its created event names middle, not us (the real parent)."""
+    gcc = require_tool("gcc")
+    source = tmp_path / "middle.c"
+    source.write_text(MIDDLE)
+    middle = str(tmp_path / "middle")
+    subprocess.run([gcc, "-O", "-o", middle, str(source)], check=True)
+    with ebpf_monitoring() as handler:
+        run = subprocess.run([middle], stdout=subprocess.PIPE, check=True)
+        sibling = int(run.stdout)
+        os.waitpid(sibling, 0)  # our child: the kernel made us its parent
+        handler.wait_exit(sibling)
+        (created,) = handler.of(sibling, CREATED)
+        (exited,) = handler.of(sibling, EXITED)
+    assert created.parent_id == os.getpid()
+    assert created.image == exited.image == middle
+    assert created.command_line == [middle]
 
 
 def test_kill_signal_and_core_flag_match_the_wait_status(tmp_path: Path) -> None:

@@ -114,12 +114,24 @@ def test_libbpf_reader_reads_whole_records_within_the_limit_and_consumes_them() 
     assert Counter(i.process_id for i in items) == dict.fromkeys(pids, 3)
 
 
-def test_only_x86_reads_the_ring_by_mmap(ring_fd: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_x86_64_code_reads_the_ring_by_mmap() -> None:
+    assert ringbuf.reads_by_mmap("x86_64", 8)
+    for machine in ("aarch64", "armv7l", "i686", "riscv64"):
+        assert not ringbuf.reads_by_mmap(machine, 8)
+    # a 32-bit Python on an x86-64 kernel: platform.machine() says x86_64, the code is i386
+    assert not ringbuf.reads_by_mmap("x86_64", 4)
+
+
+def test_a_32_bit_python_on_x86_64_reads_through_libbpf(
+    ring_fd: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     made: list[str] = []
     monkeypatch.setattr(ringbuf, "LibbpfRingReader", lambda lib, fd: made.append("libbpf"))
-    reader = ringbuf.open_reader(None, ring_fd, SIZE, machine="x86_64")  # type: ignore[arg-type]
+    monkeypatch.setattr(ringbuf.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(ringbuf, "POINTER_BYTES", 8)
+    reader = ringbuf.open_reader(None, ring_fd, SIZE)  # type: ignore[arg-type]
     assert isinstance(reader, RingReader)
     reader.close()
-    for machine in ("aarch64", "armv7l", "i686", "riscv64"):
-        ringbuf.open_reader(None, ring_fd, SIZE, machine=machine)  # type: ignore[arg-type]
-    assert made == ["libbpf"] * 4
+    monkeypatch.setattr(ringbuf, "POINTER_BYTES", 4)
+    ringbuf.open_reader(None, ring_fd, SIZE)  # type: ignore[arg-type]
+    assert made == ["libbpf"]

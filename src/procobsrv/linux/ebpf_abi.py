@@ -25,6 +25,7 @@ PO_PATH_CAP = 4096
 PO_NAME_MAX = 256
 PO_MAX_DEPTH = 64
 PO_COMM_LEN = 16
+PO_CGROUPS_REMEMBERED = 8192
 
 PO_FORK, PO_EXEC, PO_EXIT, PO_CGROUP = 1, 2, 3, 4
 
@@ -37,6 +38,7 @@ PO_F_ARGS_FAULT = 1 << 5
 PO_F_IMAGE_OUTSIDE = 1 << 6
 PO_F_IMAGE_DELETED = 1 << 7
 PO_F_CWD_DELETED = 1 << 8
+PO_F_CGROUP_TAIL_CUT = 1 << 9
 
 
 class po_event(ctypes.Structure):
@@ -62,6 +64,8 @@ class po_event(ctypes.Structure):
         ("cgroup_len", u16),
         ("reserved", u16),
         ("comm", ctypes.c_char * PO_COMM_LEN),
+        ("creator", u32),
+        ("reserved2", u32),
     )
 
 

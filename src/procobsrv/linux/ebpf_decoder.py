@@ -31,6 +31,7 @@ from .ebpf_abi import (
     PO_EXIT,
     PO_F_ARGS_FAULT,
     PO_F_ARGS_TRUNCATED,
+    PO_F_CGROUP_TAIL_CUT,
     PO_F_CGROUP_TRUNCATED,
     PO_F_CWD_DELETED,
     PO_F_CWD_TRUNCATED,
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 
 #: Decoded comm strings kept; beyond it the cache starts afresh.
 _STRINGS_LIMIT = 4096
-#: Where a cut path lost its first components (or, for a cgroup, its last ones).
+#: Where a cut path lost components: its first ones (or, for a cgroup, maybe its last).
 CUT = "..."
 #: After the path of a deleted file, as the kernel writes it in /proc.
 DELETED = " (deleted)"
@@ -119,7 +120,7 @@ class Programs:
         known[pid] = program
 
     def parent_of(self, pid: int) -> Program | None:
-        """The program of the live process with this pid (a fork names only its parent's pid)."""
+        """The program of the live process with this pid (a fork's creator)."""
         return self._known.get(pid)
 
     def pop(self, pid: int, start_ns: int) -> Program | None:
@@ -162,6 +163,18 @@ def path_text(raw: bytes, truncated: bool, deleted: bool) -> str:
         text = CUT + text
     if deleted:
         text += DELETED
+    return text
+
+
+def cgroup_text(raw: bytes, flags: int) -> str:
+    """A cgroup path from the kernel, marked where it lost components: ``.../`` ahead when
+    the hierarchy was deeper than the walk (the top was left out), ``/...`` behind when the
+    byte cap cut the last ones."""
+    text = _fsdecode(raw) or "/"
+    if flags & PO_F_CGROUP_TRUNCATED:
+        text = CUT + text
+    if flags & PO_F_CGROUP_TAIL_CUT:
+        text += "/" + CUT
     return text
 
 
@@ -219,6 +232,8 @@ class Decoder:
                 cgroup_len,
                 _,
                 comm_raw,
+                creator,
+                _,
             ) = unpack(data, offset)
             p = offset + HEADER_SIZE
             if args_len + image_len + script_len + cwd_len + cgroup_len > length - HEADER_SIZE:
@@ -226,8 +241,7 @@ class Decoder:
                 continue
             if kind == PO_CGROUP:  # not an event: the path of the events' cgroup_id
                 q = p + args_len + image_len + script_len + cwd_len
-                path = _fsdecode(data[q : q + cgroup_len]) or "/"
-                cgroups.add(cg_id, path + "/" + CUT if flags & PO_F_CGROUP_TRUNCATED else path)
+                cgroups.add(cg_id, cgroup_text(data[q : q + cgroup_len], flags))
                 self.announced += 1
                 continue
             cgroup = cgroups.get(cg_id)
@@ -270,9 +284,10 @@ class Decoder:
                     bool(flags & PO_F_IMAGE_OUTSIDE),
                 )
                 programs.set(pid, known)
-            elif kind == PO_FORK:  # the child runs its parent's program
+            elif kind == PO_FORK:  # the child runs the program of the process that forked it
+                # (its creator: the parent, unless clone(CLONE_PARENT) gave it the creator's)
                 event, (code, sig, core) = CREATED, not_exited
-                known = programs.parent_of(ppid)
+                known = programs.parent_of(creator)
                 if known is not None:
                     programs.set(pid, known.forked(start))
             elif kind == PO_EXIT:  # what it ran, remembered from its exec (or its fork)

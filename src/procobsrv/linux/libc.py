@@ -1,5 +1,6 @@
 """The C library's functions procobsrv calls through ctypes, each declared once with its
-prototype (``<sys/socket.h>``, ``<sys/mman.h>``, ``<stdio.h>``, ``<stdlib.h>``).
+prototype (``<sys/socket.h>``, ``<sys/mman.h>``, ``<stdio.h>``, ``<stdlib.h>``,
+``<fcntl.h>``).
 
 Every one is loaded with ``use_errno``: after a failure, ``ctypes.get_errno()`` holds why.
 """
@@ -48,6 +49,26 @@ munmap.restype = ctypes.c_int32
 vasprintf = _libc.vasprintf
 vasprintf.argtypes = (ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_void_p)
 vasprintf.restype = ctypes.c_int
+
+
+class kernfs_handle(ctypes.Structure):
+    """``struct file_handle`` of a kernfs (cgroup) node: its 8-byte id as the handle."""
+
+    _fields_ = (
+        ("handle_bytes", ctypes.c_uint),
+        ("handle_type", ctypes.c_int),
+        ("f_handle", ctypes.c_uint64),
+    )
+
+
+#: file_handle.handle_type of kernfs nodes (<linux/exportfs.h>)
+FILEID_KERNFS = 0xFE
+
+#: int open_by_handle_at(int mount_fd, struct file_handle *handle, int flags)
+#: (needs CAP_DAC_READ_SEARCH)
+open_by_handle_at = _libc.open_by_handle_at
+open_by_handle_at.argtypes = (ctypes.c_int, ctypes.POINTER(kernfs_handle), ctypes.c_int)
+open_by_handle_at.restype = ctypes.c_int
 
 #: void free(void *ptr)
 free = _libc.free

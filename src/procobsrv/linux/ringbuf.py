@@ -11,7 +11,8 @@ producer_pos) and expects the consumer to load them with acquire and to store co
 with release. Python has no fences: :class:`RingReader` reads the positions as single
 aligned 8-byte loads and stores (ctypes ``c_uint64``), which is correct only where every
 load is an acquire and every store a release, as on x86-64 (TSO). On other machines (arm64
-reorders loads) :func:`open_reader` gives :class:`LibbpfRingReader` instead, which lets
+reorders loads; a 32-bit Python on an x86-64 kernel, which splits 8-byte loads)
+:func:`open_reader` gives :class:`LibbpfRingReader` instead, which lets
 libbpf's ``ring_buffer__consume`` (C, with ``smp_load_acquire``/``smp_store_release``) walk
 the records and hands each to a ctypes callback. It costs about 0.45 us more per record here
 (docs/ebpf.md), so x86-64 keeps the mmap reader.
@@ -24,6 +25,7 @@ import errno
 import mmap
 import os
 import platform
+import struct
 from typing import Protocol
 
 from ..errors import MonitorError
@@ -34,6 +36,9 @@ from .libbpf import SAMPLE_FN, Libbpf
 #: Machines whose aligned 8-byte loads and stores are atomic and order as acquire and
 #: release (TSO): the mmap reader. (32-bit x86 splits them in two.)
 TSO_MACHINES = frozenset({"x86_64", "amd64"})
+
+#: This Python's pointer size in bytes: 8 for 64-bit code, whose 8-byte loads are single.
+POINTER_BYTES = struct.calcsize("P")
 
 #: Records are padded to 8 bytes (kernel/bpf/ringbuf.c).
 _PAD = 7
@@ -61,9 +66,16 @@ class Reader(Protocol):
     def close(self) -> None: ...
 
 
-def open_reader(lib: Libbpf, fd: int, size: int, machine: str | None = None) -> Reader:
+def reads_by_mmap(machine: str, pointer_bytes: int) -> bool:
+    """Whether the mmap reader is correct: x86-64 code, that is an x86-64 kernel
+    (``platform.machine()``) *and* a 64-bit Python (a 32-bit one on that kernel runs i386
+    code, which splits 8-byte loads)."""
+    return machine in TSO_MACHINES and pointer_bytes == 8
+
+
+def open_reader(lib: Libbpf, fd: int, size: int) -> Reader:
     """The reader that is correct on this machine (see the module's docstring)."""
-    if (machine or platform.machine()) in TSO_MACHINES:
+    if reads_by_mmap(platform.machine(), POINTER_BYTES):
         return RingReader(fd, size)
     return LibbpfRingReader(lib, fd)
 

@@ -126,6 +126,50 @@ def test_a_malformed_message_is_counted_set_aside_and_passed(
     assert again.returncode == 0 and "0 lines collected" in again.stderr, again.stderr
 
 
+def event_id(line: str) -> str:
+    """The procobsrv event id a line carries, in any ``--format``."""
+    doc = json.loads(line)
+    if "resourceLogs" in doc:  # otel
+        log = doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]
+        attributes = {a["key"]: a["value"] for a in log["attributes"]}
+        return str(attributes["procobsrv.event.id"]["stringValue"])
+    return str(doc["event"]["id"] if "ecs" in doc else doc["id"])
+
+
+@pytest.mark.parametrize("line_format", ["json", "ecs", "otel"])
+def test_a_foreign_json_object_is_set_aside_in_every_format(
+    nats_servers: list[NatsServer], tmp_path: Path, line_format: str
+) -> None:
+    """JSON objects that are not procobsrv records (``{}``, a bare kind) are counted,
+    dead-lettered and terminated like non-JSON: collect neither stops on them nor writes them
+    out as events. A record whose fields have the wrong type cannot be mapped to ECS or OTel:
+    set aside too (``json`` copies it, as it has every field of an event)."""
+    server = single(nats_servers, tmp_path)
+    good = records(4)
+    mistyped = json.loads(good[3])
+    mistyped["timestamp"] = "soon"
+    foreign = [b"{}", b'{"kind":"exec"}', b'{"kind":[]}', json.dumps(mistyped).encode()]
+    publish([server.url], [good[0], foreign[0], good[1], *foreign[1:], good[2]])
+    out, dead = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
+    args = ["--durable", "t", "--format", line_format, "--output", str(out), "--duration", "2"]
+    done = collect(server.url, *args, "--dead-letter", str(dead))
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    copied = line_format == "json"
+    set_aside = foreign[:3] if copied else foreign
+    written = [good[0], good[1], good[3], good[2]] if copied else good[:3]
+    summary = f"{len(written)} lines collected, {len(set_aside)} malformed messages"
+    assert summary in done.stderr, done.stderr
+    ids = [event_id(line) for line in out.read_text().splitlines()]
+    assert ids == [json.loads(p)["id"] for p in written]
+    letters = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert [(d["stream_sequence"], base64.b64decode(d["data"])) for d in letters] == list(
+        zip((2, 4, 5, 6), set_aside, strict=False)
+    )
+    again = collect(server.url, *args)
+    assert again.returncode == 0 and "0 lines collected" in again.stderr, again.stderr
+
+
 def test_collect_to_a_closed_stdout_is_one_line_and_status_2() -> None:
     """Started with fd 1 closed (``collect >&-``) and no --output: said before connecting."""
     run = subprocess.run(

@@ -8,9 +8,10 @@ fails (a full disk) keeps the lines written whole (the cut one is truncated away
 acknowledges only those, hands the rest back to the stream and ends collect with status 1
 and the count of what was written.
 
-A message that is not a JSON object is not an event: it is counted, logged with its stream
-sequence, written to ``--dead-letter FILE`` when given, and terminated (never delivered
-again), so that it cannot hold back the messages behind it.
+A message that is not a procobsrv record (not JSON, or a JSON value without the fields the
+schema requires of its kind, or one ``--format`` cannot map) is not an event: it is counted,
+logged with its stream sequence, written to ``--dead-letter FILE`` when given, and terminated
+(never delivered again), so that it cannot hold back the messages behind it.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from .jetstream import (
     stream_config,
 )
 from .nats_access import NatsAccess
-from .records import Record, dumps
+from .records import Record, dumps, is_record
 
 #: Messages fetched from the stream at a time.
 BATCH = 256
@@ -239,13 +240,12 @@ class Collector:
         bad: list[Msg] = []
         line_of: list[bool] = []  # per message: does it have a line in ``lines``
         for msg in msgs:
-            record = parse(msg.data)
-            kept = record is not None and self.keep(record)
-            if record is None:
+            line = self.line(msg.data)
+            if line is None:
                 bad.append(msg)
-            elif kept:
-                lines.append(dumps(self.mapping(record)))
-            line_of.append(kept)
+            elif line:
+                lines.append(line)
+            line_of.append(bool(line))
         if bad:
             self.set_aside(bad)  # raises before any ack when it fails
         failure: WriteFailed | None = None
@@ -266,13 +266,26 @@ class Collector:
         if failure is not None:
             raise failure
 
+    def line(self, data: bytes) -> str | None:
+        """The line a message's record is written as; "" when the filters leave it out; None
+        when it is not a procobsrv record."""
+        record = parse(data)
+        if record is None:
+            return None
+        if not self.keep(record):
+            return ""
+        try:
+            return dumps(self.mapping(record))
+        except Exception:  # a field of the wrong type (the record is someone else's): any
+            return None  # exception of the pure mapping is about this record alone
+
     def set_aside(self, bad: list[Msg]) -> None:
         for msg in bad:
             self.malformed += 1
             level = logging.WARNING if self.malformed == 1 else logging.DEBUG
             log.log(
                 level,
-                "skipped a message that is not an event (not a JSON object) on %s, stream "
+                "skipped a message that is not an event (not a procobsrv record) on %s, stream "
                 "sequence %d%s",
                 msg.subject,
                 msg.metadata.sequence.stream,
@@ -310,12 +323,12 @@ async def flushed(nc: Client) -> None:
 
 
 def parse(data: bytes) -> Record | None:
-    """The record a message carries, or None when it is not a JSON object."""
+    """The record a message carries, or None when it is not one (see :func:`is_record`)."""
     try:
         record = json.loads(data)
     except ValueError:  # JSONDecodeError, UnicodeDecodeError
         return None
-    return record if isinstance(record, dict) else None
+    return record if is_record(record) else None
 
 
 def collect(args: argparse.Namespace, access: NatsAccess, options: dict[str, object]) -> int:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from procobsrv.agent.collect import LineFile, WriteFailed
+from tests.fakes.availability import unavailable
 from tests.fakes.nats import NatsServer, collect, publish, records, single, stop_watch
 from tests.fakes.watch import validate_lines, watching
 
@@ -181,3 +183,79 @@ def test_collect_to_a_closed_stdout_is_one_line_and_status_2() -> None:
     )
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
     assert "standard output is closed" in run.stderr
+
+
+def collected_ids_of(payloads: list[bytes]) -> list[str]:
+    return [json.loads(p)["id"] for p in payloads]
+
+
+#: A user that is neither the caller nor root.
+OTHER_UID = 65534
+
+
+@pytest.mark.parametrize("option", ["--output", "--dead-letter"])
+def test_collect_does_not_follow_a_symlink_another_user_planted(
+    nats_servers: list[NatsServer], tmp_path: Path, option: str
+) -> None:
+    """``--output``/``--dead-letter`` naming a link another user planted (in a directory of
+    theirs, to make collect append to a file of the caller's): refused with one line and
+    status 2, the link's target untouched, nothing acknowledged."""
+    if os.geteuid() != 0:
+        unavailable("only root can give a symlink to another user")
+    server = single(nats_servers, tmp_path)
+    sent = records(3)
+    publish([server.url], [sent[0], b"{}", *sent[1:]])
+    theirs = tmp_path / "theirs"  # not sticky: the kernel's protected_symlinks does not apply
+    theirs.mkdir()
+    os.chown(theirs, OTHER_UID, OTHER_UID)
+    victim = tmp_path / "victim"
+    victim.write_text("mine\n")
+    planted = theirs / "events.jsonl"
+    planted.symlink_to(victim)
+    os.lchown(planted, OTHER_UID, OTHER_UID)
+    files = {"--output": tmp_path / "out.jsonl", "--dead-letter": tmp_path / "dead.jsonl"}
+    files[option] = planted
+    paths = [str(p) for pair in files.items() for p in pair]
+    done = collect(server.url, "--durable", "t", *paths, "--duration", "2")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert "symbolic link" in done.stderr and str(OTHER_UID) in done.stderr, done.stderr
+    assert victim.read_text() == "mine\n"
+    out = tmp_path / "after.jsonl"
+    again = collect(server.url, "--durable", "t", "--output", str(out), "--duration", "2")
+    assert again.returncode == 0 and collected_ids(out) == collected_ids_of(sent), again.stderr
+
+
+def test_collect_ends_a_cut_last_line_before_appending(
+    nats_servers: list[NatsServer], tmp_path: Path
+) -> None:
+    """An output file whose last line was cut (a crash of another writer, a full disk) gets a
+    newline first: the cut line is never glued to the first collected one."""
+    server = single(nats_servers, tmp_path)
+    sent = records(2)
+    publish([server.url], sent)
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b'{"whole":1}\n{"cut":')
+    done = collect(server.url, "--durable", "t", "--output", str(out), "--duration", "2")
+    assert done.returncode == 0, done.stderr
+    first, cut, *rest = out.read_bytes().splitlines()
+    assert (first, cut) == (b'{"whole":1}', b'{"cut":')
+    assert [json.loads(line)["id"] for line in rest] == collected_ids_of(sent)
+
+
+def test_a_failed_write_whose_cut_cannot_be_taken_back_is_still_a_write_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When even truncating the failed write away fails (an I/O error), collect still ends
+    as a failed write that kept nothing (its lines come again next run), not a traceback."""
+    out = LineFile(str(tmp_path / "out.jsonl"))
+
+    def failing(*_: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    monkeypatch.setattr(os, "ftruncate", failing)
+    with pytest.raises(WriteFailed) as failed:
+        out.write(['{"a":1}', '{"b":2}'])
+    out.close()
+    assert failed.value.written == 0 and failed.value.error.errno == 5

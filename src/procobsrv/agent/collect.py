@@ -46,6 +46,7 @@ from .jetstream import (
     stream_config,
 )
 from .nats_access import NatsAccess
+from .outputs import open_append
 from .records import Record, dumps, is_record
 
 #: Messages fetched from the stream at a time.
@@ -93,9 +94,11 @@ class WriteFailed(Exception):
 
 
 class LineFile:
-    """Lines appended to ``path`` (``O_APPEND``, created 0640 when missing), or written to
-    stdout when ``path`` is None. :meth:`write` puts lines in the kernel and, for a regular
-    file, on the disk (``fsync``): only then may their messages be acknowledged."""
+    """Lines appended to ``path`` (opened by :func:`~procobsrv.agent.outputs.open_append`, as
+    ``watch --output`` opens it: no link another user planted, no file of another user's, a
+    cut last line ended first), or written to stdout when ``path`` is None. :meth:`write` puts
+    lines in the kernel and, for a regular file, on the disk (``fsync``): only then may their
+    messages be acknowledged."""
 
     def __init__(self, path: str | None) -> None:
         self.path = path
@@ -105,10 +108,7 @@ class LineFile:
 
     def _open(self) -> int:
         assert self.path is not None
-        try:
-            return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        except OSError as exc:
-            raise MonitorError(f"cannot open {self.path}: {exc.strerror}") from exc
+        return open_append(self.path)
 
     def write(self, lines: list[str]) -> None:
         """All of ``lines``, in one ``write()`` when it takes them, then ``fsync``. On a
@@ -136,13 +136,18 @@ class LineFile:
 
     def _keep(self, start: int, size: int, lines: int) -> int:
         """Truncates the file to ``size`` bytes after ``start`` and makes that durable;
-        returns ``lines``, or 0 when even that failed (the file is then cut back to ``start``)."""
+        returns ``lines``, or 0 when even that failed (the file is then cut back to ``start``
+        if it can be; if not, the next run appends the lines again after a newline, as
+        :func:`~procobsrv.agent.outputs.open_append` ends a cut last line)."""
         try:
             os.ftruncate(self._fd, start + size)
             os.fsync(self._fd)
             return lines
         except OSError:
-            os.ftruncate(self._fd, start)
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError as exc:
+                log.warning("could not take a failed write back out of %s: %s", self.path, exc)
             return 0
 
     def reopen(self) -> None:

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 from ..descendants import Descendants
 from ..errors import MonitorError
 from ..streams import monitor
-from .signals import on_signals
+from .signals import on_signals, signal_numbers
 from .timeline import Trace, chrome_trace, html_page, tree_text
 from .watch import fallback_note
 
@@ -175,8 +175,7 @@ def _trace(command: list[str], source: str, timeout: float) -> Trace | int:
         # Ctrl+C reaches the command from the terminal (its process group): trace waits for
         # it to end, as a shell does. SIGTERM and SIGHUP go to trace alone: passed on.
         running: dict[int, Callable[[], None]] = {signal.SIGINT: lambda: None}
-        passed_on = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
-        running.update({s: forward(s) for s in passed_on})
+        running.update({s: forward(s) for s in signal_numbers("SIGTERM", "SIGHUP")})
         with on_signals(running):
             status = shell_status(child.wait())
         # Then Ctrl+C (or SIGTERM) stops the wait for leftovers, and the report is written.

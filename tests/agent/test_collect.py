@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from procobsrv.agent.collect import LineFile, WriteFailed
-from tests.fakes.availability import unavailable
 from tests.fakes.nats import NatsServer, collect, publish, records, single, stop_watch
+from tests.fakes.planted import OTHER_UID, planted_link
 from tests.fakes.watch import validate_lines, watching
 
 
@@ -189,10 +189,6 @@ def collected_ids_of(payloads: list[bytes]) -> list[str]:
     return [json.loads(p)["id"] for p in payloads]
 
 
-#: A user that is neither the caller nor root.
-OTHER_UID = 65534
-
-
 @pytest.mark.parametrize("option", ["--output", "--dead-letter"])
 def test_collect_does_not_follow_a_symlink_another_user_planted(
     nats_servers: list[NatsServer], tmp_path: Path, option: str
@@ -200,19 +196,12 @@ def test_collect_does_not_follow_a_symlink_another_user_planted(
     """``--output``/``--dead-letter`` naming a link another user planted (in a directory of
     theirs, to make collect append to a file of the caller's): refused with one line and
     status 2, the link's target untouched, nothing acknowledged."""
-    if os.geteuid() != 0:
-        unavailable("only root can give a symlink to another user")
+    victim = tmp_path / "victim"
+    victim.write_text("mine\n")
+    planted = planted_link(tmp_path, victim)
     server = single(nats_servers, tmp_path)
     sent = records(3)
     publish([server.url], [sent[0], b"{}", *sent[1:]])
-    theirs = tmp_path / "theirs"  # not sticky: the kernel's protected_symlinks does not apply
-    theirs.mkdir()
-    os.chown(theirs, OTHER_UID, OTHER_UID)
-    victim = tmp_path / "victim"
-    victim.write_text("mine\n")
-    planted = theirs / "events.jsonl"
-    planted.symlink_to(victim)
-    os.lchown(planted, OTHER_UID, OTHER_UID)
     files = {"--output": tmp_path / "out.jsonl", "--dead-letter": tmp_path / "dead.jsonl"}
     files[option] = planted
     paths = [str(p) for pair in files.items() for p in pair]

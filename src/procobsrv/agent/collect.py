@@ -8,10 +8,11 @@ fails (a full disk) keeps the lines written whole (the cut one is truncated away
 acknowledges only those, hands the rest back to the stream and ends collect with status 1
 and the count of what was written.
 
-A message that is not a procobsrv record (not JSON, or a JSON value without the fields the
-schema requires of its kind, or one ``--format`` cannot map) is not an event: it is counted,
-logged with its stream sequence, written to ``--dead-letter FILE`` when given, and terminated
-(never delivered again), so that it cannot hold back the messages behind it.
+A message that is not a procobsrv record (not JSON, a JSON value that
+:func:`~procobsrv.agent.records.is_record` refuses, or one ``--format`` cannot map) is not an
+event: it is counted, logged with its stream sequence, written to ``--dead-letter FILE`` when
+given, and terminated (never delivered again), so that it cannot hold back the messages
+behind it.
 """
 
 from __future__ import annotations

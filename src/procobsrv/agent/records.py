@@ -199,10 +199,8 @@ def _array(strings: list[str]) -> str:
     return f"[{','.join(map(_string, strings))}]"
 
 
-#: The fields every line has (the schema's envelope).
-ENVELOPE_FIELDS = ("schema_version", "id", "host", "boot_id", "monotonic_ns", "time", "timestamp")
-#: The fields a process event has after the envelope, in :meth:`RecordMaker.event_line`'s order.
-EVENT_FIELDS = (
+#: The fields :meth:`RecordMaker.event_line` writes after the envelope, in its order.
+_EVENT_LINE_FIELDS = (
     "kind", "pid", "ppid", "timestamp", "image", "command_line", "exit_code", "signal",
     "core_dumped", "uid", "start_ns", "euid", "comm", "cwd", "script",
     "command_line_truncated", "command_line_size", "cgroup_id", "cgroup",
@@ -212,22 +210,26 @@ EVENT_FIELDS = (
 def _check_event_line() -> None:
     """A field added to ``QueuedItem.as_dict`` must be added to ``event_line`` too: fail at
     import rather than write lines that silently lack it."""
-    if tuple(QueuedItem(EventKind.EXEC, 0, 0, 0.0).as_dict()) != EVENT_FIELDS:
+    if tuple(QueuedItem(EventKind.EXEC, 0, 0, 0.0).as_dict()) != _EVENT_LINE_FIELDS:
         raise TypeError("RecordMaker.event_line must write QueuedItem.as_dict's fields")
 
 
 _check_event_line()
 
 
-#: The fields a line of each kind has after the envelope (the schema's ``required``).
-KIND_FIELDS = {kind.value: EVENT_FIELDS for kind in EventKind} | {
+#: The fields every line has (the schema's envelope).
+ENVELOPE_FIELDS = ("schema_version", "id", "host", "boot_id", "monotonic_ns", "time", "timestamp")
+#: The fields that make a line of each kind, after the envelope: those that tell a procobsrv
+#: record from any other JSON object. Not every field of the schema, so that a line of
+#: another schema version (one field more or less) is still taken for what it is.
+KIND_FIELDS = dict.fromkeys((kind.value for kind in EventKind), ("kind", "pid", "ppid")) | {
     "lost": ("kind", "count", "reason")
 }
 
 
 def is_record(value: object) -> bool:
     """Whether a decoded JSON value is shaped like a line: an object of a known ``kind`` with
-    every field the schema requires of it (their values are not checked)."""
+    the envelope and the fields of :data:`KIND_FIELDS` (their values are not checked)."""
     if not isinstance(value, dict):
         return False
     kind = value.get("kind")

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from procobsrv.agent.collect import LineFile, WriteFailed
 from tests.fakes.nats import NatsServer, collect, publish, records, single, stop_watch
+from tests.fakes.planted import OTHER_UID, planted_link
 from tests.fakes.watch import validate_lines, watching
 
 
@@ -126,6 +128,50 @@ def test_a_malformed_message_is_counted_set_aside_and_passed(
     assert again.returncode == 0 and "0 lines collected" in again.stderr, again.stderr
 
 
+def event_id(line: str) -> str:
+    """The procobsrv event id a line carries, in any ``--format``."""
+    doc = json.loads(line)
+    if "resourceLogs" in doc:  # otel
+        log = doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]
+        attributes = {a["key"]: a["value"] for a in log["attributes"]}
+        return str(attributes["procobsrv.event.id"]["stringValue"])
+    return str(doc["event"]["id"] if "ecs" in doc else doc["id"])
+
+
+@pytest.mark.parametrize("line_format", ["json", "ecs", "otel"])
+def test_a_foreign_json_object_is_set_aside_in_every_format(
+    nats_servers: list[NatsServer], tmp_path: Path, line_format: str
+) -> None:
+    """JSON objects that are not procobsrv records (``{}``, a bare kind) are counted,
+    dead-lettered and terminated like non-JSON: collect neither stops on them nor writes them
+    out as events. A record whose fields have the wrong type cannot be mapped to ECS or OTel:
+    set aside too (``json`` copies it, as it has every field of an event)."""
+    server = single(nats_servers, tmp_path)
+    good = records(4)
+    mistyped = json.loads(good[3])
+    mistyped["timestamp"] = "soon"
+    foreign = [b"{}", b'{"kind":"exec"}', b'{"kind":[]}', json.dumps(mistyped).encode()]
+    publish([server.url], [good[0], foreign[0], good[1], *foreign[1:], good[2]])
+    out, dead = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
+    args = ["--durable", "t", "--format", line_format, "--output", str(out), "--duration", "2"]
+    done = collect(server.url, *args, "--dead-letter", str(dead))
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    copied = line_format == "json"
+    set_aside = foreign[:3] if copied else foreign
+    written = [good[0], good[1], good[3], good[2]] if copied else good[:3]
+    summary = f"{len(written)} lines collected, {len(set_aside)} malformed messages"
+    assert summary in done.stderr, done.stderr
+    ids = [event_id(line) for line in out.read_text().splitlines()]
+    assert ids == [json.loads(p)["id"] for p in written]
+    letters = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert [(d["stream_sequence"], base64.b64decode(d["data"])) for d in letters] == list(
+        zip((2, 4, 5, 6), set_aside, strict=False)
+    )
+    again = collect(server.url, *args)
+    assert again.returncode == 0 and "0 lines collected" in again.stderr, again.stderr
+
+
 def test_collect_to_a_closed_stdout_is_one_line_and_status_2() -> None:
     """Started with fd 1 closed (``collect >&-``) and no --output: said before connecting."""
     run = subprocess.run(
@@ -137,3 +183,68 @@ def test_collect_to_a_closed_stdout_is_one_line_and_status_2() -> None:
     )
     assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
     assert "standard output is closed" in run.stderr
+
+
+def collected_ids_of(payloads: list[bytes]) -> list[str]:
+    return [json.loads(p)["id"] for p in payloads]
+
+
+@pytest.mark.parametrize("option", ["--output", "--dead-letter"])
+def test_collect_does_not_follow_a_symlink_another_user_planted(
+    nats_servers: list[NatsServer], tmp_path: Path, option: str
+) -> None:
+    """``--output``/``--dead-letter`` naming a link another user planted (in a directory of
+    theirs, to make collect append to a file of the caller's): refused with one line and
+    status 2, the link's target untouched, nothing acknowledged."""
+    victim = tmp_path / "victim"
+    victim.write_text("mine\n")
+    planted = planted_link(tmp_path, victim)
+    server = single(nats_servers, tmp_path)
+    sent = records(3)
+    publish([server.url], [sent[0], b"{}", *sent[1:]])
+    files = {"--output": tmp_path / "out.jsonl", "--dead-letter": tmp_path / "dead.jsonl"}
+    files[option] = planted
+    paths = [str(p) for pair in files.items() for p in pair]
+    done = collect(server.url, "--durable", "t", *paths, "--duration", "2")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert "symbolic link" in done.stderr and str(OTHER_UID) in done.stderr, done.stderr
+    assert victim.read_text() == "mine\n"
+    out = tmp_path / "after.jsonl"
+    again = collect(server.url, "--durable", "t", "--output", str(out), "--duration", "2")
+    assert again.returncode == 0 and collected_ids(out) == collected_ids_of(sent), again.stderr
+
+
+def test_collect_ends_a_cut_last_line_before_appending(
+    nats_servers: list[NatsServer], tmp_path: Path
+) -> None:
+    """An output file whose last line was cut (a crash of another writer, a full disk) gets a
+    newline first: the cut line is never glued to the first collected one."""
+    server = single(nats_servers, tmp_path)
+    sent = records(2)
+    publish([server.url], sent)
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b'{"whole":1}\n{"cut":')
+    done = collect(server.url, "--durable", "t", "--output", str(out), "--duration", "2")
+    assert done.returncode == 0, done.stderr
+    first, cut, *rest = out.read_bytes().splitlines()
+    assert (first, cut) == (b'{"whole":1}', b'{"cut":')
+    assert [json.loads(line)["id"] for line in rest] == collected_ids_of(sent)
+
+
+def test_a_failed_write_whose_cut_cannot_be_taken_back_is_still_a_write_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When even truncating the failed write away fails (an I/O error), collect still ends
+    as a failed write that kept nothing (its lines come again next run), not a traceback."""
+    out = LineFile(str(tmp_path / "out.jsonl"))
+
+    def failing(*_: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    monkeypatch.setattr(os, "ftruncate", failing)
+    with pytest.raises(WriteFailed) as failed:
+        out.write(['{"a":1}', '{"b":2}'])
+    out.close()
+    assert failed.value.written == 0 and failed.value.error.errno == 5

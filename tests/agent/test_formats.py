@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,19 @@ def test_otel_values_and_the_two_traps() -> None:
     assert [v["stringValue"] for v in argv] == ["sudo", "-u", "nobody", "id"]
     assert attributes["process.linux.cgroup"] == {"stringValue": "0::/user.slice"}
     assert log["body"]["stringValue"] == "exited 4242 sudo -u nobody id"
+
+
+@pytest.mark.parametrize("lost", [False, True])
+def test_otel_observed_time_is_when_procobsrv_rendered_the_record(lost: bool) -> None:
+    """``timeUnixNano`` is the event's time; ``observedTimeUnixNano`` is when procobsrv (the
+    collector, in the log data model's terms) observed the record: the mapping's own clock."""
+    line = RecordMaker().lost(1) if lost else record()
+    line["timestamp"] = 1_000_000_000.0  # 2001: long before the test runs
+    before = time.time_ns()
+    _, log, _ = otel_attributes(to_otel(line))
+    after = time.time_ns()
+    assert log["timeUnixNano"] == str(1_000_000_000 * 10**9)
+    assert before <= int(log["observedTimeUnixNano"]) <= after
 
 
 def test_creation_time_of_an_exec_is_not_the_event_time() -> None:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from procobsrv import EventKind, QueuedItem
 from procobsrv.agent import RecordMaker, original_bytes, schema_text
-from procobsrv.agent.records import dumps, read_boot_id, wall_time
+from procobsrv.agent.records import dumps, is_record, read_boot_id, wall_time
 from tests.fakes.fuzzing import FUZZ
 from tests.fakes.watch import ROOT, run_markers, schema, validate_lines, watching
 
@@ -43,6 +43,19 @@ def test_every_queued_item_field_is_in_the_schema() -> None:
     props = set(defs["envelope"]["properties"]) | set(defs["process_event"]["properties"])
     assert set(item.as_dict()) <= props
     assert set(RecordMaker().event(item)) == props
+
+
+def test_a_record_is_told_from_other_json_values_by_its_kind_and_fields() -> None:
+    """What collect takes for a record: an event or a loss, also of another schema version
+    (a field more or less than this one's); not an object of another kind or shape."""
+    maker = RecordMaker()
+    event = maker.event(QueuedItem(EventKind.EXEC, 7, 1, 1.0, command_line=["x"]))
+    assert is_record(event) and is_record(maker.lost(3))
+    assert is_record({k: v for k, v in event.items() if k != "cgroup"} | {"new_field": 1})
+    for other in ({}, {"kind": "exec"}, {**event, "kind": ["exec"]}, {**event, "kind": "ran"}):
+        assert not is_record(other), other
+    assert not is_record({k: v for k, v in event.items() if k != "pid"})
+    assert not is_record([event])
 
 
 def test_loss_records_validate_and_never_repeat_an_id() -> None:

@@ -193,6 +193,7 @@ def test_stdout_closed_still_writes_the_file_and_the_tree(tmp_path: Path) -> Non
         ["trace"],
         ["trace", "--"],
         ["trace", "--timeout", "-1", "--", "true"],
+        ["trace", "--timeout", "1e300", "--", "touch", "MARKER"],  # longer than a wait can be
         ["trace", "-o", "/nonexistent-dir/t.json", "--", "touch", "MARKER"],
     ],
 )

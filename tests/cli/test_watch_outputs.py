@@ -20,6 +20,7 @@ import pytest
 
 from tests.fakes.availability import require_connector, unavailable
 from tests.fakes.mounts import small_tmpfs
+from tests.fakes.planted import OTHER_UID, planted_link
 from tests.fakes.storm import Storm
 from tests.fakes.watch import started
 
@@ -27,8 +28,6 @@ pytestmark = pytest.mark.kernel
 TOOL = [sys.executable, "-m", "procobsrv"]
 SUMMARY = re.compile(r"procobsrv: (\d+) events \(.*\), (\d+) lost(?:, (\d+) not written \((.*)\))?")
 WRITTEN = re.compile(r"procobsrv: (\d+) lines written to ")
-#: A user that owns nothing here (nobody).
-OTHER_UID = 65534
 
 
 def start_watch(*args: str, stdout: Any = subprocess.DEVNULL) -> subprocess.Popen[str]:
@@ -227,16 +226,9 @@ def refused(path: Path) -> str:
 
 
 def test_a_symlink_planted_by_another_user_is_not_followed(tmp_path: Path) -> None:
-    require_root("give a symlink to another user")
-    theirs = tmp_path / "theirs"  # a directory of another user's (not sticky: the kernel's
-    theirs.mkdir()  # protected_symlinks does not apply)
-    os.chown(theirs, OTHER_UID, OTHER_UID)
     victim = tmp_path / "victim"
     victim.write_text("mine\n")
-    planted = theirs / "events.jsonl"
-    planted.symlink_to(victim)
-    os.lchown(planted, OTHER_UID, OTHER_UID)
-    err = refused(planted)
+    err = refused(planted_link(tmp_path, victim))
     assert "symbolic link" in err and str(OTHER_UID) in err, err
     assert victim.read_text() == "mine\n"
 

@@ -5,18 +5,15 @@ The framework classes know nothing of this package: an output is an ordinary
 :class:`~procobsrv.CallbackHandler` (:class:`RecordHandler`) feeding a :class:`Sink`.
 """
 
-from .outputs import FileSink, RecordHandler, StreamSink, open_output
+from .outputs import RecordHandler
 from .records import SCHEMA_VERSION, RecordMaker, original_bytes, schema_text
 from .sink import Sink
 
 __all__ = [
     "SCHEMA_VERSION",
-    "FileSink",
     "RecordHandler",
     "RecordMaker",
     "Sink",
-    "StreamSink",
-    "open_output",
     "original_bytes",
     "schema_text",
 ]

@@ -13,7 +13,6 @@ from ..errors import MonitorError
 from .formats import RECORD_FORMATS
 from .nats_access import PASSWORD_ENV, NatsAccess, access, check_stream_name, parse_servers
 from .nats_extra import needs_nats
-from .outputs import open_output
 from .records import schema_text
 from .sink import DEFAULT_STREAM_MAX_AGE, Sink
 from .stream_options import stream_options
@@ -161,14 +160,17 @@ def nats_access(target: str, args: argparse.Namespace) -> NatsAccess:
 
 
 def output_from_args(args: argparse.Namespace) -> Sink | None:
-    if not args.output:
+    """The sink of ``--output nats://...`` (needs the ``nats`` extra); None for no
+    ``--output`` or a file, which ``watch`` writes itself (``procobsrv.cli.output.Output``)."""
+    if not args.output or not args.output.startswith("nats://"):
         return None
-    if args.output.startswith("nats://"):
-        how = nats_access(args.output, args)
-        return open_output(
-            args.output, buffer=args.nats_buffer, nats_access=how, **stream_options(args)
-        )
-    return open_output(args.output)
+    how = nats_access(args.output, args)
+    with needs_nats("--output nats://"):
+        from .jetstream import JetStreamSink
+
+    return JetStreamSink(
+        args.output, buffer=args.nats_buffer, nats_access=how, **stream_options(args)
+    )
 
 
 def register(sub: Any) -> None:

@@ -8,9 +8,11 @@ fails (a full disk) keeps the lines written whole (the cut one is truncated away
 acknowledges only those, hands the rest back to the stream and ends collect with status 1
 and the count of what was written.
 
-A message that is not a JSON object is not an event: it is counted, logged with its stream
-sequence, written to ``--dead-letter FILE`` when given, and terminated (never delivered
-again), so that it cannot hold back the messages behind it.
+A message that is not a procobsrv record (not JSON, a JSON value that
+:func:`~procobsrv.agent.records.is_record` refuses, or one ``--format`` cannot map) is not an
+event: it is counted, logged with its stream sequence, written to ``--dead-letter FILE`` when
+given, and terminated (never delivered again), so that it cannot hold back the messages
+behind it.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ from .jetstream import (
     stream_config,
 )
 from .nats_access import NatsAccess
-from .records import Record, dumps
+from .outputs import open_append
+from .records import Record, dumps, is_record
 
 #: Messages fetched from the stream at a time.
 BATCH = 256
@@ -92,9 +95,11 @@ class WriteFailed(Exception):
 
 
 class LineFile:
-    """Lines appended to ``path`` (``O_APPEND``, created 0640 when missing), or written to
-    stdout when ``path`` is None. :meth:`write` puts lines in the kernel and, for a regular
-    file, on the disk (``fsync``): only then may their messages be acknowledged."""
+    """Lines appended to ``path`` (opened by :func:`~procobsrv.agent.outputs.open_append`, as
+    ``watch --output`` opens it: no link another user planted, no file of another user's, a
+    cut last line ended first), or written to stdout when ``path`` is None. :meth:`write` puts
+    lines in the kernel and, for a regular file, on the disk (``fsync``): only then may their
+    messages be acknowledged."""
 
     def __init__(self, path: str | None) -> None:
         self.path = path
@@ -104,10 +109,7 @@ class LineFile:
 
     def _open(self) -> int:
         assert self.path is not None
-        try:
-            return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        except OSError as exc:
-            raise MonitorError(f"cannot open {self.path}: {exc.strerror}") from exc
+        return open_append(self.path)
 
     def write(self, lines: list[str]) -> None:
         """All of ``lines``, in one ``write()`` when it takes them, then ``fsync``. On a
@@ -135,13 +137,18 @@ class LineFile:
 
     def _keep(self, start: int, size: int, lines: int) -> int:
         """Truncates the file to ``size`` bytes after ``start`` and makes that durable;
-        returns ``lines``, or 0 when even that failed (the file is then cut back to ``start``)."""
+        returns ``lines``, or 0 when even that failed (the file is then cut back to ``start``
+        if it can be; if not, the next run appends the lines again after a newline, as
+        :func:`~procobsrv.agent.outputs.open_append` ends a cut last line)."""
         try:
             os.ftruncate(self._fd, start + size)
             os.fsync(self._fd)
             return lines
         except OSError:
-            os.ftruncate(self._fd, start)
+            try:
+                os.ftruncate(self._fd, start)
+            except OSError as exc:
+                log.warning("could not take a failed write back out of %s: %s", self.path, exc)
             return 0
 
     def reopen(self) -> None:
@@ -239,13 +246,12 @@ class Collector:
         bad: list[Msg] = []
         line_of: list[bool] = []  # per message: does it have a line in ``lines``
         for msg in msgs:
-            record = parse(msg.data)
-            kept = record is not None and self.keep(record)
-            if record is None:
+            line = self.line(msg.data)
+            if line is None:
                 bad.append(msg)
-            elif kept:
-                lines.append(dumps(self.mapping(record)))
-            line_of.append(kept)
+            elif line:
+                lines.append(line)
+            line_of.append(bool(line))
         if bad:
             self.set_aside(bad)  # raises before any ack when it fails
         failure: WriteFailed | None = None
@@ -266,13 +272,26 @@ class Collector:
         if failure is not None:
             raise failure
 
+    def line(self, data: bytes) -> str | None:
+        """The line a message's record is written as; "" when the filters leave it out; None
+        when it is not a procobsrv record."""
+        record = parse(data)
+        if record is None:
+            return None
+        if not self.keep(record):
+            return ""
+        try:
+            return dumps(self.mapping(record))
+        except Exception:  # a field of the wrong type (the record is someone else's): any
+            return None  # exception of the pure mapping is about this record alone
+
     def set_aside(self, bad: list[Msg]) -> None:
         for msg in bad:
             self.malformed += 1
             level = logging.WARNING if self.malformed == 1 else logging.DEBUG
             log.log(
                 level,
-                "skipped a message that is not an event (not a JSON object) on %s, stream "
+                "skipped a message that is not an event (not a procobsrv record) on %s, stream "
                 "sequence %d%s",
                 msg.subject,
                 msg.metadata.sequence.stream,
@@ -310,12 +329,12 @@ async def flushed(nc: Client) -> None:
 
 
 def parse(data: bytes) -> Record | None:
-    """The record a message carries, or None when it is not a JSON object."""
+    """The record a message carries, or None when it is not one (see :func:`is_record`)."""
     try:
         record = json.loads(data)
     except ValueError:  # JSONDecodeError, UnicodeDecodeError
         return None
-    return record if isinstance(record, dict) else None
+    return record if is_record(record) else None
 
 
 def collect(args: argparse.Namespace, access: NatsAccess, options: dict[str, object]) -> int:

@@ -1,7 +1,8 @@
 """A record (:class:`~procobsrv.agent.records.RecordMaker`'s line) in the shapes log shippers
 and SIEMs read: an Elastic Common Schema (ECS 8.x) document, or an OpenTelemetry log (OTLP/JSON,
 one ``ExportLogsServiceRequest`` per line, process attributes by the semantic conventions).
-Pure functions: a record in, a JSON-ready dict out; ``docs/formats.md`` lists every field.
+Functions of the record alone (but for OTel's ``observedTimeUnixNano``, the time of the
+mapping): a record in, a JSON-ready dict out; ``docs/formats.md`` lists every field.
 
 Two traps, handled here once: the record's ``uid`` is the *real* uid (ECS and OTel
 ``process.real_user.id``) and ``euid`` the effective one (``process.user.id``); and the time a
@@ -12,6 +13,7 @@ boot's wall-clock time, never taken from the event's own time (an exec or exit c
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -170,8 +172,12 @@ def to_otel(record: Record) -> Record:
     """One OTLP/JSON ``ExportLogsServiceRequest`` holding one log record (the shape the
     OpenTelemetry Collector's ``otlpjsonfile`` receiver reads, one per line)."""
     kind = str(record["kind"])
-    nanos = str(round(float(str(record["timestamp"])) * NS_PER_S))
-    log: dict[str, object] = {"timeUnixNano": nanos, "observedTimeUnixNano": nanos}
+    log: dict[str, object] = {
+        "timeUnixNano": str(round(float(str(record["timestamp"])) * NS_PER_S)),
+        # The log data model's "when the collector observed it": procobsrv, rendering it now
+        # (a collect long after the event says so), not the event's own time.
+        "observedTimeUnixNano": str(time.time_ns()),
+    }
     if kind == "lost":
         log.update(
             severityNumber=SEVERITY_WARN,

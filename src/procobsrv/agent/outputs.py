@@ -1,20 +1,21 @@
-"""Where records go: a text stream (``watch --json``), an appended file, or NATS JetStream
-(``--output FILE`` / ``--output nats://...``), behind one small :class:`Sink` interface."""
+"""Records for a :class:`Sink` (:class:`RecordHandler`: ``watch --output nats://...``), and
+how an output file is opened (:func:`open_append`: ``watch --output FILE``, ``collect
+--output``/``--dead-letter``) and how a failed write leaves it (:func:`drop_cut_line`).
+The lines of a file are written by ``procobsrv.cli.output.Output`` (watch) and
+``procobsrv.agent.collect.LineFile`` (collect)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import stat
-import threading
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any
 
 from ..callback import CallbackHandler
 from ..errors import MonitorError
 from ..events import QueuedItem
-from .nats_extra import needs_nats
-from .records import Record, RecordMaker, dumps
+from .records import Record, RecordMaker
 from .sink import Sink
 
 log = logging.getLogger(__name__)
@@ -41,71 +42,6 @@ class RecordHandler(CallbackHandler):
     def on_events_lost(self, count: int, param: Any) -> None:
         record = self.maker.lost(count)
         self.sink.send(record if self.mapping is None else self.mapping(record))
-
-
-class StreamSink(Sink):
-    """JSON lines to a text stream, flushed per line so that a pipe sees each at once."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-
-    def send(self, record: Record) -> None:
-        self.stream.write(dumps(record) + "\n")
-        self.stream.flush()
-
-
-class FileSink(Sink):
-    """JSON lines appended to ``path`` (opened by :func:`open_append`).
-
-    Each line goes to the kernel in one ``write()`` of the whole line, with no buffer in this
-    process: a crash of the agent loses at most the line being written, and other appenders
-    cannot interleave inside a line. (No fsync: a crash of the *machine* loses what the page
-    cache had not written yet.) A write that fails (a full disk, EIO) raises
-    :class:`OutputError` and leaves no part of the line in the file. :meth:`reopen` (SIGHUP)
-    opens the path anew, so that logrotate can move the file away and then signal: the next
-    line goes to a new file.
-
-    ``send`` writes on the caller's thread: on a FIFO nobody reads it blocks (``watch
-    --output`` writes from a thread of its own, ``procobsrv.cli.output.Output``).
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
-        self._lock = threading.Lock()  # reopen (main thread) vs send (retrieval thread)
-        self._fd = open_append(self.path)
-        self.lines = 0
-
-    def send(self, record: Record) -> None:
-        data = (dumps(record) + "\n").encode()
-        with self._lock:
-            written = 0
-            try:
-                while written < len(data):  # a regular file takes it whole, but for an error
-                    written += os.write(self._fd, data[written:])
-            except OSError as exc:
-                drop_cut_line(self._fd, data, written)
-                raise OutputError(f"writing {self.path} failed: {exc.strerror}") from exc
-            self.lines += 1
-
-    def reopen(self) -> None:
-        fd = open_append(self.path)
-        with self._lock:
-            old, self._fd = self._fd, fd
-        os.close(old)
-        log.info("reopened %s", self.path)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-
-    def summary(self) -> str:
-        return f"{self.lines} lines written to {self.path}"
-
-
-class OutputError(MonitorError):
-    """Writing an output failed (a full disk, an I/O error): what was lost, and why."""
 
 
 #: Permissions of an output file the agent creates: the events are the owner's to read.
@@ -216,14 +152,3 @@ def drop_cut_line(fd: int, data: bytes, written: int) -> None:
             os.write(fd, b"\n")
     except OSError as exc:
         log.warning("could not remove a cut line from the output: %s", exc.strerror)
-
-
-def open_output(target: str, **nats_options: Any) -> Sink:
-    """The sink for ``--output TARGET``: ``nats://HOST:PORT[,HOST:PORT...]`` publishes to NATS
-    JetStream (needs the ``nats`` extra), anything else is a file path."""
-    if target.startswith("nats://"):
-        with needs_nats("--output nats://"):
-            from .jetstream import JetStreamSink
-
-        return JetStreamSink(target, **nats_options)
-    return FileSink(target)

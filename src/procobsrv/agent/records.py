@@ -215,3 +215,23 @@ def _check_event_line() -> None:
 
 
 _check_event_line()
+
+
+#: The fields every line has (the schema's envelope).
+ENVELOPE_FIELDS = ("schema_version", "id", "host", "boot_id", "monotonic_ns", "time", "timestamp")
+#: The fields that make a line of each kind, after the envelope: those that tell a procobsrv
+#: record from any other JSON object. Not every field of the schema, so that a line of
+#: another schema version (one field more or less) is still taken for what it is.
+KIND_FIELDS = dict.fromkeys((kind.value for kind in EventKind), ("kind", "pid", "ppid")) | {
+    "lost": ("kind", "count", "reason")
+}
+
+
+def is_record(value: object) -> bool:
+    """Whether a decoded JSON value is shaped like a line: an object of a known ``kind`` with
+    the envelope and the fields of :data:`KIND_FIELDS` (their values are not checked)."""
+    if not isinstance(value, dict):
+        return False
+    kind = value.get("kind")
+    fields = KIND_FIELDS.get(kind) if isinstance(kind, str) else None
+    return fields is not None and all(f in value for f in (*ENVELOPE_FIELDS, *fields))

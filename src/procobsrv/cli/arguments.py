@@ -40,7 +40,9 @@ def age(text: str) -> float:
     """A duration of 0 (never) or more."""
     value = _float(text)
     if not 0 <= value <= LONGEST_WAIT:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, 0 or more")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds from 0 to {LONGEST_WAIT:.0f}"
+        )
     return value
 
 

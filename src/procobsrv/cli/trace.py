@@ -27,7 +27,8 @@ from typing import Any, TextIO
 from ..descendants import Descendants
 from ..errors import MonitorError
 from ..streams import monitor
-from .signals import on_signals
+from . import arguments
+from .signals import on_signals, signal_numbers
 from .timeline import Trace, chrome_trace, html_page, tree_text
 from .watch import fallback_note
 
@@ -77,7 +78,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--timeout",
-        type=_seconds,
+        type=arguments.age,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help="after CMD exits, wait at most this long for the processes it left running "
@@ -90,16 +91,6 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     p.set_defaults(run=run)
-
-
-def _seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
-    return seconds
 
 
 def shell_status(returncode: int) -> int:
@@ -175,8 +166,7 @@ def _trace(command: list[str], source: str, timeout: float) -> Trace | int:
         # Ctrl+C reaches the command from the terminal (its process group): trace waits for
         # it to end, as a shell does. SIGTERM and SIGHUP go to trace alone: passed on.
         running: dict[int, Callable[[], None]] = {signal.SIGINT: lambda: None}
-        passed_on = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
-        running.update({s: forward(s) for s in passed_on})
+        running.update({s: forward(s) for s in signal_numbers("SIGTERM", "SIGHUP")})
         with on_signals(running):
             status = shell_status(child.wait())
         # Then Ctrl+C (or SIGTERM) stops the wait for leftovers, and the report is written.

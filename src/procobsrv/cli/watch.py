@@ -6,11 +6,9 @@ import argparse
 import contextlib
 import logging
 import re
-import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from types import FrameType
+from collections.abc import Callable
 from typing import Any
 
 from ..agent import RecordHandler, RecordMaker, Sink
@@ -26,6 +24,7 @@ from ..scope import ApplicationScope
 from . import arguments
 from .format import HEADER, as_line
 from .output import Output
+from .signals import Signals, handling
 
 log = logging.getLogger(__name__)
 
@@ -166,59 +165,6 @@ GRACE = 0.3
 #: Exit status when the reader went away (``| head``): 128 + SIGPIPE, what a shell reports
 #: for ``cat`` in the same place.
 BROKEN_PIPE_STATUS = 141
-
-
-class Signals:
-    """What each signal does to a running watch: the one place that says it. Each stops it
-    with the summary (SIGHUP too: the terminal went away, or a service manager asks for a
-    stop), except that with ``--output`` SIGHUP ``reopen``s the output (logrotate).
-
-    Python runs a signal's handler between two bytecodes of the main thread, even inside
-    the same handler: a SIGHUP that comes while the last one reopens the file is taken here
-    as "reopen once more" after it, never nested (thousands at once would recurse, each
-    level holding a file open). Once :attr:`stopping` is set, SIGHUP reopens nothing (the
-    output is being closed)."""
-
-    NAMES = ("SIGINT", "SIGTERM", "SIGHUP")  # SIGHUP does not exist on Windows
-
-    def __init__(self, stop: Callable[[], None], reopen: Callable[[], None] | None = None) -> None:
-        self.stop = stop
-        self.reopen = reopen
-        self.stopping = False
-        self._reopen_again = False
-        self._reopening = False
-
-    def signals(self) -> list[int]:
-        return [getattr(signal, name) for name in self.NAMES if hasattr(signal, name)]
-
-    def handle(self, signum: int, frame: FrameType | None = None) -> None:
-        if self.reopen is None or signum != getattr(signal, "SIGHUP", None):
-            self.stop()
-            return
-        self._reopen_again = True
-        if self._reopening:
-            return  # the reopen under way loops once more
-        self._reopening = True
-        try:
-            while self._reopen_again and not self.stopping:
-                self._reopen_again = False
-                self.reopen()
-        finally:
-            self._reopening = False
-
-
-@contextlib.contextmanager
-def handling(signals: Signals) -> Iterator[None]:
-    """Signals run their action (on the main thread) while the block runs. After it, SIGHUP
-    is ignored: the summary that follows must not be cut short by its default action."""
-    previous = {s: signal.signal(s, signals.handle) for s in signals.signals()}
-    try:
-        yield
-    finally:
-        signals.stopping = True
-        for s, h in previous.items():
-            hangup = s == getattr(signal, "SIGHUP", None)
-            signal.signal(s, signal.SIG_IGN if hangup else h)
 
 
 def reopener(reopen: Callable[[], None] | None) -> Callable[[], None] | None:

@@ -301,6 +301,10 @@ class JetStreamSink(Sink):
             for _ in range(acked):
                 if self._buffer.popleft()[3]:
                     self.published += 1
+            if self._pending_loss and len(self._buffer) < self.capacity:
+                # the gap is said now, not only when a later event comes (maybe never)
+                self._buffer.append(self._message(self.maker.lost(self._pending_loss, "output")))
+                self._pending_loss = 0
         if error is not None:
             raise error
 

@@ -37,6 +37,10 @@ VALUES = {
     "image_truncated": True,
     "cwd_truncated": True,
     "image_outside_root": True,
+    "ns_pid": 1,
+    "ns_ppid": 0,
+    "pid_ns": 4026532001,
+    "mnt_ns": 4026532002,
 }
 
 

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from .containers import Container, container_fields, container_of
+
 
 class EventKind(enum.Enum):
     """The three things that happen to a process."""
@@ -82,6 +84,17 @@ class QueuedItem:
     #: ``image`` lies outside the process's root directory or mount namespace (run from a
     #: file descriptor opened elsewhere, or a memfd): the path is the host's view of it.
     image_outside_root: bool = False
+    #: The process's pid as its own pid namespace sees it (in a container: the container's
+    #: pid, 1 for its first process); equal to ``process_id`` outside any container. None
+    #: when the source could not know (Windows; the connector when the process was gone).
+    ns_pid: int | None = None
+    #: The parent's pid in that same namespace, as ``getppid()`` says there: 0 when the
+    #: parent lies outside it (a namespace's first process).
+    ns_ppid: int | None = None
+    #: The inode of the process's pid namespace (``os.stat("/proc/PID/ns/pid").st_ino``).
+    pid_ns: int | None = None
+    #: The inode of its mount namespace (``/proc/PID/ns/mnt``).
+    mnt_ns: int | None = None
 
     @property
     def create(self) -> bool:
@@ -99,6 +112,12 @@ class QueuedItem:
         if self.image is None:
             return None
         return os.path.basename(self.image.replace("\\", "/"))
+
+    @property
+    def container(self) -> Container | None:
+        """The container the process runs in, as its cgroup path names it (Docker,
+        containerd/CRI, Podman, systemd-nspawn, LXC); None outside any, or unknown."""
+        return container_of(self.cgroup)
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready dict (the format of ``procobsrv watch --json``)."""
@@ -122,6 +141,11 @@ class QueuedItem:
             "command_line_size": self.command_line_size,
             "cgroup_id": self.cgroup_id,
             "cgroup": self.cgroup,
+            "ns_pid": self.ns_pid,
+            "ns_ppid": self.ns_ppid,
+            "pid_ns": self.pid_ns,
+            "mnt_ns": self.mnt_ns,
+            **container_fields(self.container),
         }
 
 
@@ -159,6 +183,10 @@ def new_item(
     image_truncated: bool = False,
     cwd_truncated: bool = False,
     image_outside_root: bool = False,
+    ns_pid: int | None = None,
+    ns_ppid: int | None = None,
+    pid_ns: int | None = None,
+    mnt_ns: int | None = None,
 ) -> QueuedItem:
     """``QueuedItem(...)``, built in a fraction of the time: the sources' per-event path.
 
@@ -195,6 +223,10 @@ def new_item(
     item.image_truncated = image_truncated
     item.cwd_truncated = cwd_truncated
     item.image_outside_root = image_outside_root
+    item.ns_pid = ns_pid
+    item.ns_ppid = ns_ppid
+    item.pid_ns = pid_ns
+    item.mnt_ns = mnt_ns
     item.__class__ = QueuedItem
     return item  # type: ignore[no-any-return]
 

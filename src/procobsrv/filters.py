@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .callback import CallbackHandler
+from .containers import matches
 from .events import EventKind, QueuedItem
 
 #: A regular expression, as text or compiled; it is *searched* (``re.search``), not matched.
@@ -43,13 +44,15 @@ class EventFilter:
     - ``command_line``: searched in the arguments joined by spaces.
     - ``match``: searched in the path and the arguments joined by spaces (``watch --match``).
     - ``uids``: effective user ids.
+    - ``containers``: container ids, or their beginnings (a short id as ``docker ps``
+      shows it): the process runs in one of them (``QueuedItem.container``).
     - ``predicate``: a test of your own, asked last.
 
     An item that lacks the field a criterion needs (image, argv or uid could not be read
     before a short-lived process vanished) does not pass that criterion.
     """
 
-    __slots__ = ("command_line", "image", "kinds", "match", "predicate", "uids")
+    __slots__ = ("command_line", "containers", "image", "kinds", "match", "predicate", "uids")
 
     def __init__(
         self,
@@ -59,6 +62,7 @@ class EventFilter:
         command_line: Pattern | None = None,
         match: Pattern | None = None,
         uids: Iterable[int] | None = None,
+        containers: Iterable[str] | None = None,
         predicate: Callable[[QueuedItem], bool] | None = None,
     ) -> None:
         self.kinds = kind_set(kinds)
@@ -66,6 +70,7 @@ class EventFilter:
         self.command_line = _compile(command_line)
         self.match = _compile(match)
         self.uids = None if uids is None else frozenset(uids)
+        self.containers = None if containers is None else tuple(containers)
         self.predicate = predicate
 
     def __call__(self, item: QueuedItem) -> bool:
@@ -83,6 +88,8 @@ class EventFilter:
             text = " ".join(filter(None, [item.image, *(item.command_line or ())]))
             if self.match.search(text) is None:
                 return False
+        if self.containers is not None and not matches(item.container, self.containers):
+            return False
         return self.predicate is None or self.predicate(item)
 
 

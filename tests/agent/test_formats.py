@@ -48,6 +48,13 @@ ECS_FIELDS = {
     "process.exit_code": "long",
     "process.user.id": "keyword",
     "process.real_user.id": "keyword",
+    # process.vpid since ECS 8.9 (elastic/ecs pull request 2211, "Introduce process.vpid");
+    # process.parent reuses the process field set, so process.parent.vpid comes with it
+    "process.vpid": "long",
+    "process.parent.vpid": "long",
+    # Container fields: https://www.elastic.co/guide/en/ecs/8.11/ecs-container.html
+    "container.id": "keyword",
+    "container.runtime": "keyword",
 }
 #: ECS's allowed values (ECS Categorization Fields, 8.x) for the ones procobsrv sets.
 ECS_ALLOWED = {
@@ -73,6 +80,13 @@ OTEL_ATTRIBUTES = {
     "process.real_user.id": "int",
     "process.user.id": "int",
     "process.linux.cgroup": "string",
+    "process.vpid": "int",
+    # container attributes (container.runtime is deprecated for container.runtime.name):
+    # https://opentelemetry.io/docs/specs/semconv/registry/attributes/container/
+    "container.id": "string",
+    "container.runtime.name": "string",
+    # https://opentelemetry.io/docs/specs/semconv/registry/attributes/k8s/
+    "k8s.pod.uid": "string",
     "host.name": "string",
     "service.name": "string",
 }
@@ -133,10 +147,23 @@ def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+POD = "6b0e2f3a-1c4d-4e5f-8a9b-0c1d2e3f4a5b"
+CONTAINER_ID = "4c5e1f6a2b3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7"
+#: A process in a Kubernetes pod's container (containerd), seen through its namespaces.
+IN_A_POD = {
+    "cgroup": f"/kubepods/besteffort/pod{POD}/{CONTAINER_ID}",
+    "ns_pid": 7,
+    "ns_ppid": 1,
+    "pid_ns": 4026532201,
+    "mnt_ns": 4026532202,
+}
+
+
 # -- ECS ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("where", [{}, IN_A_POD])
 @pytest.mark.parametrize("kind", list(EventKind))
-def test_ecs_field_names_are_the_published_ones(kind: EventKind) -> None:
-    flat = flatten(to_ecs(record(kind=kind)))
+def test_ecs_field_names_are_the_published_ones(kind: EventKind, where: dict[str, Any]) -> None:
+    flat = flatten(to_ecs(record(kind=kind, **where)))
     ours = {name for name in flat if not name.startswith("procobsrv.")}
     assert ours <= set(ECS_FIELDS), ours - set(ECS_FIELDS)
     for name, allowed in ECS_ALLOWED.items():
@@ -158,6 +185,17 @@ def test_ecs_values_and_the_two_traps() -> None:
     assert doc["process.parent.pid"] == 1 and doc["process.pid"] == 4242
     assert doc["event.type"] == ["end"] and doc["event.action"] == "exit"
     assert doc["host.name"] == "box" and doc["host.boot.id"].startswith("2b1e0d2c")
+
+
+def test_ecs_namespaces_and_container() -> None:
+    doc = flatten(to_ecs(record(**IN_A_POD)))
+    assert doc["process.pid"] == 4242 and doc["process.vpid"] == 7
+    assert doc["process.parent.pid"] == 1 and doc["process.parent.vpid"] == 1
+    assert doc["container.id"] == CONTAINER_ID and doc["container.runtime"] == "cri"
+    assert doc["procobsrv.pod_uid"] == POD
+    assert (doc["procobsrv.pid_ns"], doc["procobsrv.mnt_ns"]) == (4026532201, 4026532202)
+    outside = flatten(to_ecs(record()))
+    assert not {n for n in outside if n.startswith("container.") or "vpid" in n}
 
 
 def test_ecs_leaves_out_what_is_unknown() -> None:
@@ -185,9 +223,12 @@ def test_loss_records_in_both_formats() -> None:
 
 
 # -- OpenTelemetry --------------------------------------------------------------------------
+@pytest.mark.parametrize("where", [{}, IN_A_POD])
 @pytest.mark.parametrize("kind", list(EventKind))
-def test_otel_attribute_names_and_value_types_are_the_published_ones(kind: EventKind) -> None:
-    resource, log, attributes = otel_attributes(to_otel(record(kind=kind)))
+def test_otel_attribute_names_and_value_types_are_the_published_ones(
+    kind: EventKind, where: dict[str, Any]
+) -> None:
+    resource, log, attributes = otel_attributes(to_otel(record(kind=kind, **where)))
     for name, value in {**resource, **attributes}.items():
         if name.startswith("procobsrv."):
             continue
@@ -208,6 +249,16 @@ def test_otel_values_and_the_two_traps() -> None:
     assert [v["stringValue"] for v in argv] == ["sudo", "-u", "nobody", "id"]
     assert attributes["process.linux.cgroup"] == {"stringValue": "0::/user.slice"}
     assert log["body"]["stringValue"] == "exited 4242 sudo -u nobody id"
+
+
+def test_otel_namespaces_and_container() -> None:
+    _, _, attributes = otel_attributes(to_otel(record(**IN_A_POD)))
+    assert attributes["process.vpid"] == {"intValue": "7"}
+    assert attributes["procobsrv.ns_ppid"] == {"intValue": "1"}
+    assert attributes["container.id"] == {"stringValue": CONTAINER_ID}
+    assert attributes["container.runtime.name"] == {"stringValue": "cri"}
+    assert attributes["k8s.pod.uid"] == {"stringValue": POD}
+    assert attributes["procobsrv.pid_ns"] == {"intValue": "4026532201"}
 
 
 @pytest.mark.parametrize("lost", [False, True])

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from procobsrv import EventKind, QueuedItem
 from procobsrv.agent import RecordMaker, original_bytes, schema_text
 from procobsrv.agent.records import dumps, is_record, read_boot_id, wall_time
+from procobsrv.containers import PATTERNS
 from tests.fakes.fuzzing import FUZZ
 from tests.fakes.watch import ROOT, run_markers, schema, validate_lines, watching
 
@@ -25,7 +26,12 @@ def test_schema_is_draft_2020_12_and_shipped() -> None:
     s = schema()
     assert s["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert json.loads(schema_text()) == s
-    assert s["$defs"]["envelope"]["properties"]["schema_version"]["const"] == 1
+    assert s["$defs"]["envelope"]["properties"]["schema_version"]["const"] == 2
+
+
+def test_the_schema_lists_every_container_runtime() -> None:
+    runtimes = schema()["$defs"]["process_event"]["properties"]["container_runtime"]["enum"]
+    assert set(runtimes) == {p.runtime for p in PATTERNS} | {None}
 
 
 def test_docs_list_every_field() -> None:
@@ -149,7 +155,16 @@ _items = st.builds(
     command_line_truncated=st.booleans(),
     command_line_size=_ints,
     cgroup_id=_ints,
-    cgroup=_texts,
+    cgroup=st.one_of(
+        _texts,
+        st.sampled_from([p.sample for p in PATTERNS]),
+        # a container id (here a machine's name) that JSON must escape
+        st.text().map(lambda name: f"/machine.slice/machine-{name}.scope"),
+    ),
+    ns_pid=_ints,
+    ns_ppid=_ints,
+    pid_ns=_ints,
+    mnt_ns=_ints,
 )
 
 

@@ -97,6 +97,8 @@ def _extra(record: Record) -> dict[str, object]:
         "cgroup_id": record.get("cgroup_id"),
         "start_ns": record.get("start_ns") or None,
         "monotonic_ns": record["monotonic_ns"],
+        "pid_ns": record.get("pid_ns"),
+        "mnt_ns": record.get("mnt_ns"),
     }
 
 
@@ -132,7 +134,8 @@ def to_ecs(record: Record) -> Record:
     common["process"] = {
         "pid": record["pid"],
         "entity_id": f"{record['boot_id']}:{record['pid']}:{start_ns}" if start_ns else None,
-        "parent": {"pid": record["ppid"]},
+        "vpid": record.get("ns_pid"),
+        "parent": {"pid": record["ppid"], "vpid": record.get("ns_ppid")},
         "executable": record.get("image"),
         "name": _name(record),
         "args": argv,
@@ -145,7 +148,11 @@ def to_ecs(record: Record) -> Record:
         "user": {"id": _uid(record.get("euid"))},
         "real_user": {"id": _uid(record.get("uid"))},
     }
-    common["procobsrv"] = _extra(record)
+    common["container"] = {
+        "id": record.get("container_id"),
+        "runtime": record.get("container_runtime"),
+    }
+    common["procobsrv"] = _extra(record) | {"pod_uid": record.get("pod_uid")}
     result = _prune(common)
     assert isinstance(result, dict)
     return result
@@ -205,6 +212,7 @@ def to_otel(record: Record) -> Record:
                 {
                     "process.pid": record["pid"],
                     "process.parent_pid": record["ppid"],
+                    "process.vpid": record.get("ns_pid"),
                     "process.executable.path": record.get("image"),
                     "process.executable.name": _name(record),
                     "process.command": argv[0] if argv else None,
@@ -219,6 +227,9 @@ def to_otel(record: Record) -> Record:
                     "process.linux.cgroup": (
                         f"0::{record['cgroup']}" if record.get("cgroup") is not None else None
                     ),
+                    "container.id": record.get("container_id"),
+                    "container.runtime.name": record.get("container_runtime"),
+                    "k8s.pod.uid": record.get("pod_uid"),
                     "procobsrv.event.id": record["id"],
                     "procobsrv.event.kind": kind,
                     "procobsrv.signal": record.get("signal"),
@@ -230,6 +241,9 @@ def to_otel(record: Record) -> Record:
                     ),
                     "procobsrv.start_ns": record.get("start_ns") or None,
                     "procobsrv.monotonic_ns": record["monotonic_ns"],
+                    "procobsrv.ns_ppid": record.get("ns_ppid"),
+                    "procobsrv.pid_ns": record.get("pid_ns"),
+                    "procobsrv.mnt_ns": record.get("mnt_ns"),
                 }
             ),
         )

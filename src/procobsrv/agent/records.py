@@ -3,6 +3,7 @@ id, both clocks, and every QueuedItem field (the JSON Schema is ``event.schema.j
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -13,10 +14,11 @@ from datetime import datetime, timezone
 from importlib import resources
 from json.encoder import encode_basestring_ascii
 
+from ..containers import Container
 from ..events import EventKind, QueuedItem
 
 #: Bumped whenever a field of the line is added, removed or changes meaning.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_FILE = "event.schema.json"
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 #: Random bytes of the stand-in boot id (as many as a UUID has) and of a maker's nonce.
@@ -144,6 +146,8 @@ class RecordMaker:
         image, comm, cwd, script, cgroup = item.image, item.comm, item.cwd, item.script, item.cgroup
         exit_code, sig, uid, euid = item.exit_code, item.signal, item.uid, item.euid
         size, cgroup_id = item.command_line_size, item.cgroup_id
+        ns_pid, ns_ppid, pid_ns, mnt_ns = item.ns_pid, item.ns_ppid, item.pid_ns, item.mnt_ns
+        container = _container_line(item.container)
         head, middle = self._head
         return (
             f"{head}{event_id}{middle}{monotonic_ns}"
@@ -162,7 +166,12 @@ class RecordMaker:
             f',"command_line_truncated":{"true" if item.command_line_truncated else "false"}'
             f',"command_line_size":{"null" if size is None else size}'
             f',"cgroup_id":{"null" if cgroup_id is None else cgroup_id}'
-            f',"cgroup":{"null" if cgroup is None else _string(cgroup)}}}'
+            f',"cgroup":{"null" if cgroup is None else _string(cgroup)}'
+            f',"ns_pid":{"null" if ns_pid is None else ns_pid}'
+            f',"ns_ppid":{"null" if ns_ppid is None else ns_ppid}'
+            f',"pid_ns":{"null" if pid_ns is None else pid_ns}'
+            f',"mnt_ns":{"null" if mnt_ns is None else mnt_ns}'
+            f"{container}}}"
         )
 
     def lost_line(self, count: int, reason: str = "pipeline") -> str:
@@ -199,11 +208,28 @@ def _array(strings: list[str]) -> str:
     return f"[{','.join(map(_string, strings))}]"
 
 
+_NO_CONTAINER = ',"container_id":null,"container_runtime":null,"pod_uid":null'
+
+
+@functools.lru_cache(maxsize=256)
+def _container_line(container: Container | None) -> str:
+    """The container's fields of a line, escaped once per container."""
+    if container is None:
+        return _NO_CONTAINER
+    pod = container.pod_uid
+    return (
+        f',"container_id":{_string(container.id)}'
+        f',"container_runtime":{_string(container.runtime)}'
+        f',"pod_uid":{"null" if pod is None else _string(pod)}'
+    )
+
+
 #: The fields :meth:`RecordMaker.event_line` writes after the envelope, in its order.
 _EVENT_LINE_FIELDS = (
     "kind", "pid", "ppid", "timestamp", "image", "command_line", "exit_code", "signal",
     "core_dumped", "uid", "start_ns", "euid", "comm", "cwd", "script",
     "command_line_truncated", "command_line_size", "cgroup_id", "cgroup",
+    "ns_pid", "ns_ppid", "pid_ns", "mnt_ns", "container_id", "container_runtime", "pod_uid",
 )  # fmt: skip
 
 

@@ -19,6 +19,16 @@ def add_match_and_duration(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--duration", type=seconds, metavar="SECONDS", help="stop after this long")
 
 
+def container_id(text: str) -> str:
+    """A container id or its beginning: not empty (an empty prefix would match every
+    container), no ``/`` (a cgroup path is not an id)."""
+    if not text or "/" in text:
+        raise argparse.ArgumentTypeError(
+            f"not a container id: {text!r} (its hex digits, or a machine's name)"
+        )
+    return text
+
+
 def regex(text: str) -> re.Pattern[str]:
     try:
         return re.compile(text)

@@ -32,6 +32,7 @@ EXAMPLES = """\
 examples:
   sudo procobsrv watch                          every process event, aligned columns
   sudo procobsrv watch --kind exec --match ssh  programs whose path or argv says ssh
+  sudo procobsrv watch --container 4c5e1f6a2b   processes in that container (id prefix)
   sudo procobsrv watch --format ecs --output /var/log/procobsrv/events.ecs.jsonl
                                                 ECS documents for a log shipper
   sudo procobsrv watch --json | jq .command_line
@@ -53,6 +54,7 @@ class ConsoleHandler(CallbackHandler):
         json_lines: bool = False,
         kinds: set[EventKind] | None = None,
         pattern: re.Pattern[str] | None = None,
+        containers: list[str] | None = None,
         sink: Sink | None = None,
         mapping: Callable[[Record], Record] = MAPPINGS["json"],
     ) -> None:
@@ -73,10 +75,10 @@ class ConsoleHandler(CallbackHandler):
             )
         else:
             lines = _Printer(output, as_line, lambda count: f"!! {count} events lost")
-        #: --kind/--match, when given: it counts the events it lets through.
+        #: --kind/--match/--container, when given: it counts the events it lets through.
         self.filter = (
-            FilterHandler(lines, EventFilter(kinds=kinds, match=pattern))
-            if kinds or pattern
+            FilterHandler(lines, EventFilter(kinds=kinds, match=pattern, containers=containers))
+            if kinds or pattern or containers
             else None
         )
         self.lines = self.filter or lines
@@ -95,7 +97,7 @@ class ConsoleHandler(CallbackHandler):
 
     @property
     def matched(self) -> int | None:
-        """Events that --kind/--match let through; None when neither was given."""
+        """Events that --kind/--match/--container let through; None when none was given."""
         return None if self.filter is None else self.filter.passed
 
 
@@ -134,6 +136,14 @@ def add_parser(sub: Any) -> None:
         help="only these kinds (repeatable); default: all",
     )
     arguments.add_match_and_duration(p, "image or command line")
+    p.add_argument(
+        "--container",
+        action="append",
+        type=arguments.container_id,
+        metavar="ID",
+        help="only processes in this container (repeatable): its id or the id's beginning, "
+        "as docker/podman ps show it, or a systemd-nspawn machine's name",
+    )
     p.add_argument(
         "--source",
         default="auto",
@@ -206,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
         json_lines=lines != "text",
         kinds={EventKind(k) for k in args.kind} if args.kind else None,
         pattern=args.match,
+        containers=args.container,
         sink=sink,
         mapping=MAPPINGS.get(lines, MAPPINGS["json"]),
     )

@@ -400,6 +400,63 @@ static __always_inline void announce_cgroup(struct task_struct *task)
 	}
 }
 
+/* A process's number in one pid namespace, and that namespace's inode (0: not read). */
+struct upid_view {
+	__u32 nr;
+	__u32 inum;
+};
+
+#define UPID_DIRECT(k)                                          \
+	case k:                                                 \
+		out->nr = pid->numbers[k].nr;                   \
+		out->inum = pid->numbers[k].ns->ns.inum;        \
+		return
+
+/*
+ * numbers[level] of a struct pid: its number and namespace at that depth of the pid
+ * namespace tree. numbers[] is a flexible array, which the verifier lets the program read
+ * directly only at constant indexes: the depths that nested containers reach are read so
+ * (no helper call), deeper ones through plain kernel reads.
+ */
+static __always_inline void read_upid(struct upid_view *out, struct pid *pid, __u32 level)
+{
+	switch (level) {
+	UPID_DIRECT(0);
+	UPID_DIRECT(1);
+	UPID_DIRECT(2);
+	UPID_DIRECT(3);
+	}
+	struct upid *up = (void *)pid + bpf_core_field_offset(struct pid, numbers) +
+			  (__u64)level * bpf_core_type_size(struct upid);
+	out->nr = BPF_CORE_READ(up, nr);
+	out->inum = BPF_CORE_READ(up, ns, ns.inum);
+}
+
+/*
+ * The process's tgid and its real parent's as its own pid namespace sees them (the kernel's
+ * pid_nr_ns(): the parent has a number there if it is that deep and the namespace at that
+ * depth is the process's), and the inodes of its pid and mount namespaces. Direct reads
+ * of the task's pointers (tp_btf: the verifier turns them into fault-safe loads).
+ */
+static __always_inline void read_namespaces(struct po_event *ev, struct task_struct *task)
+{
+	struct pid *pid = task->group_leader->thread_pid;
+	if (!pid)
+		return;
+	__u32 level = pid->level;
+	struct upid_view own = {}, there = {};
+	read_upid(&own, pid, level);
+	ev->ns_pid = own.nr;
+	ev->pid_ns = own.inum;
+	struct pid *parent = task->real_parent->group_leader->thread_pid;
+	if (parent && parent->level >= level) {
+		read_upid(&there, parent, level);
+		if (there.inum == own.inum)
+			ev->ns_ppid = there.nr;
+	}
+	ev->mnt_ns = task->nsproxy->mnt_ns->ns.inum; /* 0: nsproxy already released */
+}
+
 static __always_inline struct scratch *begin(__u32 kind, struct task_struct *task)
 {
 	announce_cgroup(task);
@@ -418,6 +475,7 @@ static __always_inline struct scratch *begin(__u32 kind, struct task_struct *tas
 	ev->start_ns = task->group_leader->start_time;
 	ev->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
 	bpf_probe_read_kernel_str(ev->comm, sizeof(ev->comm), task->comm);
+	read_namespaces(ev, task);
 	s->off = 0;
 	return s;
 }

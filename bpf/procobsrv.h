@@ -75,6 +75,13 @@ struct po_event {
 	__u32 creator;     /* PO_FORK: tgid of the process that forked (ppid differs after
 			      clone(CLONE_PARENT)): the child runs its program */
 	__u32 reserved2;
+	/* The process as its own namespaces see it (0: not known, e.g. the task's namespaces
+	 * were already released); PO_CGROUP records leave them 0. */
+	__u32 ns_pid;      /* tgid in its own pid namespace (the one /proc/PID/ns/pid names) */
+	__u32 ns_ppid;     /* real parent's tgid in that namespace, as getppid() there says:
+			      0 when the parent lies outside it (a namespace's first process) */
+	__u32 pid_ns;      /* inode of its pid namespace (stat /proc/PID/ns/pid: st_ino) */
+	__u32 mnt_ns;      /* inode of its mount namespace (/proc/PID/ns/mnt) */
 	char data[];
 };
 

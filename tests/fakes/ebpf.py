@@ -77,10 +77,13 @@ def record(
     status: int = 0,
     args_size: int | None = None,
     creator: int | None = None,
+    namespaces: tuple[int, int, int, int] = (0, 0, 0, 0),
 ) -> bytes:
     """One ring buffer sample as the kernel program writes it (bpf/procobsrv.h): an event,
     or with PO_CGROUP the path (``cgroup``) of the events' ``cgroup_id``. A fork's
-    ``creator`` is its parent unless given (clone(CLONE_PARENT))."""
+    ``creator`` is its parent unless given (clone(CLONE_PARENT)). ``namespaces``: ns_pid,
+    ns_ppid, pid_ns, mnt_ns (0: the kernel could not read them)."""
+    ns_pid, ns_ppid, pid_ns, mnt_ns = namespaces
     header = po_event(
         kind=kind,
         flags=flags,
@@ -98,5 +101,9 @@ def record(
         cgroup_len=len(cgroup),
         comm=b"comm",
         creator=ppid if creator is None else creator,
+        ns_pid=ns_pid,
+        ns_ppid=ns_ppid,
+        pid_ns=pid_ns,
+        mnt_ns=mnt_ns,
     )
     return bytes(header) + args + image + script + cwd + cgroup

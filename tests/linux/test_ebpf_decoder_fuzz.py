@@ -71,6 +71,27 @@ def test_a_well_formed_exec_decodes() -> None:
     assert item.cwd == "/tmp" and item.cgroup == "/known"
 
 
+def test_the_namespaces_of_a_record_and_zero_for_not_known() -> None:
+    """pid_ns 0: the kernel could not read the task's pid: all three pid fields unknown (a
+    namespace's first process has ns_ppid 0, which stays 0 when its namespace is known)."""
+    data = record(PO_FORK, namespaces=(1, 0, 4026532000, 4026532001))
+    data += record(PO_EXIT, namespaces=(0, 0, 0, 4026532001))
+    (first, second), decoder = decode(data, [(0, HEADER_SIZE), (HEADER_SIZE, HEADER_SIZE)])
+    assert decoder.bad == 0
+    assert (first.ns_pid, first.ns_ppid, first.pid_ns, first.mnt_ns) == (
+        1,
+        0,
+        4026532000,
+        4026532001,
+    )
+    assert (second.ns_pid, second.ns_ppid, second.pid_ns, second.mnt_ns) == (
+        None,
+        None,
+        None,
+        4026532001,
+    )
+
+
 def test_a_cgroup_record_names_the_cgroup_of_the_events_after_it() -> None:
     data = record(PO_CGROUP, cgroup_id=8, cgroup=b"/job.slice") + record(PO_FORK, cgroup_id=8)
     split = len(data) - HEADER_SIZE

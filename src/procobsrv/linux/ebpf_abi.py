@@ -66,6 +66,10 @@ class po_event(ctypes.Structure):
         ("comm", ctypes.c_char * PO_COMM_LEN),
         ("creator", u32),
         ("reserved2", u32),
+        ("ns_pid", u32),
+        ("ns_ppid", u32),
+        ("pid_ns", u32),
+        ("mnt_ns", u32),
     )
 
 

@@ -5,7 +5,9 @@ lengths point outside it is counted in :attr:`Decoder.bad` and skipped. An exit 
 carries no argv (the kernel has already freed the process's memory then): the image, argv,
 cwd and script come from :class:`Programs`, which remembers each live process's exec (or
 the /proc snapshot taken at start), keyed by pid and checked against its start time.
-Events carry a cgroup id; its path comes from :class:`~.cgroups.CgroupPaths`.
+Events carry a cgroup id; its path comes from :class:`~.cgroups.CgroupPaths`. Each event
+also carries the process's pids as its own pid namespace sees them and the inodes of its
+pid and mount namespaces (0 in the record: the kernel could not read them; None here).
 
 A path is exact or marked: one the kernel cut (longer than PO_PATH_CAP or deeper than
 PO_MAX_DEPTH) keeps its last components behind :data:`CUT` (``.../c36/.../c99``) and sets
@@ -234,6 +236,10 @@ class Decoder:
                 comm_raw,
                 creator,
                 _,
+                ns_pid,
+                ns_ppid,
+                pid_ns,
+                mnt_ns,
             ) = unpack(data, offset)
             p = offset + HEADER_SIZE
             if args_len + image_len + script_len + cwd_len + cgroup_len > length - HEADER_SIZE:
@@ -304,6 +310,8 @@ class Decoder:
                 script, truncated, size = known.script, known.truncated, known.size
                 image_cut, cwd_cut = known.image_truncated, known.cwd_truncated
                 outside = known.image_outside_root
+            if not pid_ns:  # the kernel could not read the task's pid (none: 0 is no inode)
+                ns_pid = ns_ppid = pid_ns = None
             append(
                 new(
                     event,  # kind
@@ -329,5 +337,9 @@ class Decoder:
                     image_cut,  # image_truncated
                     cwd_cut,  # cwd_truncated
                     outside,  # image_outside_root
+                    ns_pid,  # ns_pid
+                    ns_ppid,  # ns_ppid
+                    pid_ns,  # pid_ns
+                    mnt_ns or None,  # mnt_ns
                 )
             )

@@ -269,6 +269,7 @@ class ConnectorSource(KernelSource):
                 kind, info, start = EXITED, gone, gone.start_ns
             else:
                 continue
+            ns = info.namespaces
             append(
                 new(
                     kind,  # kind
@@ -291,6 +292,13 @@ class ConnectorSource(KernelSource):
                     None,  # command_line_size
                     cgroup_id(info.cgroup),  # cgroup_id
                     info.cgroup,  # cgroup
+                    False,  # image_truncated
+                    False,  # cwd_truncated
+                    False,  # image_outside_root
+                    ns.ns_pid,  # ns_pid
+                    ns.ns_ppid,  # ns_ppid
+                    ns.pid_ns,  # pid_ns
+                    ns.mnt_ns,  # mnt_ns
                 )
             )
         return items
@@ -343,4 +351,8 @@ class LeaderGone:
             cwd=info.cwd if info else None,
             cgroup_id=cgroup_id(info.cgroup) if info else None,
             cgroup=info.cgroup if info else None,
+            ns_pid=info.namespaces.ns_pid if info else None,
+            ns_ppid=info.namespaces.ns_ppid if info else None,
+            pid_ns=info.namespaces.pid_ns if info else None,
+            mnt_ns=info.namespaces.mnt_ns if info else None,
         )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..events import EventKind, QueuedItem
+from .namespaces import NSTGID, UNKNOWN, Namespaces, parse_ns_tgids, read_namespaces
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class ProcessInfo:
     comm: str | None = None
     cwd: str | None = None
     cgroup: str | None = None
+    namespaces: Namespaces = UNKNOWN
 
 
 #: Bytes per read of a /proc file: a page, which most command lines fit.
@@ -103,10 +105,11 @@ def read_command_line(pid: int) -> list[str] | None:
     return [os.fsdecode(arg) for arg in data.rstrip(b"\0").split(b"\0")]
 
 
-def read_status(pid: int) -> tuple[str | None, int | None, int | None]:
-    """(comm, real uid, effective uid) from /proc/<pid>/status."""
+def read_status(pid: int) -> tuple[str | None, int | None, int | None, tuple[int, ...] | None]:
+    """(comm, real uid, effective uid, NStgid: its tgid in each pid namespace from /proc's
+    down to its own) from /proc/<pid>/status."""
     data = _read(f"/proc/{pid}/status")
-    comm = uid = euid = None
+    comm = uid = euid = ns_tgids = None
     for line in (data or b"").splitlines():
         if line.startswith(b"Name:"):
             comm = os.fsdecode(line[5:].strip())
@@ -114,8 +117,10 @@ def read_status(pid: int) -> tuple[str | None, int | None, int | None]:
             ids = line.split()
             if len(ids) >= 3:
                 uid, euid = int(ids[1]), int(ids[2])
+        elif line.startswith(NSTGID):
+            ns_tgids = parse_ns_tgids(line)
             break
-    return comm, uid, euid
+    return comm, uid, euid, ns_tgids
 
 
 def read_cwd(pid: int) -> str | None:
@@ -216,15 +221,22 @@ def read_parent(pid: int) -> int | None:
         return None
 
 
-def read_process(pid: int, parent_id: int | None = None, start_ns: int = 0) -> ProcessInfo:
+def read_process(
+    pid: int,
+    parent_id: int | None = None,
+    start_ns: int = 0,
+    parent_namespaces: Namespaces | None = None,
+) -> ProcessInfo:
     """Everything /proc tells about a process now (fields None where it is gone).
 
     ``start_ns`` is the kernel timestamp of the fork when we saw it, else 0: /proc's start
     time is on another clock and in jiffies, and mixing the two would give one process two keys.
+    ``parent_namespaces``: the parent's, when known (spares reading them for a process in a
+    container).
     """
     if parent_id is None:
         parent_id = read_parent(pid) or 0
-    comm, uid, euid = read_status(pid)
+    comm, uid, euid, ns_tgids = read_status(pid)
     return ProcessInfo(
         read_image(pid),
         read_command_line(pid),
@@ -235,6 +247,7 @@ def read_process(pid: int, parent_id: int | None = None, start_ns: int = 0) -> P
         comm,
         read_cwd(pid),
         read_cgroup(pid),
+        read_namespaces(pid, parent_id, ns_tgids, parent_namespaces),
     )
 
 
@@ -286,11 +299,16 @@ class ProcessTable:
             info = self._remember(pid, self._read_process(pid))
         return info
 
+    def _namespaces_of(self, pid: int) -> Namespaces | None:
+        known = self._known.get(pid)
+        return None if known is None else known.namespaces
+
     def _read_process(
         self, pid: int, parent_id: int | None = None, start_ns: int = 0
     ) -> ProcessInfo:
+        parent = None if parent_id is None else self._namespaces_of(parent_id)
         try:
-            return read_process(pid, parent_id, start_ns)
+            return read_process(pid, parent_id, start_ns, parent)
         except OSError:  # no fd left to open /proc/<pid>/... with (_read passes only that on)
             self.fd_exhausted += 1
             if self.fd_exhausted == 1:
@@ -305,6 +323,8 @@ class ProcessTable:
             )
 
     def forked(self, pid: int, parent_id: int, start_ns: int) -> ProcessInfo:
+        """A new process: its parent's program (a fork runs it), and its own namespaces (a
+        fork may make new ones: two readlinks of /proc/PID/ns)."""
         parent = self._lookup(parent_id)
         if parent is None:
             info = ProcessInfo(None, None, None, parent_id, start_ns)
@@ -319,6 +339,10 @@ class ProcessTable:
                 parent.comm,
                 parent.cwd,
                 parent.cgroup,
+            )
+        if self._read_proc:
+            info.namespaces = read_namespaces(
+                pid, parent_id, None, None if parent is None else parent.namespaces
             )
         return self._remember(pid, info)
 
@@ -380,6 +404,10 @@ def as_created(running: dict[int, ProcessInfo]) -> list[QueuedItem]:
                 cwd=info.cwd,
                 cgroup_id=cgroup_id(info.cgroup),
                 cgroup=info.cgroup,
+                ns_pid=info.namespaces.ns_pid,
+                ns_ppid=info.namespaces.ns_ppid,
+                pid_ns=info.namespaces.pid_ns,
+                mnt_ns=info.namespaces.mnt_ns,
             )
         )
     return items

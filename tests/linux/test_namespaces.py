@@ -180,6 +180,27 @@ def test_the_connector_reads_namespaces_from_proc() -> None:
     assert (gone.ns_pid, gone.ns_ppid, gone.pid_ns, gone.mnt_ns) == (None, None, None, None)
 
 
+def test_the_connector_reads_no_link_that_status_or_the_parent_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """About 8 us per readlink of /proc/PID/ns: an exec in /proc's pid namespace (NStgid has
+    one number) reads only the mount link; a fork in its parent's pid namespace only the pid
+    link, and takes the parent's mount namespace."""
+    me, parent = os.getpid(), os.getppid()
+    links: list[str] = []
+    readlink = os.readlink
+    monkeypatch.setattr(os, "readlink", lambda path: links.append(path) or readlink(path))
+    read_namespaces(parent, 1)  # warms the cached /proc/self/ns/pid
+    links.clear()
+    own = read_ns_tgids(me)
+    exec_view = read_namespaces(me, parent, own)
+    assert links == [f"/proc/{me}/ns/mnt"]
+    links.clear()
+    fork_view = read_namespaces(me, parent, None, exec_view, mount_of_parent=True)
+    assert links == [f"/proc/{me}/ns/pid"]
+    assert fork_view == exec_view and exec_view.mnt_ns == os.stat("/proc/self/ns/mnt").st_ino
+
+
 # -- containers: cgroups named as the engines name them -----------------------------------
 
 

@@ -2,11 +2,10 @@
 
 The kernel program reads them in the kernel (bpf/procobsrv.bpf.c ``read_namespaces``); the
 connector's events carry only host pids, so here they come from ``/proc/PID/ns/{pid,mnt}``
-(a readlink each: ``pid:[4026531836]``, no file descriptor) and, for a process in another
-pid namespace than this /proc's, the ``NStgid`` line of ``/proc/PID/status`` (its tgid in
-each namespace from /proc's down to its own). A process that is gone (or a zombie: its
-namespaces are released at exit) gives None, as does one whose namespaces this process may
-not read (another user's, without CAP_SYS_PTRACE).
+(a readlink each: ``pid:[4026531836]``, no file descriptor) and the ``NStgid`` line of
+``/proc/PID/status`` (its tgid in each namespace from /proc's down to its own). A process
+that is gone (or a zombie: its namespaces are released at exit) gives None, as does one
+whose namespaces this process may not read (another user's, without CAP_SYS_PTRACE).
 """
 
 from __future__ import annotations
@@ -88,18 +87,33 @@ def read_namespaces(
     ppid: int,
     ns_tgids: Sequence[int] | None = None,
     parent: Namespaces | None = None,
+    *,
+    mount_of_parent: bool = False,
 ) -> Namespaces:
     """The namespaces of ``pid`` (whose parent is ``ppid``) as /proc tells them now.
 
     ``ns_tgids``: its ``NStgid``, when the caller read /proc/PID/status anyway (None: read
     it here if needed); ``parent``: the parent's namespaces, when known (else read here if
-    needed). A process in /proc's own pid namespace needs two readlinks and nothing else.
+    needed). ``mount_of_parent``: a fork, which takes its parent's mount namespace (only
+    clone(CLONE_NEWNS) gives it another) unless it is in another pid namespace than the
+    parent's (namespaces being made: read it).
+
+    Each readlink costs about 8 us here (a /proc path walk), so none is made that the
+    status line already answers: one level in NStgid is /proc's own pid namespace.
     """
-    pid_ns = ns_inode(pid, "pid")
-    if pid_ns is None:
-        return UNKNOWN
-    mnt_ns = ns_inode(pid, "mnt")
-    if pid_ns == proc_pid_ns():
+    own = proc_pid_ns()
+    if ns_tgids is not None and len(ns_tgids) == 1 and own is not None:
+        pid_ns = own
+    else:
+        read = ns_inode(pid, "pid")
+        if read is None:  # gone, a zombie, or not ours to read
+            return UNKNOWN
+        pid_ns = read
+    if mount_of_parent and parent is not None and parent.pid_ns == pid_ns:
+        mnt_ns = parent.mnt_ns
+    else:  # an exec, or a fork into a new pid namespace: a container being made
+        mnt_ns = ns_inode(pid, "mnt")
+    if pid_ns == own:
         return Namespaces(pid, ppid, pid_ns, mnt_ns)
     if ns_tgids is None:
         ns_tgids = read_ns_tgids(pid)

@@ -323,8 +323,9 @@ class ProcessTable:
             )
 
     def forked(self, pid: int, parent_id: int, start_ns: int) -> ProcessInfo:
-        """A new process: its parent's program (a fork runs it), and its own namespaces (a
-        fork may make new ones: two readlinks of /proc/PID/ns)."""
+        """A new process: its parent's program (a fork runs it) and mount namespace (only
+        clone(CLONE_NEWNS) makes another: the exec reads its own), and its own pid
+        namespace (one readlink: a fork after unshare(CLONE_NEWPID) is in a new one)."""
         parent = self._lookup(parent_id)
         if parent is None:
             info = ProcessInfo(None, None, None, parent_id, start_ns)
@@ -342,7 +343,11 @@ class ProcessTable:
             )
         if self._read_proc:
             info.namespaces = read_namespaces(
-                pid, parent_id, None, None if parent is None else parent.namespaces
+                pid,
+                parent_id,
+                None,
+                None if parent is None else parent.namespaces,
+                mount_of_parent=True,
             )
         return self._remember(pid, info)
 

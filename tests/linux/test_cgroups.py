@@ -17,24 +17,15 @@ from procobsrv.linux import EbpfSource, procfs
 from procobsrv.linux.cgroups import REMEMBERED, CgroupPaths, open_by_id
 from procobsrv.linux.ebpf_abi import PO_CGROUPS_REMEMBERED, PO_MAX_DEPTH, PO_PATH_CAP
 from procobsrv.linux.ebpf_decoder import CUT
+from tests.fakes.cgroups import own_cgroup
 from tests.fakes.ebpf import run_child
 
 
 @pytest.fixture
 def group() -> Iterator[Path]:
     """A new cgroup v2 directory of our own (root only)."""
-    root = procfs.cgroup2_root()
-    if root is None or os.geteuid() != 0:
-        pytest.skip("needs root and a cgroup v2 hierarchy")
-    path = Path(root) / f"procobsrv-cg-{os.getpid()}-{time.monotonic_ns()}"
-    path.mkdir()
-    yield path
-    for _ in range(100):  # the children's exits release it a moment later
-        try:
-            path.rmdir()
-            return
-        except OSError:
-            time.sleep(0.05)
+    with own_cgroup("procobsrv-cg") as path:
+        yield path
 
 
 def in_group(group: Path, argv: list[str]) -> subprocess.Popen[bytes]:

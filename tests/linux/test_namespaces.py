@@ -19,10 +19,11 @@ import pytest
 
 from procobsrv import EventKind, QueuedItem
 from procobsrv.containers import PATTERNS, container_of
-from procobsrv.linux import ConnectorSource, EbpfSource, procfs
+from procobsrv.linux import ConnectorSource, EbpfSource
 from procobsrv.linux.namespaces import ns_inode, read_namespaces, read_ns_tgids
 from procobsrv.platform import KernelSource
 from tests.fakes.availability import require_connector, require_ebpf, require_tool
+from tests.fakes.cgroups import own_cgroup
 from tests.fakes.watch import PROCOBSRV, validate_lines, watching
 
 pytestmark = pytest.mark.kernel
@@ -206,28 +207,8 @@ def test_the_connector_reads_no_link_that_status_or_the_parent_answers(
 
 @pytest.fixture
 def group() -> Iterator[Path]:
-    """A new cgroup v2 directory of our own (root only), removed with what was made in it."""
-    root = procfs.cgroup2_root()
-    if root is None or os.geteuid() != 0:
-        pytest.skip("needs root and a cgroup v2 hierarchy")
-    path = Path(root) / f"procobsrv-ns-{os.getpid()}-{time.monotonic_ns()}"
-    path.mkdir()
-    try:
+    with own_cgroup("procobsrv-ns") as path:
         yield path
-    finally:
-        for directory in sorted(path.rglob("*"), key=lambda p: -len(p.parts)):
-            if directory.is_dir():
-                remove(directory)
-        remove(path)
-
-
-def remove(directory: Path) -> None:
-    for _ in range(100):  # the children's exits release it a moment later
-        try:
-            directory.rmdir()
-            return
-        except OSError:
-            time.sleep(0.05)
 
 
 def run_in(cgroup: Path, argv: list[str]) -> subprocess.Popen[bytes]:

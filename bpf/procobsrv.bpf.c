@@ -438,7 +438,7 @@ static __always_inline void read_upid(struct upid_view *out, struct pid *pid, __
  * depth is the process's), and the inodes of its pid and mount namespaces. Direct reads
  * of the task's pointers (tp_btf: the verifier turns them into fault-safe loads).
  */
-static __always_inline void read_namespaces(struct po_event *ev, struct task_struct *task)
+static __noinline void read_namespaces(struct po_event *ev, struct task_struct *task)
 {
 	struct pid *pid = task->group_leader->thread_pid;
 	if (!pid)

@@ -45,7 +45,7 @@ def test_a_stale_svg_is_caught(tmp_path: Path) -> None:
 
 
 def test_every_diagram_is_shown_in_the_docs() -> None:
-    pages = "\n".join(p.read_text() for p in (ROOT / "docs").glob("*.md"))
+    pages = "\n".join(p.read_text() for p in (ROOT / "docs").rglob("*.md"))
     shown = set(re.findall(r"diagrams/([\w.-]+\.svg)", pages))
     sources = {p.with_suffix(".svg").name for p in DIAGRAMS.glob("*.dot")}
     assert sources, "no diagram sources"

@@ -190,30 +190,48 @@ def fmt(v: float | None, spec: str = ".0f", missing: str = "-") -> str:
 
 
 def table(summary: list[dict[str, Any]]) -> str:
-    head = (
+    """Two tables (so that each fits a page's column): what each contender cost, then what
+    it saw."""
+    cost = [
         "| storm | contender | procs/s | tax % | CPU s/10k ev | wake-ups/ev/thread "
-        "| peak RSS MiB | fork % | exec % | exit % | argv % | image % | lost | silent "
-        "| lat p50/p99/max ms |"
-    )
-    rows = [head, "|" + "---|" * 15]
+        "| peak RSS MiB | lat p50/p99/max ms |",
+        "|" + "---|" * 8,
+    ]
+    seen = [
+        "| storm | contender | fork % | exec % | exit % | argv % | image % | lost | silent |",
+        "|" + "---|" * 9,
+    ]
     for s in summary:
         c, x = s["completeness_min"], s["exact_min"]
         lat = s["latency_ms"]
-        monitor = s["contender"] != "none"
-        silent = s["unaccounted"] if monitor else None
-        rows.append(
+        cost.append(
             f"| {s['scenario']} | {s['contender']} | {fmt(s['rate'])} | {fmt(s['tax_pct'], '.1f')} "
             f"| {fmt(s['cpu_s_per_10k'], '.3f')} | {fmt(s.get('wakeups_per_event'), '.3f')} "
             f"| {fmt(s['peak_rss_mib'], '.1f')} "
-            + " ".join(f"| {fmt(c[k] if monitor else None, '.2f')}" for k in KINDS)
-            + " "
-            + " ".join(f"| {fmt(x.get(k) if monitor else None, '.2f')}" for k in ("argv", "image"))
-            + f" | {s['lost'] if monitor else '-'}"
-            + (f" ({s['overflow_reports']} nobufs)" if s["overflow_reports"] else "")
-            + f" | {fmt(silent, 'd')} "
             + (f"| {lat['p50']:.2f} / {lat['p99']:.2f} / {lat['max']:.1f} |" if lat else "| - |")
         )
-    return "\n".join(rows)
+        if s["contender"] == "none":
+            continue
+        seen.append(
+            f"| {s['scenario']} | {s['contender']} "
+            + " ".join(f"| {fmt(c[k], '.2f')}" for k in KINDS)
+            + " "
+            + " ".join(f"| {fmt(x.get(k), '.2f')}" for k in ("argv", "image"))
+            + f" | {s['lost']}"
+            + (f" ({s['overflow_reports']} nobufs)" if s["overflow_reports"] else "")
+            + f" | {fmt(s['unaccounted'], 'd')} |"
+        )
+    return "\n".join(
+        [
+            "What each contender cost:",
+            "",
+            *cost,
+            "",
+            "What each contender saw (completeness per kind, worst run):",
+            "",
+            *seen,
+        ]
+    )
 
 
 #: The contenders compared with forkstat (tax and CPU ratios).

@@ -6,9 +6,8 @@ import json
 import struct
 from pathlib import Path
 
+from benchmarks.figures import DPI, FIGURES, WIDTH_IN, draw
 from benchmarks.run import LATENCIES, RESULTS, report, targets
-
-from benchmarks import figures
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -22,17 +21,17 @@ def saved_run() -> dict[str, object]:
 
 
 def test_every_figure_is_drawn_from_the_saved_run_at_the_columns_width(tmp_path: Path) -> None:
-    paths = figures.draw(saved_run(), tmp_path, LATENCIES)
-    assert [p.name for p in paths] == [f"performance-{name}.png" for name in figures.FIGURES]
+    paths = draw(saved_run(), tmp_path, LATENCIES)
+    assert [p.name for p in paths] == [f"performance-{name}.png" for name in FIGURES]
     for path in paths:
         width, height = png_size(path)
-        assert width == round(figures.WIDTH_IN * figures.DPI) == 680, path.name
+        assert width == round(WIDTH_IN * DPI) == 680, path.name
         assert 200 < height < 700, (path.name, height)
 
 
 def test_the_page_shows_every_figure() -> None:
     page = (Path(__file__).resolve().parents[2] / "docs" / "performance.md").read_text()
-    for name in figures.FIGURES:
+    for name in FIGURES:
         assert f"(images/performance-{name}.png)" in page, name
 
 

@@ -33,7 +33,9 @@ def test_docs_list_every_field() -> None:
     defs = schema()["$defs"]
     fields = {f for d in defs.values() for f in d["properties"]}
     for field in fields:
-        assert re.search(rf"^\| `{field}` \|", page, re.MULTILINE), f"docs/reference/json.md lacks {field}"
+        assert re.search(rf"^\| `{field}` \|", page, re.MULTILINE), (
+            f"docs/reference/json.md lacks {field}"
+        )
 
 
 def test_every_queued_item_field_is_in_the_schema() -> None:

@@ -10,7 +10,7 @@ draws them again from the saved JSON.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -124,30 +124,24 @@ def _bars(
     plt.close(fig)
 
 
-def _per_storm(
-    result: dict[str, Any], value: Callable[[dict[str, Any]], float | None]
-) -> dict[str, tuple[float | None, tuple[float, float] | None]]:
-    """Per contender: its value in the main storm, and its range over every storm."""
+def _per_storm_rows(result: dict[str, Any], key: str, shown: str) -> list[Row]:
+    """One row per contender: its ``key`` in the main storm (as ``shown`` formats it), and
+    the range of ``key`` over every storm."""
     by = _summary(result)
-    out = {}
+    rows: list[Row] = []
     for name in _contenders(result):
-        found = [value(by[(sc, name)]) for sc in _storms(result) if (sc, name) in by]
+        found = [by[(sc, name)][key] for sc in _storms(result) if (sc, name) in by]
         known = [v for v in found if v is not None]
-        main = by.get((MAIN_STORM, name))
-        out[name] = (
-            value(main) if main else None,
-            (min(known), max(known)) if len(known) > 1 else None,
-        )
-    return out
+        main = by[(MAIN_STORM, name)][key] if (MAIN_STORM, name) in by else None
+        span = (min(known), max(known)) if len(known) > 1 else None
+        label, colour = LABELS[name]
+        rows.append((label, colour, main, span, "-" if main is None else shown.format(main)))
+    return rows
 
 
 def cpu(result: dict[str, Any], path: Path) -> None:
-    rows: list[Row] = []
-    for name, (main, span) in _per_storm(result, lambda s: s["cpu_s_per_10k"]).items():
-        label, colour = LABELS[name]
-        rows.append((label, colour, main, span, "-" if main is None else f"{main:.3f} s"))
     _bars(
-        rows,
+        _per_storm_rows(result, "cpu_s_per_10k", "{:.3f} s"),
         "CPU per 10,000 process events (lower is better)",
         f"Bar: the {MAIN_STORM} storm (2 spawners); line: the range over every storm. "
         "The monitor's own CPU (all threads).",
@@ -157,12 +151,8 @@ def cpu(result: dict[str, Any], path: Path) -> None:
 
 
 def tax(result: dict[str, Any], path: Path) -> None:
-    rows: list[Row] = []
-    for name, (main, span) in _per_storm(result, lambda s: s["tax_pct"]).items():
-        label, colour = LABELS[name]
-        rows.append((label, colour, main, span, "-" if main is None else f"{main:.1f} %"))
     _bars(
-        rows,
+        _per_storm_rows(result, "tax_pct", "{:.1f} %"),
         "How much slower the storm runs (lower is better)",
         f"Bar: the {MAIN_STORM} storm; line: every storm. Processes/s against no monitor; "
         "a few points are noise on a shared machine.",

@@ -279,12 +279,17 @@ LATENCIES = (
 )
 
 
-def redraw(saved: Path) -> None:
-    """Figures and the page's results from a saved run, with this code's report: the
-    ratios and the targets' verdicts are computed again from its summary."""
-    result = json.loads(saved.read_text())
-    result["ratios_vs_forkstat"] = ratios(result["summary"])
+def rescored(result: dict[str, Any]) -> dict[str, Any]:
+    """A saved run with its ratios and targets' verdicts computed again by this code from its
+    summary (a run saved by older code may lack some)."""
+    result = {**result, "ratios_vs_forkstat": ratios(result["summary"])}
     result["targets"] = targets(result)
+    return result
+
+
+def redraw(saved: Path) -> None:
+    """Figures and the page's results from a saved run, with this code's report."""
+    result = rescored(json.loads(saved.read_text()))
     for path in figures.draw(result, DOC_IMAGES, LATENCIES):
         print(f"drew {path}")
     update_doc(report(result))

@@ -29,11 +29,13 @@ def test_schema_is_draft_2020_12_and_shipped() -> None:
 
 
 def test_docs_list_every_field() -> None:
-    page = (ROOT / "docs" / "agent.md").read_text()
+    page = (ROOT / "docs" / "reference" / "json.md").read_text()
     defs = schema()["$defs"]
     fields = {f for d in defs.values() for f in d["properties"]}
     for field in fields:
-        assert re.search(rf"^\| `{field}` \|", page, re.MULTILINE), f"docs/agent.md lacks {field}"
+        assert re.search(rf"^\| `{field}` \|", page, re.MULTILINE), (
+            f"docs/reference/json.md lacks {field}"
+        )
 
 
 def test_every_queued_item_field_is_in_the_schema() -> None:

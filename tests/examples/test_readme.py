@@ -75,8 +75,13 @@ def test_each_readme_block_runs_on_its_own(index: int, tmp_path: Path) -> None:
     itself (or on Ctrl+C, when it says so) with status 0."""
     script = tmp_path / f"block{index}.py"
     script.write_text(python_blocks(ROOT / "README.md")[index])
+    # errors=: a block prints every process of the machine, whose names may not be UTF-8.
     block = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="backslashreplace",
     )
     try:
         _, err = block.communicate(timeout=BLOCK_RUNS)

@@ -122,6 +122,9 @@ class QueuedItem:
             "command_line_size": self.command_line_size,
             "cgroup_id": self.cgroup_id,
             "cgroup": self.cgroup,
+            "image_truncated": self.image_truncated,
+            "cwd_truncated": self.cwd_truncated,
+            "image_outside_root": self.image_outside_root,
         }
 
 

@@ -89,6 +89,7 @@ class CustomThread(abc.ABC):
         """Where the thread is now: its innermost frame outside the file ``skip`` (for the
         log of a stop that timed out: the handler's own code, not the framework's loop)."""
         thread = self._thread
+        # The only way to see another thread's stack; CPython's, and documented as such.
         frame = sys._current_frames().get(thread.ident or -1) if thread is not None else None
         spot = "?"
         while frame is not None and frame.f_code.co_filename != skip:

@@ -25,7 +25,7 @@ def test_schema_is_draft_2020_12_and_shipped() -> None:
     s = schema()
     assert s["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert json.loads(schema_text()) == s
-    assert s["$defs"]["envelope"]["properties"]["schema_version"]["const"] == 1
+    assert s["$defs"]["envelope"]["properties"]["schema_version"]["const"] == 2
 
 
 def test_docs_list_every_field() -> None:
@@ -152,6 +152,9 @@ _items = st.builds(
     command_line_size=_ints,
     cgroup_id=_ints,
     cgroup=_texts,
+    image_truncated=st.booleans(),
+    cwd_truncated=st.booleans(),
+    image_outside_root=st.booleans(),
 )
 
 

@@ -16,7 +16,7 @@ from json.encoder import encode_basestring_ascii
 from ..events import EventKind, QueuedItem
 
 #: Bumped whenever a field of the line is added, removed or changes meaning.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_FILE = "event.schema.json"
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 #: Random bytes of the stand-in boot id (as many as a UUID has) and of a maker's nonce.
@@ -162,7 +162,10 @@ class RecordMaker:
             f',"command_line_truncated":{"true" if item.command_line_truncated else "false"}'
             f',"command_line_size":{"null" if size is None else size}'
             f',"cgroup_id":{"null" if cgroup_id is None else cgroup_id}'
-            f',"cgroup":{"null" if cgroup is None else _string(cgroup)}}}'
+            f',"cgroup":{"null" if cgroup is None else _string(cgroup)}'
+            f',"image_truncated":{"true" if item.image_truncated else "false"}'
+            f',"cwd_truncated":{"true" if item.cwd_truncated else "false"}'
+            f',"image_outside_root":{"true" if item.image_outside_root else "false"}}}'
         )
 
     def lost_line(self, count: int, reason: str = "pipeline") -> str:
@@ -204,6 +207,7 @@ _EVENT_LINE_FIELDS = (
     "kind", "pid", "ppid", "timestamp", "image", "command_line", "exit_code", "signal",
     "core_dumped", "uid", "start_ns", "euid", "comm", "cwd", "script",
     "command_line_truncated", "command_line_size", "cgroup_id", "cgroup",
+    "image_truncated", "cwd_truncated", "image_outside_root",
 )  # fmt: skip
 
 

@@ -8,6 +8,10 @@ import argparse
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+# argparse has no public way to list a parser's options or subcommands (only to print
+# them as help text), so this reads its private _actions and _choices_actions, as shtab,
+# which writes the completions, does too; tests/cli/test_reference_files.py checks the page.
+
 #: Sections of the page that are not in the parser.
 EXIT_STATUS = [
     ("0", "success (trace: the command's own status)"),
@@ -43,7 +47,7 @@ class Option:
 def subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argparse.ArgumentParser]]:
     """(name, one-line help, parser) of each subcommand, in the order --help lists them."""
     found = []
-    for action in parser._actions:  # argparse has no public way to walk its subparsers
+    for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             helps = {a.dest: a.help or "" for a in action._choices_actions}
             found += [(name, helps.get(name, ""), sub) for name, sub in action.choices.items()]

@@ -82,3 +82,16 @@ def test_waits_end_when_the_events_come() -> None:
     assert tracker.wait_seen(1, exited=True, timeout=5)
     assert tracker.wait_exited(5)
     later.join()
+
+
+def test_take_exited_forgets_them_and_still_follows_the_rest() -> None:
+    """What keeps a long follower bounded (the pytest report, after each test)."""
+    tracker = Descendants(ME)
+    feed(tracker, created(1, ME, 10), created(2, 1, 11), created(3, ME, 12), exited(1, ME, 20))
+    feed(tracker, exited(3, ME, 21))
+    assert [p.pid for p in tracker.take_exited()] == [1, 3]
+    assert [p.pid for p in tracker.processes()] == [2] and tracker.take_exited() == []
+    feed(tracker, created(4, 2, 30), exec_(2, 1, 31, "sleep", "1"), exited(2, 1, 40))
+    taken = tracker.take_exited()  # the orphan's own child is still followed
+    assert [(p.pid, p.execs) for p in taken] == [(2, 1)]
+    assert [p.pid for p in tracker.processes()] == [4] and tracker.alive() == 1

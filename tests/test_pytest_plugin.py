@@ -4,13 +4,16 @@ fixture fails the test with the reason."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from procobsrv.pytest_plugin import MARKER, Recorder
 from tests.fakes.kernel_probe import NOBODY, OK, as_user, probe
 
 pytest_plugins = ["pytester"]
@@ -63,6 +66,93 @@ def test_report_summarises_per_test(pytester: pytest.Pytester) -> None:
     assert "test_inner.py::test_without_the_fixture: 1 programs run" in section, section
     assert "exit 0" in section and "true no-fixture-marker" in section
     assert "sleep 0.2" in section and "procobsrv-settle-marker" not in section
+
+
+@pytest.fixture
+def outer() -> Iterator[Recorder]:
+    """Follows the inner pytest run (a child of this process) and its children."""
+    recorder = Recorder()
+    try:
+        yield recorder
+    finally:
+        recorder.close()
+
+
+def inner_markers(outer: Recorder) -> int:
+    """The settle markers the inner run spawned (this process's own are left out)."""
+    outer.settle()
+    return sum(
+        1
+        for p in outer.descendants.processes()
+        if p.argv is not None and p.argv[-1:] == (MARKER,) and p.ppid != os.getpid()
+    )
+
+
+BATCH = """
+import subprocess
+
+def test_queries(spawned):
+    subprocess.run(["true", "first"], check=True)
+    for _ in range(10):  # 50 queries, one settle: nothing was spawned between them
+        assert spawned.ran("true", "first") and len(spawned) == 1 and spawned.commands()
+        assert [p.status for p in spawned] == [0] and "first" in repr(spawned)
+    subprocess.run(["true", "second"], check=True)  # spawned since: the next query settles
+    assert spawned.ran("true", "second") and len(spawned) == 2
+    sleeper = subprocess.Popen(["sleep", "0.2"])
+    assert spawned.find("sleep")[0].alive  # settles: a child not reaped yet
+    sleeper.wait()
+    assert spawned.find("sleep")[0].status == 0  # settles: it was running
+    assert spawned.find("sleep")[0].duration >= 0.2  # nothing changed since: no settle
+"""
+
+
+def test_the_queries_of_one_batch_settle_once(pytester: pytest.Pytester, outer: Recorder) -> None:
+    """On int every query spawned a marker child and waited for its events (here 55): a
+    batch of queries with nothing spawned between them takes one, a new spawn or a child
+    that may still change (running, or not reaped) one more."""
+    pytester.makepyfile(test_batch=BATCH)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert inner_markers(outer) == 4
+
+
+SUITE = """
+import subprocess
+import pytest
+
+@pytest.mark.parametrize("n", range(5))
+def test_spawns(n):
+    for _ in range(30):
+        subprocess.run(["true", f"from-test-{n}"], check=True)
+
+def test_followed(request):
+    followed = request.config.pluginmanager.get_plugin("procobsrv-report").recorder.descendants
+    print("followed:", len(followed.processes()))
+    subprocess.run(["true", "last-test"], check=True)
+"""
+
+
+def test_report_spawns_nothing_between_tests_and_forgets_what_it_filed(
+    pytester: pytest.Pytester, outer: Recorder
+) -> None:
+    """On int the report settled after every test (a marker child each) and kept every
+    process of the run: here 150 + 5 markers when the last test began. Now one settle at
+    the end; what was filed is forgotten (at most the late events of the tests just before
+    are still followed), and each test still gets its own processes."""
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_subprocess("--procobsrv-report", "-p", "no:cacheprovider", "-s")
+    result.assert_outcomes(passed=6)
+    out = result.stdout.str()
+    followed = int(out.split("followed: ")[1].split()[0])
+    assert followed <= 60, out
+    section = out[out.index("processes spawned per test (procobsrv)") :]
+    for n in range(5):
+        assert f"test_suite.py::test_spawns[{n}]: 30 programs run" in section, section
+        shown = section.split(f"test_spawns[{n}]: ")[1].split("::")[0]
+        assert shown.count(f"from-test-{n}") == 20 and "... and 10 more" in shown
+        assert "from-test-" not in shown.replace(f"from-test-{n}", ""), shown
+    assert "test_suite.py::test_followed: 1 programs run" in section
+    assert inner_markers(outer) == 1
 
 
 THREADS = """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import pytest
 
 from procobsrv import ApplicationScope, CallbackHandler, MonitorError, QueuedItem
 from procobsrv.linux.connector_source import ConnectorSource
+from procobsrv.subscription import DEFAULT_STOP_TIMEOUT
 from tests.fakes.collector import Collector
 from tests.fakes.connector import break_connector_socket, monitoring
 from tests.fakes.gauges import open_fds, rss_bytes, threads_now
@@ -40,17 +42,20 @@ def test_1000_start_stop_cycles_leave_fds_threads_and_memory_flat() -> None:
         scope.start_monitoring(source="connector")  # tests/linux cycles the eBPF source
         scope.stop_monitoring()
     threads, fds, rss = threads_now(), open_fds(), rss_bytes()
-    began = time.monotonic()
+    took = []
     for _ in range(1000):
+        began = time.monotonic()
         assert scope.start_monitoring(source="connector")
         scope.stop_monitoring()
-    elapsed = time.monotonic() - began
+        took.append(time.monotonic() - began)
     grown = rss_bytes() - rss
-    print(f"1000 cycles in {elapsed:.1f} s; RSS grew by {grown} bytes")
+    print(f"1000 cycles in {sum(took):.1f} s; RSS grew by {grown} bytes")
     assert threads_now() == threads
     assert open_fds() == fds
     assert grown < 1024 * 1024  # 1 KiB per cycle would be a leak; this allows noise only
-    assert elapsed < 30
+    # A cycle that waits for a timeout (an ack, a join) is the defect looked for, not speed:
+    # the typical cycle takes a few ms (about 30 under a load average of 40 on 2 cores).
+    assert statistics.median(took) < 0.1 and max(took) < DEFAULT_STOP_TIMEOUT / 2
 
 
 def test_stop_while_a_storm_runs() -> None:

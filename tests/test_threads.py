@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import threading
 from pathlib import Path
 
 import pytest
 
 from procobsrv.host import current_platform
-from procobsrv.threads import CustomThread
+from procobsrv.threads import CustomThread, FunctionThread
 
 #: Long enough for a thread to start and act on a loaded machine; a hang fails the test.
 WAIT_S = 5.0
@@ -76,18 +75,29 @@ def test_stop_before_start_only_sets_the_event() -> None:
     worker.close()
 
 
-def test_the_threads_that_are_not_custom_threads_are_the_documented_ones() -> None:
-    # The one-base-class rule covers the framework; the tools' own plain threads are listed
-    # in docs/architecture.md by name and file, and none is in the framework.
-    root = Path(__file__).resolve().parents[1]
-    package = root / "src" / "procobsrv"
-    raw = {
-        path.relative_to(package).as_posix(): re.findall(r'name="(procobsrv-[\w-]+)"', text)
+def test_every_thread_procobsrv_starts_is_a_custom_thread() -> None:
+    # One thread base class: only threads.py creates a threading.Thread.
+    package = Path(__file__).resolve().parents[1] / "src" / "procobsrv"
+    raw = [
+        path.relative_to(package).as_posix()
         for path in package.rglob("*.py")
-        if path.name != "threads.py" and "threading.Thread(" in (text := path.read_text())
-    }
-    assert raw and all(file.startswith(("cli/", "agent/")) for file in raw), raw
-    doc = " ".join((root / "docs" / "architecture.md").read_text().split())
-    for file, names in raw.items():
-        for name in names:
-            assert f"`{name}` (`{file}`" in doc, (name, file)
+        if path.name != "threads.py" and "threading.Thread(" in path.read_text()
+    ]
+    assert raw == []
+
+
+def test_a_function_thread_runs_its_function_and_ends_with_it() -> None:
+    release = threading.Event()
+    ran: list[str] = []
+
+    def work() -> None:
+        ran.append(threading.current_thread().name)
+        release.wait(5)
+
+    worker = FunctionThread(current_platform(), "procobsrv-test-function", work)
+    assert not worker.started and worker.join(0)
+    worker.start()
+    assert worker.started and not worker.join(0.05) and worker.is_alive()
+    release.set()
+    assert worker.join(5) and ran == ["procobsrv-test-function"]
+    worker.close()  # no shutdown event was made: nothing to release

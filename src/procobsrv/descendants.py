@@ -165,6 +165,16 @@ class Descendants(CallbackHandler):
                     found.append(node)
             return found
 
+    def take_exited(self) -> list[Spawned]:
+        """The descendants seen to exit so far, in creation order, forgotten as they are
+        returned: what a follower of a long run calls to keep its memory bounded (they leave
+        ``processes()`` and ``subtree()``; those still running are followed as before)."""
+        with self._changed:
+            gone = [p for p in self._processes.values() if not p.alive]
+            for p in gone:
+                del self._processes[p.key]
+            return gone
+
     def alive(self) -> int:
         """Descendants seen to start and not yet seen to exit."""
         with self._changed:

@@ -18,10 +18,9 @@ class CustomThread(abc.ABC):
 
     The shutdown event is a kernel object (an eventfd or a Win32 event) so that ``run``
     can wait on it together with other handles in one call, instead of polling. Every
-    thread of the framework (the library's pipeline) is one: the monitor, the retrieval
-    thread and the delivery threads of the fan-out. The tools built on it (``cli/``,
-    ``agent/``) have threads that wait on a condition or an event loop rather than kernel
-    handles; those are plain ``threading.Thread``s (docs/architecture.md lists them).
+    thread procobsrv starts is one: the monitor, the retrieval thread and the delivery
+    threads of the fan-out, and (as :class:`FunctionThread`) the tools' threads that end
+    another way: ``watch``'s output writer and the NATS output's event loop.
     """
 
     def __init__(self, platform: Platform, name: str, *, eager_shutdown: bool = True) -> None:
@@ -63,6 +62,11 @@ class CustomThread(abc.ABC):
             if self.on_exit is not None:
                 self.on_exit()
 
+    @property
+    def started(self) -> bool:
+        """True once :meth:`start` was called."""
+        return self._thread is not None
+
     def is_current(self) -> bool:
         """True when called from this thread itself."""
         return self._thread is not None and self._thread is threading.current_thread()
@@ -89,6 +93,7 @@ class CustomThread(abc.ABC):
         """Where the thread is now: its innermost frame outside the file ``skip`` (for the
         log of a stop that timed out: the handler's own code, not the framework's loop)."""
         thread = self._thread
+        # The only way to see another thread's stack; CPython's, and documented as such.
         frame = sys._current_frames().get(thread.ident or -1) if thread is not None else None
         spot = "?"
         while frame is not None and frame.f_code.co_filename != skip:
@@ -100,3 +105,16 @@ class CustomThread(abc.ABC):
         """Release the shutdown event; call after ``stop``."""
         if self._shutdown is not None:
             self._shutdown.close()
+
+
+class FunctionThread(CustomThread):
+    """A thread that runs one function and ends when it returns: for work that waits on a
+    condition or an event loop and is ended through it, not through the shutdown event
+    (which it creates only if asked, as ``eager_shutdown=False`` says)."""
+
+    def __init__(self, platform: Platform, name: str, target: Callable[[], None]) -> None:
+        super().__init__(platform, name, eager_shutdown=False)
+        self._target = target
+
+    def run(self) -> None:
+        self._target()

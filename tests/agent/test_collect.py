@@ -172,6 +172,36 @@ def test_a_foreign_json_object_is_set_aside_in_every_format(
     assert again.returncode == 0 and "0 lines collected" in again.stderr, again.stderr
 
 
+def schema_1(payload: bytes) -> bytes:
+    """The line an older watch wrote for the same event: version 1 had no path flags."""
+    record = json.loads(payload)
+    for flag in ("image_truncated", "cwd_truncated", "image_outside_root"):
+        del record[flag]
+    return json.dumps(record | {"schema_version": 1}).encode()
+
+
+@pytest.mark.parametrize("line_format", ["json", "ecs", "otel"])
+def test_collect_takes_records_of_schema_version_1(
+    nats_servers: list[NatsServer], tmp_path: Path, line_format: str
+) -> None:
+    """A stream that holds what an older watch published beside version 2 records: every
+    one is collected, in every format, none set aside."""
+    server = single(nats_servers, tmp_path)
+    made = records(4)
+    new, old = made[:2], [schema_1(p) for p in made[2:]]
+    sent = [old[0], new[0], old[1], new[1]]
+    publish([server.url], sent)
+    out = tmp_path / "out.jsonl"
+    args = ["--durable", "t", "--format", line_format, "--output", str(out), "--duration", "2"]
+    done = collect(server.url, *args)
+    assert done.returncode == 0, done.stderr
+    assert "4 lines collected" in done.stderr and "malformed" not in done.stderr, done.stderr
+    lines = out.read_text().splitlines()
+    assert [event_id(line) for line in lines] == [json.loads(p)["id"] for p in sent]
+    if line_format == "json":
+        assert [json.loads(line)["schema_version"] for line in lines] == [1, 2, 1, 2]
+
+
 def test_collect_to_a_closed_stdout_is_one_line_and_status_2() -> None:
     """Started with fd 1 closed (``collect >&-``) and no --output: said before connecting."""
     run = subprocess.run(

@@ -4,6 +4,7 @@ the two traps (real vs effective uid, creation time from start_ns), and the real
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +18,9 @@ import pytest
 from procobsrv.agent.formats import ECS_VERSION, creation_time, to_ecs, to_otel
 from procobsrv.agent.records import RecordMaker
 from procobsrv.events import EventKind, QueuedItem
+from procobsrv.linux.ebpf_abi import PO_MAX_DEPTH
 from tests.fakes.nats import NatsServer, stop_watch
-from tests.fakes.watch import watching
+from tests.fakes.watch import validate_lines, watching
 
 #: Field names of the Elastic Common Schema 8.x field reference (Base: @timestamp; ECS;
 #: Event; Host, incl. host.boot.id; Process, with process.parent.* and the user fields reused
@@ -274,6 +276,31 @@ def test_otel_observed_time_is_when_procobsrv_rendered_the_record(lost: bool) ->
     assert before <= int(log["observedTimeUnixNano"]) <= after
 
 
+FLAGS = ("image_truncated", "cwd_truncated", "image_outside_root")
+
+
+def test_the_path_flags_that_are_set_are_in_both_formats() -> None:
+    """Schema 2's flags: under procobsrv.* (ECS) and as procobsrv.* attributes (OTel) when
+    set, left out when not, like the other flags."""
+    marked = record(image_truncated=True, cwd_truncated=True, image_outside_root=True)
+    ecs = flatten(to_ecs(marked))
+    otel = otel_attributes(to_otel(marked))[2]
+    for flag in FLAGS:
+        assert ecs[f"procobsrv.{flag}"] is True
+        assert otel[f"procobsrv.{flag}"] == {"boolValue": True}
+    named = {f"procobsrv.{f}" for f in FLAGS}
+    assert not named & set(flatten(to_ecs(record())))
+    assert not named & set(otel_attributes(to_otel(record()))[2])
+
+
+def test_a_schema_1_record_maps_without_the_flags() -> None:
+    """What an older watch wrote (collect reads streams that hold it)."""
+    old = {k: v for k, v in record().items() if k not in FLAGS} | {"schema_version": 1}
+    ecs = flatten(to_ecs(old))
+    assert ecs["process.pid"] == 4242 and not {f"procobsrv.{f}" for f in FLAGS} & set(ecs)
+    assert otel_attributes(to_otel(old))[2]["process.pid"] == {"intValue": "4242"}
+
+
 def test_creation_time_of_an_exec_is_not_the_event_time() -> None:
     """The trap the issue names: an exec a minute after the fork says the fork's time."""
     exec_record = record(kind=EventKind.EXEC)
@@ -367,3 +394,65 @@ def test_collect_writes_ecs(nats_server: NatsServer, tmp_path: Path) -> None:
     docs = [json.loads(line) for line in out.read_text().splitlines()]
     assert docs and all(d["ecs"]["version"] == ECS_VERSION for d in docs)
     assert any(d["event"]["action"] == "exec" and tag in d["process"]["args"] for d in docs)
+
+
+MEMFD = r"""
+import os, sys
+fd = os.memfd_create("procobsrv-flags")
+with open("/bin/true", "rb") as f:
+    os.write(fd, f.read())
+os.execve(fd, ["payload", sys.argv[1]], {})
+"""
+
+
+def flags_of(doc: dict[str, Any]) -> tuple[str, ...]:
+    """The path flags a line says are set, in any format."""
+    if "resourceLogs" in doc:
+        attributes = otel_attributes(doc)[2]
+        return tuple(f for f in FLAGS if attributes.get(f"procobsrv.{f}") == {"boolValue": True})
+    if "ecs" in doc:
+        return tuple(f for f in FLAGS if doc["procobsrv"].get(f))
+    return tuple(f for f in FLAGS if doc[f])
+
+
+def exec_pid(doc: dict[str, Any]) -> int | None:
+    """The pid of an exec line, in any format (None for another kind)."""
+    if "resourceLogs" in doc:
+        attributes = otel_attributes(doc)[2]
+        if attributes["procobsrv.event.kind"] != {"stringValue": "exec"}:
+            return None
+        return int(attributes["process.pid"]["intValue"])
+    if "ecs" in doc:
+        return int(doc["process"]["pid"]) if doc["event"]["action"] == "exec" else None
+    return int(doc["pid"]) if doc["kind"] == "exec" else None
+
+
+@pytest.mark.kernel
+@pytest.mark.usefixtures("ebpf")
+def test_the_path_flags_reach_every_line_format(tmp_path: Path) -> None:
+    """On int they were in QueuedItem only: `watch --json`, ECS and OTel lines did not say
+    that a fileless program (a memfd: outside the process's root) or a program run from a
+    directory deeper than the kernel walks (image and cwd cut) was not what its path says."""
+    tag = "path-flags-marker"
+    deep = tmp_path.joinpath(*["d"] * (PO_MAX_DEPTH + 6))
+    deep.mkdir(parents=True)
+    shutil.copy("/bin/true", deep / "true")
+    otel_file = tmp_path / "otel.jsonl"
+    watch = ("--source", "ebpf", "--match", tag)
+    with (
+        watching("--json", *watch) as json_watch,
+        watching("--format", "ecs", *watch) as ecs_watch,
+        watching("--format", "otel", "--output", str(otel_file), *watch) as otel_watch,
+    ):
+        fileless = subprocess.Popen([sys.executable, "-c", MEMFD, tag])
+        cut = subprocess.Popen(["./true", tag], executable="./true", cwd=deep)
+        assert fileless.wait() == 0 and cut.wait() == 0
+        printed = {"json": stop(json_watch), "ecs": stop(ecs_watch)}
+        stop(otel_watch)
+    printed["otel"] = otel_file.read_text()
+    validate_lines(printed["json"].splitlines())
+    for name, out in printed.items():
+        execs = [(exec_pid(d), flags_of(d)) for d in marker_lines(out, tag) if exec_pid(d)]
+        assert [f for pid, f in execs if pid == cut.pid] == [FLAGS[:2]], (name, out)
+        # python's exec is whole and inside its root; the memfd it runs next is not
+        assert [f for pid, f in execs if pid == fileless.pid] == [(), FLAGS[2:]], (name, out)

@@ -24,6 +24,7 @@ from tests.fakes.nats import (
     cluster,
     free_port,
     line_within,
+    single,
     stop_watch,
     stream_contents,
     stream_leader,
@@ -183,6 +184,41 @@ def test_a_server_down_longer_than_the_buffer_loses_an_exact_count(nats_server: 
     assert counts["published"] == len(events(contents))
     assert counts["published"] + lost == counts["total"]  # published + reported lost == produced
     validate_lines([json.dumps(r) for _, _, r in contents if r["kind"] == "lost"])
+
+
+def test_a_pending_loss_goes_out_once_acks_free_room_without_another_event(
+    nats_servers: list[NatsServer], tmp_path: Path
+) -> None:
+    """Events that found the buffer full while the server was away: once the server is back
+    and the buffered ones are acked, the loss record that counts them follows, with no
+    further event. Before 2a325ff only a later send() (the next process to start on the
+    host: maybe never) or close() queued it."""
+    from procobsrv.agent.jetstream import JetStreamSink
+
+    server = single(nats_servers, tmp_path)
+    sink = JetStreamSink(server.url, buffer=20, close_timeout=5)
+    maker = RecordMaker()
+    sent = [
+        maker.event(QueuedItem(EventKind.EXEC, 20_000 + i, 1, time.time(), monotonic_ns=1 + i))
+        for i in range(31)
+    ]
+    try:
+        sink.send(sent[0])
+        assert wait_until(lambda: sink.published == 1, 30, NATS_POLL)
+        server.kill()
+        for record in sent[1:]:  # 20 fit in the buffer, 10 do not
+            sink.send(record)
+        assert sink.overflowed == 10
+        server.start().ready()  # same port, same store
+        assert wait_until(
+            lambda: output_losses(readable_contents([server.url])) == 10, 30, NATS_POLL
+        ), sink.stats()
+        assert sink.published == 21
+    finally:
+        sink.close()
+    contents = stream_contents([server.url])
+    assert [r["id"] for r in events(contents)] == [r["id"] for r in sent[:21]]
+    assert [r["kind"] for _, _, r in contents] == ["exec"] * 21 + ["lost"]
 
 
 @pytest.mark.kernel

@@ -35,11 +35,13 @@ def test_the_schema_lists_every_container_runtime() -> None:
 
 
 def test_docs_list_every_field() -> None:
-    page = (ROOT / "docs" / "agent.md").read_text()
+    page = (ROOT / "docs" / "reference" / "json.md").read_text()
     defs = schema()["$defs"]
     fields = {f for d in defs.values() for f in d["properties"]}
     for field in fields:
-        assert re.search(rf"^\| `{field}` \|", page, re.MULTILINE), f"docs/agent.md lacks {field}"
+        assert re.search(rf"^\| `{field}` \|", page, re.MULTILINE), (
+            f"docs/reference/json.md lacks {field}"
+        )
 
 
 def test_every_queued_item_field_is_in_the_schema() -> None:
@@ -161,6 +163,9 @@ _items = st.builds(
         # a container id (here a machine's name) that JSON must escape
         st.text().map(lambda name: f"/machine.slice/machine-{name}.scope"),
     ),
+    image_truncated=st.booleans(),
+    cwd_truncated=st.booleans(),
+    image_outside_root=st.booleans(),
     ns_pid=_ints,
     ns_ppid=_ints,
     pid_ns=_ints,

@@ -34,18 +34,18 @@ def test_a_stale_svg_is_caught(tmp_path: Path) -> None:
     require_tool("dot")
     copy = tmp_path / "diagrams"
     shutil.copytree(DIAGRAMS, copy)
-    source = copy / "sequence-linux.dot"
+    source = copy / "event-linux.dot"
     source.write_text(source.read_text().replace("on_process_event", "on_something_else"))
-    (copy / "components.svg").unlink()
+    (copy / "pipeline.svg").unlink()
     result = run_check(copy)
     assert result.returncode == 1
-    assert "sequence-linux.svg: not what sequence-linux.dot renders to" in result.stderr
-    assert "components.svg: missing" in result.stderr
-    assert "sequence-windows.svg" not in result.stderr  # untouched: still up to date
+    assert "event-linux.svg: not what event-linux.dot renders to" in result.stderr
+    assert "pipeline.svg: missing" in result.stderr
+    assert "event-windows.svg" not in result.stderr  # untouched: still up to date
 
 
 def test_every_diagram_is_shown_in_the_docs() -> None:
-    pages = "\n".join(p.read_text() for p in (ROOT / "docs").glob("*.md"))
+    pages = "\n".join(p.read_text() for p in (ROOT / "docs").rglob("*.md"))
     shown = set(re.findall(r"diagrams/([\w.-]+\.svg)", pages))
     sources = {p.with_suffix(".svg").name for p in DIAGRAMS.glob("*.dot")}
     assert sources, "no diagram sources"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 QUALIFIED = re.compile(r"(tests/[\w/]+\.py)::(test_\w+)")
 # A test file named without its directory (`test_x.py`, `test_x.py::test_y`): the reader
@@ -56,7 +56,7 @@ def test_every_cited_test_exists() -> None:
     missing = []
     cited = 0
     for page in PAGES:
-        found, wrong = missing_tests(page.read_text(), tests, page.name)
+        found, wrong = missing_tests(page.read_text(), tests, str(page.relative_to(ROOT)))
         cited += found
         missing += wrong
     assert cited >= 40, "the pages cite far fewer tests than they should"
@@ -65,7 +65,7 @@ def test_every_cited_test_exists() -> None:
 
 def test_every_cited_file_exists() -> None:
     missing = [
-        f"{page.name}: {path}"
+        f"{page.relative_to(ROOT)}: {path}"
         for page in PAGES
         for path in PATHS.findall(page.read_text())
         if not (ROOT / path).exists()

@@ -148,4 +148,4 @@ def test_the_units_privileges_run_the_default_source_with_exact_command_lines(
 
 
 def test_docs_show_the_unit() -> None:
-    assert UNIT.read_text() in (ROOT / "docs" / "agent.md").read_text()
+    assert UNIT.read_text() in (ROOT / "docs" / "how-to" / "service.md").read_text()

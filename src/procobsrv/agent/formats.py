@@ -83,6 +83,15 @@ def _loss_message(record: Record) -> str:
     return f"{record['count']} process events lost ({record['reason']})"
 
 
+#: A path that is not what it seems (schema 2; a schema 1 record has none of these).
+PATH_FLAGS = ("image_truncated", "cwd_truncated", "image_outside_root")
+
+
+def _path_flags(record: Record) -> dict[str, object]:
+    """The path flags that are set (False ones are left out, like the other flags)."""
+    return {flag: record.get(flag) or None for flag in PATH_FLAGS}
+
+
 def _extra(record: Record) -> dict[str, object]:
     """What neither schema has a field for, under ``procobsrv``."""
     return {
@@ -97,6 +106,7 @@ def _extra(record: Record) -> dict[str, object]:
         "cgroup_id": record.get("cgroup_id"),
         "start_ns": record.get("start_ns") or None,
         "monotonic_ns": record["monotonic_ns"],
+        **_path_flags(record),
         "pid_ns": record.get("pid_ns"),
         "mnt_ns": record.get("mnt_ns"),
     }
@@ -241,6 +251,7 @@ def to_otel(record: Record) -> Record:
                     ),
                     "procobsrv.start_ns": record.get("start_ns") or None,
                     "procobsrv.monotonic_ns": record["monotonic_ns"],
+                    **{f"procobsrv.{k}": v for k, v in _path_flags(record).items()},
                     "procobsrv.ns_ppid": record.get("ns_ppid"),
                     "procobsrv.pid_ns": record.get("pid_ns"),
                     "procobsrv.mnt_ns": record.get("mnt_ns"),

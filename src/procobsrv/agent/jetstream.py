@@ -28,6 +28,8 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 
+from ..host import current_platform
+from ..threads import FunctionThread
 from .nats_access import HIDDEN, NatsAccess, access, check_stream_name
 from .records import Record, RecordMaker, dumps
 from .sink import DEFAULT_STREAM_MAX_AGE, Sink
@@ -202,8 +204,7 @@ class JetStreamSink(Sink):
         self._closing = False
         self._loop = asyncio.new_event_loop()
         self._wake = asyncio.Event()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="procobsrv-nats")
-        self._thread.daemon = True
+        self._thread = FunctionThread(current_platform(), "procobsrv-nats", self._loop.run_forever)
         self._thread.start()
         self._task = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
 

@@ -167,6 +167,9 @@ class RecordMaker:
             f',"command_line_size":{"null" if size is None else size}'
             f',"cgroup_id":{"null" if cgroup_id is None else cgroup_id}'
             f',"cgroup":{"null" if cgroup is None else _string(cgroup)}'
+            f',"image_truncated":{"true" if item.image_truncated else "false"}'
+            f',"cwd_truncated":{"true" if item.cwd_truncated else "false"}'
+            f',"image_outside_root":{"true" if item.image_outside_root else "false"}'
             f',"ns_pid":{"null" if ns_pid is None else ns_pid}'
             f',"ns_ppid":{"null" if ns_ppid is None else ns_ppid}'
             f',"pid_ns":{"null" if pid_ns is None else pid_ns}'
@@ -229,6 +232,7 @@ _EVENT_LINE_FIELDS = (
     "kind", "pid", "ppid", "timestamp", "image", "command_line", "exit_code", "signal",
     "core_dumped", "uid", "start_ns", "euid", "comm", "cwd", "script",
     "command_line_truncated", "command_line_size", "cgroup_id", "cgroup",
+    "image_truncated", "cwd_truncated", "image_outside_root",
     "ns_pid", "ns_ppid", "pid_ns", "mnt_ns", "container_id", "container_runtime", "pod_uid",
 )  # fmt: skip
 

@@ -41,6 +41,8 @@ from typing import TextIO
 
 from ..agent.outputs import drop_cut_line, open_append
 from ..events import QueuedItem
+from ..host import current_platform
+from ..threads import FunctionThread
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,7 @@ class Output:
         self.broken = False
         #: Why writing failed otherwise (EIO, ENOSPC, ...), else None.
         self.error: OSError | None = None
-        self._thread = threading.Thread(target=self._run, name="procobsrv-output", daemon=True)
+        self._thread = FunctionThread(current_platform(), "procobsrv-output", self._run)
 
     @classmethod
     def to_file(cls, path: str, on_broken: Callable[[], None]) -> Output:
@@ -193,7 +195,7 @@ class Output:
             self._stopping = self._closed = True
             self._accepting = False
             self._changed.notify_all()
-        if self._thread.ident is None:
+        if not self._thread.started:
             self._put = self._written  # never started: nothing was meant to be written
         else:
             self._thread.join(grace)

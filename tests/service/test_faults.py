@@ -54,7 +54,7 @@ def test_garbage_and_half_a_hello_are_cut_off_and_the_others_served() -> None:
 
 
 def test_a_client_that_never_reads_loses_only_its_own_events_counted_exactly() -> None:
-    """Two root clients; one reads, one does not while 500 processes run. Between a start and
+    """Two root clients; one reads, one does not while 1,000 processes run. Between a start and
     an end marker, the stalled one's events plus the losses it is told of equal what the
     reader got; the reader lost nothing; the service's memory stayed bounded."""
     require_ebpf()
@@ -71,7 +71,7 @@ def test_a_client_that_never_reads_loses_only_its_own_events_counted_exactly() -
             target=lambda: got.append(reader.records_until(is_exec_of(marker), 120))
         )
         reading.start()
-        run_children(f"storm-{os.getpid()}", 500)
+        run_children(f"storm-{os.getpid()}", 1000)
         subprocess.run(marker, check=True)
         reading.join(130)
         (read,) = got

@@ -111,11 +111,10 @@ class EventService:
         self.client_bounds = client_bounds
         self.max_clients = max_clients
         self.scope = ApplicationScope.shared()
-        # The kernel side, opened first: a client never finds the service without it.
+        # The kernel side, opened first: a client never finds the service without it. The
+        # keeper's bounds are the kernel queue's (its own window never holds an event).
         self._counter = _Counter()
-        self._keeper = self.scope.open_stream(
-            "procobsrv serve", source=source, queue_limit=1, queue_bytes=1, sieve=self._counter
-        )
+        self._keeper = self.scope.open_stream("procobsrv serve", source=source, sieve=self._counter)
         self.source = self.scope.source.name if self.scope.source is not None else "?"
         self.waker = Waker()
         #: Clients (and the keeper) whose window woke: appended by the retrieval thread.

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.availability import require_ebpf, require_tool
-from tests.fakes.kernel_probe import as_user
 from tests.fakes.service import RawClient
 from tests.fakes.watch import ROOT
-from tests.packaging.test_systemd import DENY_WRITE_EXECUTE, DYNAMIC_UID, INSTALLED
+from tests.packaging.test_systemd import INSTALLED, UNIT, as_the_service
 
 SOCKET_UNIT = ROOT / "packaging" / "procobsrv-serve.socket"
 SERVICE_UNIT = ROOT / "packaging" / "procobsrv-serve.service"
@@ -76,22 +75,12 @@ def test_the_units_command_serves_the_socket_systemd_hands_it() -> None:
     activate = require_tool("systemd-socket-activate")
     argv = shlex.split(setting(SERVICE_UNIT, "ExecStart"))
     assert argv == [INSTALLED, "serve"]
-    caps = setting(SERVICE_UNIT, "AmbientCapabilities").split()
-    names = ",".join(["-all", *(f"+{cap.removeprefix('CAP_').lower()}" for cap in caps)])
+    for name in ("AmbientCapabilities", "CapabilityBoundingSet", "NoNewPrivileges"):
+        assert setting(SERVICE_UNIT, name) == setting(SERVICE_UNIT.with_name(UNIT.name), name)
     directory = Path(tempfile.mkdtemp(prefix="procobsrv-unit-"))
     directory.chmod(0o755)
     path = str(directory / "events.sock")
-    program = [
-        *as_user(DYNAMIC_UID),
-        f"--inh-caps={names}",
-        f"--ambient-caps={names}",
-        f"--bounding-set={names}",
-        "--no-new-privs",
-        sys.executable,
-        "-c",
-        DENY_WRITE_EXECUTE,
-        *argv[1:],
-    ]
+    program = [*as_the_service(), *argv[1:]]  # the same privileges as procobsrv.service
     proc = subprocess.Popen([activate, "-l", path, *program], stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 10

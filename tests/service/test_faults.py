@@ -31,6 +31,16 @@ def is_exec_of(argv: list[str]) -> Any:
     return lambda r: r.get("kind") == "exec" and r.get("command_line") == argv
 
 
+def serve(path: str) -> subprocess.CompletedProcess[str]:
+    """``procobsrv serve --socket PATH`` where it is expected to refuse at once."""
+    return subprocess.run(
+        [sys.executable, "-m", "procobsrv", "serve", "--socket", path],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def test_garbage_and_half_a_hello_are_cut_off_and_the_others_served() -> None:
     require_ebpf()
     with serving(private_directory()) as served:
@@ -149,12 +159,7 @@ def test_a_second_service_is_refused_and_a_dead_ones_socket_is_replaced() -> Non
     directory = private_directory()
     path = str(directory / "events.sock")
     with serving(directory) as served:
-        second = subprocess.run(
-            [sys.executable, "-m", "procobsrv", "serve", "--socket", path],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        second = serve(path)
         assert second.returncode == 2 and "another procobsrv service" in second.stderr
         served.stop(signal.SIGKILL)
     assert Path(path).is_socket()  # left behind by the killed one
@@ -173,12 +178,7 @@ def test_a_socket_listened_on_by_someone_else_is_not_replaced() -> None:
     other.bind(path)
     other.listen(1)
     try:
-        run = subprocess.run(
-            [sys.executable, "-m", "procobsrv", "serve", "--socket", path],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        run = serve(path)
     finally:
         other.close()
     assert run.returncode == 2 and "already listens" in run.stderr
@@ -188,12 +188,7 @@ def test_a_socket_listened_on_by_someone_else_is_not_replaced() -> None:
 def test_a_directory_others_could_write_is_refused(tmp_path: Path, mode: int) -> None:
     directory = private_directory()
     directory.chmod(mode)
-    run = subprocess.run(
-        [sys.executable, "-m", "procobsrv", "serve", "--socket", str(directory / "e.sock")],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    run = serve(str(directory / "e.sock"))
     assert run.returncode == 2 and "writable by others" in run.stderr
     assert not (directory / "e.sock").exists()
 
@@ -202,12 +197,7 @@ def test_a_linked_directory_is_refused(tmp_path: Path) -> None:
     directory = private_directory()
     link = directory / "link"
     link.symlink_to(directory)
-    run = subprocess.run(
-        [sys.executable, "-m", "procobsrv", "serve", "--socket", str(link / "e.sock")],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    run = serve(str(link / "e.sock"))
     assert run.returncode == 2 and "not a directory" in run.stderr
 
 

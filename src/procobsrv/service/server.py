@@ -67,13 +67,16 @@ class Waker:
                 pass  # full: the loop is woken anyway; closed: the loop is over
 
     def clear(self) -> None:
-        """In the loop, before it looks at what woke it."""
-        self._woken = False
+        """In the loop, before it looks at what woke it: the pipe emptied first, then the flag
+        cleared (the other order could leave the flag set over an empty pipe, and every later
+        wake-up unwritten). A wake-up in between writes nothing, and needs not: what it
+        announces is already in the ready queue, which the loop looks at next."""
         try:
             while os.read(self.read_fd, 4096):
                 pass
         except BlockingIOError:
             pass
+        self._woken = False
 
     def close(self) -> None:
         os.close(self.read_fd)

@@ -171,7 +171,7 @@ def run_children(tag: str, count: int, prefix: tuple[str, ...] = ()) -> dict[int
 
 def first_of_tag() -> None:
     """As a client program (``-c``; argv: socket, tag): print the service's hello, then the
-    command line of the first exec of either ``... TAG ...`` or ``/bin/true end-TAG``."""
+    command line of the first exec of either ``/bin/echo TAG ...`` or ``/bin/true end-TAG``."""
     path, tag = sys.argv[1:3]
     client = RawClient(path)
     print(json.dumps(client.hello), flush=True)
@@ -179,6 +179,6 @@ def first_of_tag() -> None:
 
     def first(record: dict[str, Any]) -> bool:
         argv = record.get("command_line") or []
-        return record.get("kind") == "exec" and (tag in argv or argv == end)
+        return record.get("kind") == "exec" and (argv[:2] == ["/bin/echo", tag] or argv == end)
 
     print(json.dumps(client.records_until(first)[-1]["command_line"]))

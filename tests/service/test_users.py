@@ -29,7 +29,7 @@ pytestmark = pytest.mark.kernel
 #: Another uid no account uses (the service decides by number, not by name).
 OTHER = 61777
 #: A group number for --group.
-WATCHERS = 61778
+WATCHERS = 61790
 
 #: As the user: ApplicationScope with no options; says when it has started, waits for a
 #: line on stdin (the test runs other users' children meanwhile), runs its own children,

@@ -31,6 +31,9 @@ HOW_TO_START = (
     "start it as root: `sudo procobsrv serve` (or `systemctl enable --now "
     "procobsrv-serve.socket`, docs/service.md)"
 )
+#: Seconds to wait for the service's hello: generous, since a loaded machine (a hundred
+#: programs starting at once) may delay it; a service that is not there fails at once.
+ANSWER_TIMEOUT = 30.0
 #: Bytes read per fetch at most: bounds the time before a batch is handed on.
 MAX_FETCH_BYTES = 1 << 20
 _READ = 256 << 10
@@ -54,7 +57,7 @@ class ServiceSource(KernelSource):
 
     name = "service"
 
-    def __init__(self, *, socket_path: str | None = None, timeout: float = wire.HELLO_TIMEOUT):
+    def __init__(self, *, socket_path: str | None = None, timeout: float = ANSWER_TIMEOUT):
         self.socket_path = socket_path or default_socket()
         self.timeout = timeout
         #: The service's hello: its source, and whether this client sees every process.

@@ -70,11 +70,13 @@ def start_service(directory: str) -> subprocess.Popen[str]:
     return proc
 
 
-def start_clients(count: int, socket_path: str) -> list[tuple[subprocess.Popen[str], str]]:
-    """``count`` clients, started ten at a time (a hundred interpreters starting at once on a
-    small machine would only measure the machine)."""
+def start_clients(
+    count: int, socket_path: str, clients: list[tuple[subprocess.Popen[str], str]]
+) -> None:
+    """``count`` clients into ``clients`` (whoever made the list stops them, also after a
+    failure here), started ten at a time (a hundred interpreters starting at once on a small
+    machine would only measure the machine)."""
     env = {**_env(), "PROCOBSRV_SOCKET": socket_path}
-    clients: list[tuple[subprocess.Popen[str], str]] = []
     while len(clients) < count:
         group = []
         for _ in range(min(STARTED_TOGETHER, count - len(clients))):
@@ -96,7 +98,6 @@ def start_clients(count: int, socket_path: str) -> list[tuple[subprocess.Popen[s
             if line.strip() != "ready":
                 err = proc.stderr.read() if proc.stderr else ""
                 raise RuntimeError(f"a client did not start: {line} {err!r}")
-    return clients
 
 
 def finish_clients(
@@ -122,7 +123,7 @@ def through_service(count: int, total: int, interval: float, k: int) -> Run:
     service = start_service(directory)
     clients: list[tuple[subprocess.Popen[str], str]] = []
     try:
-        clients = start_clients(count, os.path.join(directory, "events.sock"))
+        start_clients(count, os.path.join(directory, "events.sock"), clients)
         pids = [service.pid] + [p.pid for p, _ in clients]
         before = [cpu_seconds(pid) for pid in pids]
         storm = run_storm(k, total, interval=interval)

@@ -22,6 +22,7 @@ from procobsrv.errors import MonitorError
 from procobsrv.events import QueuedItem
 from procobsrv.linux.service_source import ServiceSource
 from procobsrv.scope import ApplicationScope
+from procobsrv.service import wire
 from tests.fakes.availability import require_ebpf
 from tests.fakes.service import RawClient, private_directory, run_children, serving, start
 
@@ -56,7 +57,7 @@ def test_garbage_and_half_a_hello_are_cut_off_and_the_others_served() -> None:
         assert b'"kind":"error"' in garbage.buffer and b"not JSON" in garbage.buffer
         assert chatty.closed_within(2.0)
         assert b"sends nothing after its hello" in chatty.buffer
-        assert half.closed_within(8.0)  # HELLO_TIMEOUT
+        assert half.closed_within(wire.HELLO_TIMEOUT + 5.0)
         assert b"no hello line within" in half.buffer
         marker = ["/bin/true", f"still-served-{os.getpid()}"]
         subprocess.run(marker, check=True)

@@ -35,8 +35,9 @@ from ..events import EventKind, QueuedItem, new_item
 #: Bumped when the conversation changes (the records have their own ``schema_version``).
 PROTOCOL = 1
 MAGIC = "events"
-#: Seconds a client has to send its hello line once connected.
-HELLO_TIMEOUT = 5.0
+#: Seconds a client has to send its hello line once connected (it sends it at once; this
+#: leaves room for a machine so loaded that the client is not scheduled for seconds).
+HELLO_TIMEOUT = 10.0
 #: The longest hello line the service reads.
 MAX_HELLO = 1024
 #: The longest record a client accepts (the longest argv the sources capture is far shorter).

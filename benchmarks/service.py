@@ -143,7 +143,9 @@ def through_service(count: int, total: int, interval: float, k: int) -> Run:
             proc.wait()
             os.unlink(out)
         service.terminate()
-        service.communicate(timeout=30)
+        _, said = service.communicate(timeout=30)
+        if said.strip():
+            print(f"the service said: {said.strip()[-2000:]}", flush=True)
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -212,6 +214,7 @@ def main() -> None:
             runs["direct eBPF"].append(direct(total, interval, k))
             for n in counts:
                 runs[f"service, {n} clients"].append(through_service(n, total, interval, k))
+                print(f"  {what}: {n} clients measured", flush=True)
         print(f"\n{what}: {total} processes, K={k}, median of {args.reps} runs")
         for label, measured in runs.items():
             results[f"{what}: {label}"] = describe(label, measured)

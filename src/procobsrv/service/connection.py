@@ -14,7 +14,15 @@ from . import wire
 from .rule import Peer
 
 
-class Connection:
+class Queued:
+    """Something the loop serves when woken; in its ready queue at most once (a window wakes
+    the loop at every offer: a hundred clients would otherwise queue a hundred entries per
+    batch, and each turn of the loop would go through all of them)."""
+
+    queued = False
+
+
+class Connection(Queued):
     """A connected client: first its hello, then its stream."""
 
     def __init__(self, sock: socket.socket, peer: Peer, now: float) -> None:

@@ -31,7 +31,7 @@ from ..events import QueuedItem
 from ..platform import SourceChoice
 from ..scope import ApplicationScope
 from . import wire
-from .connection import Connection
+from .connection import Connection, Queued
 from .rule import Rule, describe, peer_of
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,11 @@ TURN = 4
 #: How much of what a client sends the loop reads at a time.
 READ_SIZE = 4096
 
-_LISTENER, _WAKER, _KEEPER = "listener", "waker", "keeper"
+_LISTENER, _WAKER = "listener", "waker"
+
+
+class _Keeper(Queued):
+    """The ready-queue entry of the service's own subscription."""
 
 
 class Waker:
@@ -121,7 +125,8 @@ class EventService:
         self.source = self.scope.source.name if self.scope.source is not None else "?"
         self.waker = Waker()
         #: Clients (and the keeper) whose window woke: appended by the retrieval thread.
-        self._ready: collections.deque[Connection | str] = collections.deque()
+        self._ready: collections.deque[Queued] = collections.deque()
+        self._keeper_entry = _Keeper()
         self._clients: dict[int, Connection] = {}
         self._selector = selectors.DefaultSelector()
         self._encoder = wire.Encoder()
@@ -130,7 +135,7 @@ class EventService:
         self.failure: BaseException | None = None
         self.served = 0  # clients that said hello
         self.kernel_lost = 0
-        self._keeper.wake = self._waking(_KEEPER)
+        self._keeper.wake = self._waking(self._keeper_entry)
 
     @property
     def received(self) -> int:
@@ -146,14 +151,22 @@ class EventService:
         self._stopping = True
         self.waker.wake()
 
-    def _waking(self, who: Connection | str) -> Callable[[], None]:
+    def _waking(self, who: Queued) -> Callable[[], None]:
         ready, wake = self._ready, self.waker.wake
 
         def woken() -> None:  # on the retrieval thread, for every offer
-            ready.append(who)
-            wake()
+            if not who.queued:  # else the loop will serve it: it clears the flag first
+                who.queued = True
+                ready.append(who)
+                wake()
 
         return woken
+
+    def _queue(self, who: Queued) -> None:
+        """On the loop: serve ``who`` at the next turn."""
+        if not who.queued:
+            who.queued = True
+            self._ready.append(who)
 
     def run(self) -> None:
         """Serve until :meth:`stop` or the kernel side fails; then tell every client, close
@@ -162,7 +175,7 @@ class EventService:
         self.listener.setblocking(False)
         selector.register(self.listener, selectors.EVENT_READ, _LISTENER)
         selector.register(self.waker.read_fd, selectors.EVENT_READ, _WAKER)
-        self._ready.append(_KEEPER)
+        self._queue(self._keeper_entry)
         try:
             while not self._stopping:
                 for key, mask in selector.select(self._timeout()):
@@ -213,7 +226,7 @@ class EventService:
         if mask & selectors.EVENT_READ:
             self._read(connection)
         if mask & selectors.EVENT_WRITE and not connection.closed:
-            self._ready.append(connection)
+            self._queue(connection)
 
     def _read(self, connection: Connection) -> None:
         try:
@@ -254,7 +267,7 @@ class EventService:
         connection.queue(wire.service_hello(self.source, peer.uid, connection.sees_all))
         self.served += 1
         log.info("client %s (%s)", describe(peer), "all" if connection.sees_all else "own")
-        self._ready.append(connection)
+        self._queue(connection)
 
     def _refuse(self, connection: Connection, why: str) -> None:
         log.warning("cut off client %s: %s", describe(connection.peer), why)
@@ -278,7 +291,8 @@ class EventService:
         ready = self._ready
         for _ in range(len(ready)):  # those woken since: the next round (after select)
             who = ready.popleft()
-            if who == _KEEPER:
+            who.queued = False  # before taking: an offer from now on queues it again
+            if isinstance(who, _Keeper):
                 self._keep()
             elif isinstance(who, Connection) and not who.closed:
                 self._pump(who)
@@ -313,7 +327,7 @@ class EventService:
                     return
                 connection.events += len(items)
                 connection.queue(self._encoder.encode(items, lost))
-            self._ready.append(connection)  # more may wait: after the others
+            self._queue(connection)  # more may wait: after the others
         except OSError:  # the client is gone
             self._drop(connection)
 

@@ -1,6 +1,6 @@
 """procobsrv through its public API, in a process of its own so that its cost can be measured.
 
-Run as ``python -m benchmarks.listener OUT [--source connector|ebpf] [--queue-limit N]
+Run as ``python -m benchmarks.listener OUT [--source connector|ebpf|service] [--queue-limit N]
 [--realtime]`` (``--realtime``: the monitoring threads run SCHED_FIFO, as with ``procobsrv
 watch --realtime``). Prints ``ready`` once subscribed, or ``unavailable: <why>`` and exits
 when the source cannot start here; on SIGTERM stops monitoring and writes JSON to OUT:
@@ -26,7 +26,7 @@ from procobsrv.platform import KernelSource
 KIND_CODE = {"created": "fork", "exec": "exec", "exited": "exit"}
 #: Source name (as ``start_monitoring(source=...)`` and ``watch --source`` spell it) -> the
 #: class in ``procobsrv.linux`` (benchmarks.opening times a fresh instance's open).
-SOURCES = {"connector": "ConnectorSource", "ebpf": "EbpfSource"}
+SOURCES = {"connector": "ConnectorSource", "ebpf": "EbpfSource", "service": "ServiceSource"}
 
 
 class RecordingHandler(CallbackHandler):

@@ -23,7 +23,7 @@ from .memory import DEFAULT_QUEUE_BYTES
 from .platform import KernelSource, SourceChoice, open_source
 from .session import Session
 from .stats import MonitorStats
-from .subscription import DEFAULT_STOP_TIMEOUT, HandlerSubscription, Subscription
+from .subscription import DEFAULT_STOP_TIMEOUT, HandlerSubscription, Sieve, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -197,11 +197,13 @@ class ApplicationScope:
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
         overflow: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
         queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        sieve: Sieve | None = None,
     ) -> Subscription:
         """A subscription whose consumer takes from its window itself (``take``): what the
-        streams of ``watch()`` and ``awatch()`` are made of."""
+        streams of ``watch()`` and ``awatch()`` are made of. ``sieve`` keeps only some
+        events of each batch, before the window (``procobsrv serve``: a user's own)."""
         subscription = Subscription(
-            name, None, Bounds(queue_limit, queue_bytes, overflow), self._detach
+            name, None, Bounds(queue_limit, queue_bytes, overflow), self._detach, sieve
         )
         with self._lock:
             self._attach(subscription, source)

@@ -35,6 +35,12 @@ DEFAULT_STOP_TIMEOUT = 10.0
 #: How a subscription leaves the scope: (subscription, timeout, discard what is held).
 Leave = Callable[["Subscription", "float | None", bool], None]
 
+#: Keeps only some events of a batch before they reach a subscriber's window: (events, their
+#: estimated bytes) -> (the events kept, their bytes). Called on the retrieval thread, with
+#: the same batch object for every subscriber, so one sieve shared by several subscribers
+#: can remember its last answer. The window then counts only what the subscriber may see.
+Sieve = Callable[[Sequence[QueuedItem], int], tuple[Sequence[QueuedItem], int]]
+
 
 class Subscription:
     """One consumer of the process-wide scope: returned by ``ApplicationScope.subscribe``.
@@ -45,10 +51,14 @@ class Subscription:
     because it fell behind.
     """
 
-    def __init__(self, name: str, param: Any, bounds: Bounds, leave: Leave) -> None:
+    def __init__(
+        self, name: str, param: Any, bounds: Bounds, leave: Leave, sieve: Sieve | None = None
+    ) -> None:
         self.name = name
         self.param = param
         self.window = Window(bounds)
+        #: What this subscriber may see of each batch (None: all of it).
+        self.sieve = sieve
         self._leave = leave
         self._failure: BaseException | None = None
         #: Set by the session: the kernel queue's overflow while we were attached.
@@ -66,6 +76,10 @@ class Subscription:
     def offer(self, items: Sequence[QueuedItem], nbytes: int, lost: int) -> None:
         """A batch drained from the kernel queue (``nbytes`` its estimated bytes) and the
         losses to report before it; never waits for the consumer."""
+        if self.sieve is not None:
+            items, nbytes = self.sieve(items, nbytes)
+            if not items and not lost:
+                return
         self.window.offer(items, nbytes, lost)
 
     # -- the consumer's side -------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import NoReturn
 from .. import __version__
 from ..agent import cli as agent_cli
 from ..errors import MonitorError
-from . import demo, driver, trace, watch
+from . import demo, driver, serve, trace, watch
 
 #: Exit status of a refused command line, or of a failure the message explains.
 USAGE_STATUS = 2
@@ -26,6 +26,7 @@ examples:
   sudo procobsrv trace -- make -j2          what a command ran: a tree with durations
   sudo procobsrv trace --html t.html -- ./build.sh
                                             ... and a timeline to open in a browser
+  sudo procobsrv serve                      serve events to other users' programs
   procobsrv COMMAND --help                  the options and examples of one command
 """
 
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     watch.add_parser(sub)
     trace.add_parser(sub)
+    serve.add_parser(sub)
     demo.add_parser(sub)
     driver.register(sub)
     agent_cli.register(sub)  # schema, collect

@@ -20,6 +20,7 @@ from ..errors import MonitorError
 from ..events import EventKind, QueuedItem
 from ..filters import EventFilter, FilterHandler
 from ..host import current_platform
+from ..platform import SourceChoice
 from ..scope import ApplicationScope
 from . import arguments
 from .format import HEADER, as_line
@@ -148,7 +149,13 @@ def add_parser(sub: Any) -> None:
         "--source",
         default="auto",
         help="kernel source: auto (default: ebpf when this process may load it, else "
-        "connector), ebpf, connector (Linux); driver (Windows)",
+        "connector, else the procobsrv service), ebpf, connector, service (Linux); "
+        "driver (Windows)",
+    )
+    p.add_argument(
+        "--socket",
+        metavar="PATH",
+        help="with --source service: the service's socket (default /run/procobsrv/events.sock)",
     )
     p.add_argument(
         "--realtime",
@@ -162,7 +169,11 @@ def add_parser(sub: Any) -> None:
 def fallback_note(requested: str, scope: ApplicationScope) -> str:
     """What the watch line says when "auto" had to fall back to the connector on Linux."""
     source = scope.source
-    if requested != "auto" or source is None or source.name != "connector":
+    if requested != "auto" or source is None:
+        return ""
+    if source.name == "service":
+        return f" through the procobsrv service at {getattr(source, 'socket_path', '?')}"
+    if source.name != "connector":
         return ""
     return (
         " with the connector (command lines of short-lived processes may be missing; "
@@ -204,7 +215,19 @@ def open_outputs(
     return Output(sys.stdout, on_broken=done.set), None
 
 
+def source_from_args(args: argparse.Namespace) -> SourceChoice:
+    """``--source``, or with ``--socket`` the service source at that path."""
+    if args.socket is None:
+        return str(args.source)
+    if args.source != "service":
+        raise MonitorError("--socket goes with --source service")
+    from ..linux.service_source import ServiceSource  # Linux only: asked for by name
+
+    return ServiceSource(socket_path=args.socket)
+
+
 def run(args: argparse.Namespace) -> int:
+    source = source_from_args(args)
     lines = line_format(args)
     done = threading.Event()
     output, sink = open_outputs(args, done)
@@ -228,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             realtime = current_platform().realtime_threads if args.realtime else None
             with realtime() if realtime else contextlib.nullcontext():
-                scope.start_monitoring(source=args.source)  # its threads inherit the policy
+                scope.start_monitoring(source=source)  # its threads inherit the policy
             if output is not None:
                 output.start()
             note = fallback_note(args.source, scope)

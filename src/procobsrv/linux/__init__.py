@@ -1,5 +1,6 @@
-"""Linux: procobsrv's eBPF program (``EbpfSource``) or the kernel's process-events connector
-(``ConnectorSource``) feeds the framework; "auto" takes the first this process may use."""
+"""Linux: procobsrv's eBPF program (``EbpfSource``), the kernel's process-events connector
+(``ConnectorSource``) or ``procobsrv serve`` (``ServiceSource``) feeds the framework; "auto"
+takes the first this process may use."""
 
 from ..platform import Platform
 from .choice import open_named_source
@@ -7,6 +8,7 @@ from .connector_source import ConnectorSource
 from .ebpf_source import EbpfSource
 from .fork import at_fork_in_child, close_inherited
 from .realtime import realtime_threads
+from .service_source import ServiceSource
 from .sync import EventFd, Lock, PollWaiter
 
 PLATFORM = Platform(
@@ -22,4 +24,12 @@ PLATFORM = Platform(
     close_inherited=close_inherited,
 )
 
-__all__ = ["PLATFORM", "ConnectorSource", "EbpfSource", "EventFd", "Lock", "PollWaiter"]
+__all__ = [
+    "PLATFORM",
+    "ConnectorSource",
+    "EbpfSource",
+    "EventFd",
+    "Lock",
+    "PollWaiter",
+    "ServiceSource",
+]

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -182,3 +183,53 @@ def test_root_and_the_group_see_every_user_and_a_user_not_another(served: Served
     )
     assert got[-1]["uid"] == NOBODY
     root.close()
+
+
+def test_trace_as_a_user_records_its_command_tree_through_the_service(served: Served) -> None:
+    prefix = as_user(NOBODY)
+    kernel_refuses_both(prefix)
+    tag = f"trace-{os.getpid()}"
+    traced = subprocess.run(
+        [*prefix, *PROCOBSRV, "trace", "--", "sh", "-c", f"/bin/echo {tag} >/dev/null; exit 3"],
+        capture_output=True,
+        text=True,
+        env=environment(served),
+        timeout=60,
+    )
+    assert traced.returncode == 3, traced.stderr  # the command's own status
+    assert "through the procobsrv service" in traced.stderr, traced.stderr
+    assert f"└─ /bin/echo {tag}" in traced.stderr, traced.stderr
+
+
+_PLUGIN_TEST = """
+import subprocess
+
+def test_spawns(spawned):
+    subprocess.run(["/bin/echo", "TAG", "two words"], check=True)
+    assert spawned.ran("/bin/echo", "TAG", "two words")
+    (echo,) = spawned.find("/bin/echo")
+    assert echo.status == 0
+"""
+
+
+def test_the_pytest_plugin_as_a_user_records_what_a_test_spawned_through_the_service(
+    served: Served,
+) -> None:
+    prefix = as_user(NOBODY)
+    kernel_refuses_both(prefix)
+    tag = f"plugin-{os.getpid()}"
+    with tempfile.TemporaryDirectory() as directory:  # under /tmp: the user may read it
+        os.chmod(directory, 0o755)
+        test_file = Path(directory) / "test_spawns.py"
+        test_file.write_text(_PLUGIN_TEST.replace("TAG", tag))
+        test_file.chmod(0o644)
+        ran = subprocess.run(
+            [*prefix, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file],
+            capture_output=True,
+            text=True,
+            env=environment(served),
+            cwd=directory,
+            timeout=120,
+        )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "1 passed" in ran.stdout, ran.stdout

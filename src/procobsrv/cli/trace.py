@@ -87,7 +87,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--source",
         default="auto",
-        help="kernel source: auto (default), ebpf, connector (Linux); driver (Windows)",
+        help="kernel source: auto (default: ebpf, else connector, else the procobsrv "
+        "service), ebpf, connector, service (Linux); driver (Windows)",
     )
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     p.set_defaults(run=run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Callable
 
 import pytest
 
@@ -41,14 +42,19 @@ def execs(n: int, start: int = 1, argc: int = ARGC) -> list[QueuedItem]:
     return out
 
 
-def test_the_estimate_is_within_a_factor_of_what_an_event_really_holds() -> None:
+def allocated(make: Callable[[int], list[QueuedItem]], n: int) -> tuple[list[QueuedItem], int]:
+    """``make(n)``'s events and the bytes Python allocated to build them."""
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        items = execs(500)
-        real = tracemalloc.get_traced_memory()[0] - before
+        items = make(n)
+        return items, tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
+
+
+def test_the_estimate_is_within_a_factor_of_what_an_event_really_holds() -> None:
+    items, real = allocated(execs, 500)
     estimate = batch_bytes(items)
     assert 0.7 * real <= estimate <= 1.5 * real, (real / 500, estimate / 500)
     small = QueuedItem(EventKind.CREATED, 1, 0, 0.0)
@@ -155,13 +161,7 @@ def path_execs(n: int, start: int = 1) -> list[QueuedItem]:
 
 
 def test_the_estimate_counts_long_paths_within_the_same_factor() -> None:
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        items = path_execs(500)
-        real = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    items, real = allocated(path_execs, 500)
     estimate = batch_bytes(items)
     assert 0.7 * real <= estimate <= 1.5 * real, (real / 500, estimate / 500)
     assert item_bytes(items[0]) > 3 * PATH_LEN

@@ -249,6 +249,19 @@ def test_a_slow_subscriber_beside_a_fast_one_costs_the_fast_one_nothing() -> Non
         assert len(got) + s.lost == 15_000
 
 
+def publishing(source: ScriptedSource, total: int) -> threading.Thread:
+    """A started thread that publishes events 1 to ``total``, 50 at a time, 0.5 ms apart."""
+
+    def publish() -> None:
+        for start in range(1, total + 1, 50):
+            source.publish(items(50, start))
+            time.sleep(0.0005)
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    return publisher
+
+
 def test_subscribers_coming_and_going_while_events_flow_cost_the_first_nothing() -> None:
     # The first handler is called by the retrieval thread until the first newcomer; from
     # then on by its own thread. Newcomers join and leave again and again while 30,000 events
@@ -258,14 +271,7 @@ def test_subscribers_coming_and_going_while_events_flow_cost_the_first_nothing()
         scope = shared_scope()
         first = Collector()
         with scope.subscribe(first, source=source) as f:
-
-            def publish() -> None:
-                for start in range(1, 30_001, 50):
-                    source.publish(items(50, start))
-                    time.sleep(0.0005)
-
-            publisher = threading.Thread(target=publish)
-            publisher.start()
+            publisher = publishing(source, 30_000)
             while publisher.is_alive() or len(first.items) < 30_000:
                 with scope.subscribe(Collector()) as other:
                     time.sleep(0.01)
@@ -303,14 +309,7 @@ def test_a_handler_alone_again_goes_back_inline_and_loses_nothing_in_the_moves()
         scope = shared_scope()
         first = ThreadRecorder()
         with scope.subscribe(first, source=source) as f:
-
-            def publish() -> None:
-                for start in range(1, 20_001, 50):
-                    source.publish(items(50, start))
-                    time.sleep(0.0005)
-
-            publisher = threading.Thread(target=publish)
-            publisher.start()
+            publisher = publishing(source, 20_000)
             while publisher.is_alive():
                 with scope.subscribe(Collector()):
                     time.sleep(0.01)
